@@ -1,0 +1,1 @@
+"""Base models, LoRA configuration, the adapter <-> flat vector mapping and the demo datasets."""

@@ -1,0 +1,1 @@
+"""The secure-aggregation protocol's mathematics: pure functions, no Flower, no database, no I/O."""
