@@ -1,0 +1,102 @@
+"""Scenario "hospitals": ICD-10-CM code descriptions labelled with their chapter (22 classes).
+
+Source: the ICD-10-CM tabular list shipped in the `simple-icd-10-cm` package (offline, MIT).
+Each example is a billable (leaf) code's description, e.g. "Cholera due to Vibrio cholerae 01,
+biovar cholerae" -> "Certain infectious and parasitic diseases (A00-B99)". Hospitals differ in size
+and in case mix (Dirichlet label skew), as real coding departments do. The data is subsampled so a
+CPU demo stays fast: the labels are learnable within a few dozen steps.
+"""
+
+from __future__ import annotations
+
+import functools
+import string
+
+import numpy as np
+
+from fedseal.models.data.splitting import (
+    allocate_counts,
+    dirichlet_label_mixes,
+    scenario_rng,
+    shuffled_split,
+    site_sizes,
+    take_by_class,
+)
+from fedseal.models.data.types import FederatedDataset, Scenario, SiteSplit, TextExamples
+
+__all__ = ["SCENARIO", "build_hospitals", "icd10_chapter_examples"]
+
+NAME = "hospitals"
+SITE_POOL = tuple(f"hospital_{letter}" for letter in string.ascii_lowercase[:10])
+GLOBAL_TEST_SIZE = 1000
+LARGEST_TRAIN, SMALLEST_TRAIN = 3000, 600
+LARGEST_TEST, SMALLEST_TEST = 400, 200
+# Sites' label mixes are Dirichlet(CONCENTRATION * sqrt-flattened global mix): strong skew, but
+# every site still sees the common chapters.
+CONCENTRATION = 12.0
+SCENARIO_MAX_LENGTH = 32  # 99% of descriptions fit in 36 tokens, 90% in 26
+
+
+@functools.lru_cache(maxsize=1)
+def icd10_chapter_examples() -> tuple[TextExamples, tuple[str, ...]]:
+    """Every ICD-10-CM leaf code's description with its chapter index, and the chapter names."""
+    import simple_icd_10_cm as cm
+
+    codes = cm.get_all_codes(False)
+    chapters = [c for c in codes if cm.is_chapter(c)]
+    chapter_index = {c: i for i, c in enumerate(chapters)}
+    texts: list[str] = []
+    labels: list[int] = []
+    for code in codes:
+        if cm.is_leaf(code) and not cm.is_chapter(code):
+            texts.append(cm.get_description(code))
+            labels.append(chapter_index[cm.get_ancestors(code)[-1]])
+    names = tuple(cm.get_description(c) for c in chapters)
+    return TextExamples(tuple(texts), np.asarray(labels, dtype=np.int64)), names
+
+
+def build_hospitals(num_sites: int, seed: int) -> FederatedDataset:
+    """Split the ICD-10-CM leaves into a global test set and `num_sites` skewed hospitals."""
+    pool, names = icd10_chapter_examples()
+    num_labels = len(names)
+    rng = scenario_rng(NAME, seed)
+
+    global_index = rng.choice(len(pool), size=GLOBAL_TEST_SIZE, replace=False)
+    remaining = np.setdiff1d(np.arange(len(pool)), global_index)
+    class_pools = [
+        rng.permutation(remaining[pool.labels[remaining] == c]) for c in range(num_labels)
+    ]
+    capacity = np.array([p.size for p in class_pools], dtype=np.int64)
+    cursor = np.zeros(num_labels, dtype=np.int64)
+
+    prior = np.sqrt(pool.label_counts(num_labels).astype(np.float64))
+    mixes = dirichlet_label_mixes(rng, prior, CONCENTRATION, num_sites)
+    trains = site_sizes(num_sites, LARGEST_TRAIN, SMALLEST_TRAIN)
+    tests = site_sizes(num_sites, LARGEST_TEST, SMALLEST_TEST)
+
+    sites: dict[str, SiteSplit] = {}
+    for name, mix, n_train, n_test in zip(SITE_POOL, mixes, trains, tests, strict=False):
+        counts = allocate_counts(rng, n_train + n_test, mix, capacity - cursor)
+        taken, cursor = take_by_class(class_pools, counts, cursor)
+        train, test = shuffled_split(rng, pool.subset(taken), n_test)
+        sites[name] = SiteSplit(name=name, train=train, test=test)
+    return FederatedDataset(
+        scenario=NAME,
+        labels=names,
+        sites=sites,
+        global_test=pool.subset(global_index),
+        primary_metric="accuracy",
+        max_length=SCENARIO_MAX_LENGTH,
+    )
+
+
+SCENARIO = Scenario(
+    name=NAME,
+    description="ICD-10-CM code description -> chapter (22 classes), skewed case mix per hospital",
+    primary_metric="accuracy",
+    site_pool=SITE_POOL,
+    default_sites=3,
+    min_sites=2,
+    max_length=SCENARIO_MAX_LENGTH,
+    build=build_hospitals,
+)
