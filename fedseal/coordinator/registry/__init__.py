@@ -1,0 +1,34 @@
+"""Registry of runs, rounds and per-site contributions (SQLite by default, PostgreSQL by URL).
+
+The ServerApp and the CLIs use :class:`Registry` only; open one with
+:func:`open_registry`, which also migrates the schema. See docs/registry.md.
+"""
+
+from .database import DEFAULT_DATABASE_ENV, open_registry, resolve_database_url, sqlite_url
+from .errors import RecordConflict, RecordNotFound, RegistryError, RegistryUnavailable
+from .migrate import upgrade_to_head
+from .registry import Clock, Registry, utc_now
+from .statuses import ContributionStatus, RoundStatus, RunStatus, SiteStatus
+from .views import ContributionView, RoundView, RunView
+
+__all__ = [
+    "DEFAULT_DATABASE_ENV",
+    "Clock",
+    "ContributionStatus",
+    "ContributionView",
+    "RecordConflict",
+    "RecordNotFound",
+    "Registry",
+    "RegistryError",
+    "RegistryUnavailable",
+    "RoundStatus",
+    "RoundView",
+    "RunStatus",
+    "RunView",
+    "SiteStatus",
+    "open_registry",
+    "resolve_database_url",
+    "sqlite_url",
+    "upgrade_to_head",
+    "utc_now",
+]

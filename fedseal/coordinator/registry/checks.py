@@ -1,0 +1,105 @@
+"""Argument checks at the registry boundary: wrong type is TypeError, wrong value ValueError."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .schema import DIGEST_LENGTH, NAME_LENGTH
+
+__all__ = [
+    "check_config",
+    "check_count",
+    "check_digest",
+    "check_duration",
+    "check_metric",
+    "check_name",
+    "check_names",
+    "check_text",
+    "load_config",
+]
+
+
+def check_name(value: object, what: str) -> str:
+    """A non-blank identifier such as a site name or scenario."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str")
+    if not value.strip() or value != value.strip():
+        raise ValueError(f"{what} must be non-blank without surrounding spaces")
+    if len(value) > NAME_LENGTH:
+        raise ValueError(f"{what} must be at most {NAME_LENGTH} characters")
+    return value
+
+
+def check_names(values: object, what: str) -> list[str]:
+    """Distinct names; a bare str is refused so "site-a" is not read as five sites."""
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+        raise TypeError(f"{what} must be a sequence of str")
+    names = [check_name(value, f"each of {what}") for value in values]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what} must not repeat a name")
+    return names
+
+
+def check_count(value: object, what: str, *, minimum: int = 0) -> int:
+    """A whole number of examples, rounds, ..."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int")
+    if value < minimum:
+        raise ValueError(f"{what} must be at least {minimum}")
+    return value
+
+
+def check_metric(value: object, what: str) -> float:
+    """A finite number; NaN and infinity are refused so both backends store the same thing."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a float")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be finite")
+    return float(value)
+
+
+def check_duration(value: object, what: str) -> float:
+    """A finite, non-negative number of seconds."""
+    seconds = check_metric(value, what)
+    if seconds < 0:
+        raise ValueError(f"{what} must not be negative")
+    return seconds
+
+
+def check_digest(value: object, what: str) -> str:
+    """A digest string as the caller formats it (hex, or algorithm-prefixed hex)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str")
+    if not value or len(value) > DIGEST_LENGTH:
+        raise ValueError(f"{what} must be 1 to {DIGEST_LENGTH} characters")
+    return value
+
+
+def check_text(value: object, what: str) -> str:
+    """Free text such as an error message."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str")
+    return value
+
+
+def check_config(value: object) -> str:
+    """The run config as canonical JSON text (sorted keys, no NaN), so it can be digested later."""
+    if not isinstance(value, Mapping):
+        raise TypeError("config must be a mapping")
+    try:
+        return json.dumps(value, sort_keys=True, allow_nan=False, separators=(",", ":"))
+    except TypeError as exc:
+        raise TypeError(f"config must be JSON-serialisable: {exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"config must be JSON-serialisable: {exc}") from exc
+
+
+def load_config(text: str) -> dict[str, Any]:
+    """Inverse of :func:`check_config`."""
+    loaded = json.loads(text)
+    if not isinstance(loaded, dict):
+        raise ValueError("stored run config is not a JSON object")
+    return loaded

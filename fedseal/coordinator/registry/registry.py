@@ -1,0 +1,510 @@
+"""The registry API: the only way the ServerApp and the CLIs read or write runs and rounds.
+
+Every method opens its own short transaction and hands back plain values or
+frozen views, so callers never hold ORM objects or sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from sqlalchemy import Engine, Select, func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, joinedload
+
+from .checks import (
+    check_config,
+    check_count,
+    check_digest,
+    check_duration,
+    check_metric,
+    check_name,
+    check_names,
+    check_text,
+    load_config,
+)
+from .engine import writer
+from .errors import RecordConflict, RecordNotFound
+from .failures import describe_error, one_line, unavailable
+from .schema import Contribution, Round, Run, Site
+from .statuses import ContributionStatus, RoundStatus, RunStatus, SiteStatus
+from .views import ContributionView, RoundView, RunView
+
+__all__ = ["Clock", "Registry", "utc_now"]
+
+_Model = TypeVar("_Model", Run, Round)
+_Status = TypeVar("_Status", ContributionStatus, RoundStatus, RunStatus)
+_FinalStatus = TypeVar("_FinalStatus", RoundStatus, RunStatus)
+
+Clock = Callable[[], datetime]
+"""Returns the current time, timezone-aware; tests pass a fake one."""
+
+
+def utc_now() -> datetime:
+    """The default clock."""
+    return datetime.now(UTC)
+
+
+_CONTRIBUTION_METRICS = ("train_loss", "eval_loss", "eval_accuracy", "eval_auc")
+_ROUND_METRICS = ("loss", "accuracy", "auc", "global_accuracy", "global_auc")
+
+
+class Registry:
+    """Records runs, rounds and each sampled site's contribution in the registry database.
+
+    Build one with :func:`fedseal.coordinator.registry.open_registry`, which also
+    migrates the schema; the constructor assumes the schema is already at head.
+    """
+
+    def __init__(self, engine: Engine, *, clock: Clock = utc_now, url: str | None = None) -> None:
+        self._engine = engine
+        self._writer = writer(engine)
+        self._clock = clock
+        self._url = url if url is not None else engine.url.render_as_string(hide_password=True)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        """The underlying engine, for tools that inspect the schema (not for writing rows)."""
+        return self._engine
+
+    def close(self) -> None:
+        """Release pooled connections; the registry must not be used afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- sites ---------------------------------------------------------------------------------
+
+    def ensure_site(self, name: str) -> int:
+        """The id of the site called ``name``, registering it as active if it is new."""
+        name = check_name(name, "site name")
+        try:
+            with self._write() as session:
+                return self._site_ids(session, [name])[name]
+        except RecordConflict:
+            # another process registered the same name between our read and our insert
+            with self._read() as session:
+                site_id = session.scalar(select(Site.id).where(Site.name == name))
+            if site_id is None:
+                raise
+            return site_id
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        *,
+        scenario: str,
+        protocol_mode: str,
+        config: dict[str, Any],
+        rounds_planned: int,
+        flower_run_id: str | int | None = None,
+    ) -> int:
+        """Record a new run as running and return its registry id."""
+        run = Run(
+            flower_run_id=None if flower_run_id is None else _flower_id(flower_run_id),
+            scenario=check_name(scenario, "scenario"),
+            protocol_mode=check_name(protocol_mode, "protocol_mode"),
+            config=check_config(config),
+            status=RunStatus.RUNNING,
+            rounds_planned=check_count(rounds_planned, "rounds_planned", minimum=1),
+            started_at=self._now(),
+        )
+        with self._write() as session:
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def set_flower_run_id(self, run_id: int, flower_run_id: str | int) -> None:
+        """Attach Flower's run id once the ServerApp knows it."""
+        value = _flower_id(flower_run_id)
+        with self._write() as session:
+            _get(session, Run, run_id).flower_run_id = value
+
+    def finish_run(self, run_id: int, *, status: RunStatus | str, error: str | None = None) -> None:
+        """Close a run; rounds still running are closed as aborted."""
+        final = _final(RunStatus, status, RunStatus.RUNNING, "run status")
+        message = None if error is None else check_text(error, "error")
+        now = self._now()
+        with self._write() as session:
+            run = _get(session, Run, run_id)
+            if run.finished_at is not None:
+                raise RecordConflict(f"run {run_id} already finished as {run.status}")
+            open_rounds = session.scalars(
+                select(Round)
+                .where(Round.run_id == run_id, Round.finished_at.is_(None))
+                .options(joinedload(Round.contributions))
+            ).unique()
+            for round_ in open_rounds:
+                _close_round(round_, RoundStatus.ABORTED, now)
+                round_.error = f"run ended ({final}) before the round finished"
+            run.status = final
+            run.finished_at = now
+            if message is not None:
+                run.error = message
+
+    # -- rounds --------------------------------------------------------------------------------
+
+    def start_round(self, run_id: int, number: int, sampled_sites: Sequence[str]) -> int:
+        """Open round ``number`` of a running run with one ``sampled`` row per sampled site."""
+        number = check_count(number, "round number", minimum=1)
+        names = check_names(sampled_sites, "sampled_sites")
+        with self._write() as session:
+            run = _get(session, Run, run_id)
+            if run.status is not RunStatus.RUNNING:
+                raise RecordConflict(f"run {run_id} is {run.status}, not running")
+            taken = session.scalar(
+                select(Round.id).where(Round.run_id == run_id, Round.number == number)
+            )
+            if taken is not None:
+                raise RecordConflict(f"run {run_id} already has a round {number}")
+            site_ids = self._site_ids(session, names)
+            revoked = session.scalars(
+                select(Site.name).where(
+                    Site.id.in_(site_ids.values()), Site.status == SiteStatus.REVOKED
+                )
+            ).all()
+            if revoked:
+                raise RecordConflict(f"revoked sites cannot be sampled: {', '.join(revoked)}")
+            round_ = Round(
+                run_id=run_id,
+                number=number,
+                status=RoundStatus.RUNNING,
+                sampled=len(names),
+                participants=0,
+                dropped=0,
+                started_at=self._now(),
+            )
+            round_.contributions = [
+                Contribution(site_id=site_ids[name], status=ContributionStatus.SAMPLED)
+                for name in names
+            ]
+            session.add(round_)
+            session.flush()
+            return round_.id
+
+    def record_contribution(
+        self,
+        round_id: int,
+        site: str,
+        *,
+        status: ContributionStatus | str,
+        num_examples: int | None = None,
+        train_loss: float | None = None,
+        train_seconds: float | None = None,
+        eval_loss: float | None = None,
+        eval_accuracy: float | None = None,
+        eval_auc: float | None = None,
+        eval_examples: int | None = None,
+        adapter_digest: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Create or update ``site``'s row for the round; fields left as None keep their value.
+
+        A site that was not sampled gets a row too (and is registered if new).
+        On a round that already finished, its counts are recomputed.
+        """
+        name = check_name(site, "site")
+        changes: dict[str, object] = {
+            "status": _status(ContributionStatus, status, "contribution status")
+        }
+        for field, value in (("num_examples", num_examples), ("eval_examples", eval_examples)):
+            if value is not None:
+                changes[field] = check_count(value, field)
+        for field, value in zip(
+            _CONTRIBUTION_METRICS, (train_loss, eval_loss, eval_accuracy, eval_auc), strict=True
+        ):
+            if value is not None:
+                changes[field] = check_metric(value, field)
+        if train_seconds is not None:
+            changes["train_seconds"] = check_duration(train_seconds, "train_seconds")
+        if adapter_digest is not None:
+            changes["adapter_digest"] = check_digest(adapter_digest, "adapter_digest")
+        if error is not None:
+            changes["error"] = check_text(error, "error")
+        with self._write() as session:
+            round_ = _round_with_contributions(session, round_id)
+            site_id = self._site_ids(session, [name])[name]
+            row = next((row for row in round_.contributions if row.site_id == site_id), None)
+            if row is None:
+                row = Contribution(site_id=site_id)
+                round_.contributions.append(row)
+            for field, value in changes.items():
+                setattr(row, field, value)
+            if round_.finished_at is not None:
+                _tally(round_)
+
+    def finish_round(
+        self,
+        round_id: int,
+        *,
+        status: RoundStatus | str,
+        aggregate_digest: str | None = None,
+        global_digest: str | None = None,
+        loss: float | None = None,
+        accuracy: float | None = None,
+        auc: float | None = None,
+        global_accuracy: float | None = None,
+        global_auc: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Close a round: sites that never answered become dropped, counts and duration are set."""
+        final = _final(RoundStatus, status, RoundStatus.RUNNING, "round status")
+        changes: dict[str, object] = {}
+        for field, value in (
+            ("aggregate_digest", aggregate_digest),
+            ("global_digest", global_digest),
+        ):
+            if value is not None:
+                changes[field] = check_digest(value, field)
+        for field, value in zip(
+            _ROUND_METRICS, (loss, accuracy, auc, global_accuracy, global_auc), strict=True
+        ):
+            if value is not None:
+                changes[field] = check_metric(value, field)
+        if error is not None:
+            changes["error"] = check_text(error, "error")
+        now = self._now()
+        with self._write() as session:
+            round_ = _round_with_contributions(session, round_id)
+            if round_.finished_at is not None:
+                raise RecordConflict(f"round {round_id} already finished as {round_.status}")
+            _close_round(round_, final, now)
+            for field, value in changes.items():
+                setattr(round_, field, value)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def get_run(self, run_id: int) -> RunView:
+        """One run; :class:`RecordNotFound` if the id is unknown."""
+        check_count(run_id, "run id")
+        with self._read() as session:
+            row = session.execute(_runs_query().where(Run.id == run_id)).one_or_none()
+            if row is None:
+                raise RecordNotFound(f"no run with id {run_id}")
+            return _run_view(*row)
+
+    def latest_run(self) -> RunView | None:
+        """The most recently started run, or None on an empty registry."""
+        with self._read() as session:
+            row = session.execute(_runs_query().order_by(Run.id.desc()).limit(1)).one_or_none()
+            return None if row is None else _run_view(*row)
+
+    def list_runs(self) -> list[RunView]:
+        """Every run, newest first."""
+        with self._read() as session:
+            rows = session.execute(_runs_query().order_by(Run.id.desc())).all()
+            return [_run_view(*row) for row in rows]
+
+    def rounds(self, run_id: int) -> list[RoundView]:
+        """A run's rounds by number, each with its contributions by site name.
+
+        One indexed query (rounds joined to contributions and sites), so a CLI
+        can poll it every second for a live progress table.
+        """
+        with self._read() as session:
+            _get(session, Run, run_id)
+            found = session.scalars(
+                select(Round)
+                .where(Round.run_id == run_id)
+                .order_by(Round.number)
+                .options(joinedload(Round.contributions).joinedload(Contribution.site))
+            ).unique()
+            return [_round_view(round_) for round_ in found]
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise ValueError("the registry clock must return timezone-aware datetimes")
+        return now.astimezone(UTC)
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._translated(), Session(self._writer) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with self._translated(), Session(self._engine) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Database failures become registry errors with one-line, password-free messages."""
+        try:
+            yield
+        except IntegrityError as exc:
+            raise RecordConflict(one_line(describe_error(exc))) from exc
+        except OperationalError as exc:
+            raise unavailable(self._url, exc) from exc
+
+    def _site_ids(self, session: Session, names: Sequence[str]) -> dict[str, int]:
+        """Ids of the named sites, registering the missing ones as active."""
+        found = session.execute(select(Site.name, Site.id).where(Site.name.in_(names)))
+        ids = {name: site_id for name, site_id in found}
+        missing = [name for name in names if name not in ids]
+        if missing:
+            now = self._now()
+            created = [
+                Site(name=name, created_at=now, status=SiteStatus.ACTIVE) for name in missing
+            ]
+            session.add_all(created)
+            session.flush()
+            ids.update((site.name, site.id) for site in created)
+        return ids
+
+
+def _runs_query() -> Select[tuple[Run, int]]:
+    completed = (
+        select(func.count(Round.id))
+        .where(Round.run_id == Run.id, Round.status == RoundStatus.COMPLETED)
+        .correlate(Run)
+        .scalar_subquery()
+    )
+    return select(Run, completed)
+
+
+def _get(session: Session, model: type[_Model], record_id: int) -> _Model:
+    check_count(record_id, f"{model.__name__.lower()} id")
+    found = session.get(model, record_id)
+    if found is None:
+        raise RecordNotFound(f"no {model.__name__.lower()} with id {record_id}")
+    return found
+
+
+def _round_with_contributions(session: Session, round_id: int) -> Round:
+    check_count(round_id, "round id")
+    found = (
+        session.scalars(
+            select(Round).where(Round.id == round_id).options(joinedload(Round.contributions))
+        )
+        .unique()
+        .one_or_none()
+    )
+    if found is None:
+        raise RecordNotFound(f"no round with id {round_id}")
+    return found
+
+
+def _status(enum: type[_Status], value: object, what: str) -> _Status:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str")
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in enum)
+        raise ValueError(f"{what} must be one of {allowed}, not {value!r}") from None
+
+
+def _final(
+    enum: type[_FinalStatus], value: object, running: _FinalStatus, what: str
+) -> _FinalStatus:
+    status = _status(enum, value, what)
+    if status is running:
+        raise ValueError(f"{what} must be final, not {running.value}")
+    return status
+
+
+def _flower_id(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TypeError("flower_run_id must be a str or int")
+    text = str(value)
+    if not text or len(text) > 64:
+        raise ValueError("flower_run_id must be 1 to 64 characters")
+    return text
+
+
+def _close_round(round_: Round, status: RoundStatus, now: datetime) -> None:
+    """Mark silent sites dropped, then set status, end time, duration and counts."""
+    for row in round_.contributions:
+        if row.status is ContributionStatus.SAMPLED:
+            row.status = ContributionStatus.DROPPED
+    round_.status = status
+    round_.finished_at = now
+    round_.duration_s = max(0.0, (now - round_.started_at).total_seconds())
+    _tally(round_)
+
+
+def _tally(round_: Round) -> None:
+    """sampled = every row; participants = contributed; dropped = the rest."""
+    round_.sampled = len(round_.contributions)
+    round_.participants = sum(
+        row.status is ContributionStatus.CONTRIBUTED for row in round_.contributions
+    )
+    round_.dropped = round_.sampled - round_.participants
+
+
+def _run_view(run: Run, rounds_completed: int) -> RunView:
+    return RunView(
+        id=run.id,
+        flower_run_id=run.flower_run_id,
+        scenario=run.scenario,
+        protocol_mode=run.protocol_mode,
+        config=load_config(run.config),
+        status=run.status,
+        rounds_planned=run.rounds_planned,
+        rounds_completed=rounds_completed,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        error=run.error,
+    )
+
+
+def _contribution_view(row: Contribution) -> ContributionView:
+    return ContributionView(
+        site=row.site.name,
+        status=row.status,
+        num_examples=row.num_examples,
+        train_loss=row.train_loss,
+        train_seconds=row.train_seconds,
+        eval_loss=row.eval_loss,
+        eval_accuracy=row.eval_accuracy,
+        eval_auc=row.eval_auc,
+        eval_examples=row.eval_examples,
+        adapter_digest=row.adapter_digest,
+        error=row.error,
+    )
+
+
+def _round_view(round_: Round) -> RoundView:
+    contributions = sorted(
+        (_contribution_view(row) for row in round_.contributions), key=lambda view: view.site
+    )
+    return RoundView(
+        id=round_.id,
+        run_id=round_.run_id,
+        number=round_.number,
+        status=round_.status,
+        sampled=round_.sampled,
+        participants=round_.participants,
+        dropped=round_.dropped,
+        started_at=round_.started_at,
+        finished_at=round_.finished_at,
+        duration_s=round_.duration_s,
+        aggregate_digest=round_.aggregate_digest,
+        global_digest=round_.global_digest,
+        loss=round_.loss,
+        accuracy=round_.accuracy,
+        auc=round_.auc,
+        global_accuracy=round_.global_accuracy,
+        global_auc=round_.global_auc,
+        error=round_.error,
+        contributions=tuple(contributions),
+    )

@@ -1,0 +1,139 @@
+"""ORM tables of the registry: sites, runs, rounds and per-site contributions.
+
+The Alembic revisions in ``migrations/versions`` must build exactly this
+metadata; a test compares the two on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from .column_types import UTCDateTime, status_column_type
+from .statuses import ContributionStatus, RoundStatus, RunStatus, SiteStatus
+
+__all__ = ["NAMING_CONVENTION", "Base", "Contribution", "Round", "Run", "Site"]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_N_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Deterministic constraint names, so migrations can drop and alter them on every backend."""
+
+NAME_LENGTH = 200
+DIGEST_LENGTH = 128
+
+
+class Base(DeclarativeBase):
+    """Declarative base whose metadata names every constraint."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime()}  # noqa: RUF012 - read by SQLAlchemy
+
+
+class Site(Base):
+    """A hospital or other data holder known to the federation."""
+
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    created_at: Mapped[datetime]
+    status: Mapped[SiteStatus] = mapped_column(status_column_type(SiteStatus, "site_status"))
+    public_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+    contributions: Mapped[list[Contribution]] = relationship(back_populates="site")
+
+
+class Run(Base):
+    """One federated training run as the coordinator started it."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    flower_run_id: Mapped[str | None] = mapped_column(String(64))
+    scenario: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    protocol_mode: Mapped[str] = mapped_column(String(64))
+    config: Mapped[str] = mapped_column(Text)  # JSON text, keys sorted
+    status: Mapped[RunStatus] = mapped_column(status_column_type(RunStatus, "run_status"))
+    rounds_planned: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    rounds: Mapped[list[Round]] = relationship(back_populates="run", order_by="Round.number")
+
+
+class Round(Base):
+    """One round of a run: who was sampled, what came back, and the aggregate's evaluation."""
+
+    __tablename__ = "rounds"
+    __table_args__ = (UniqueConstraint("run_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[RoundStatus] = mapped_column(status_column_type(RoundStatus, "round_status"))
+    sampled: Mapped[int] = mapped_column(Integer)
+    participants: Mapped[int] = mapped_column(Integer)
+    dropped: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    duration_s: Mapped[float | None]
+    aggregate_digest: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH))
+    global_digest: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH))
+    # federated evaluation: weighted over the sites' held-out sets
+    loss: Mapped[float | None]
+    accuracy: Mapped[float | None]
+    auc: Mapped[float | None]
+    # the global model scored on the coordinator's global test set
+    global_accuracy: Mapped[float | None]
+    global_auc: Mapped[float | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    run: Mapped[Run] = relationship(back_populates="rounds")
+    contributions: Mapped[list[Contribution]] = relationship(back_populates="round")
+
+
+class Contribution(Base):
+    """What one sampled site did and reported in one round."""
+
+    __tablename__ = "contributions"
+    __table_args__ = (
+        UniqueConstraint("round_id", "site_id"),
+        Index(None, "site_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"))
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    status: Mapped[ContributionStatus] = mapped_column(
+        status_column_type(ContributionStatus, "contribution_status")
+    )
+    num_examples: Mapped[int | None] = mapped_column(Integer)
+    train_loss: Mapped[float | None]
+    train_seconds: Mapped[float | None]
+    eval_loss: Mapped[float | None]
+    eval_accuracy: Mapped[float | None]
+    eval_auc: Mapped[float | None]
+    eval_examples: Mapped[int | None] = mapped_column(Integer)
+    # digest the site reports after applying the round's aggregate
+    adapter_digest: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH))
+    error: Mapped[str | None] = mapped_column(Text)
+
+    round: Mapped[Round] = relationship(back_populates="contributions")
+    site: Mapped[Site] = relationship(back_populates="contributions")
