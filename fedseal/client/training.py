@@ -1,0 +1,223 @@
+"""Plain (non-private) local training and evaluation of a LoRA classifier on a site's texts.
+
+Used by the site's ClientApp and by the solo baseline. Training is budgeted in optimizer steps, not
+epochs: on a CPU the demo's cost is steps. Tokenising and batching are separate helpers so a
+differentially private trainer can reuse them with its own sampler and optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedTokenizerBase
+
+from fedseal.models.data.types import TextExamples
+from fedseal.models.metrics import accuracy, roc_auc
+
+__all__ = [
+    "EvalResult",
+    "TrainResult",
+    "TrainSettings",
+    "batch_indices",
+    "classifier_logits",
+    "evaluate",
+    "tokenize",
+    "train_steps",
+]
+
+
+def _check_int(name: str, value: int, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One round of local training. Vary `seed` per round so rounds see different batches."""
+
+    steps: int
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    max_length: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("steps", self.steps, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("max_length", self.max_length, 2, 512)
+        _check_int("seed", self.seed, 0, 2**63 - 1)
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, int | float):
+            raise ValueError(f"learning_rate must be a number, got {lr!r}")
+        if not (math.isfinite(lr) and 0 < lr <= 1):
+            raise ValueError(f"learning_rate must be in (0, 1], got {lr}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one call to `train_steps` did."""
+
+    steps: int
+    mean_loss: float
+    examples_seen: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Loss, accuracy and ROC AUC (NaN when fewer than two classes are present) over `n` texts."""
+
+    loss: float
+    accuracy: float
+    auc: float
+    n: int
+
+
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase, examples: TextExamples, max_length: int
+) -> dict[str, torch.Tensor]:
+    """Token ids, attention mask and labels for all examples, padded to `max_length`."""
+    encoded = tokenizer(
+        list(examples.texts),
+        padding="max_length",
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+    )
+    return {
+        "input_ids": encoded["input_ids"],
+        "attention_mask": encoded["attention_mask"],
+        "labels": torch.from_numpy(np.asarray(examples.labels, dtype=np.int64).copy()),
+    }
+
+
+def batch_indices(n: int, batch_size: int, steps: int, seed: int) -> Iterator[torch.Tensor]:
+    """`steps` batches drawn epoch by epoch: each example once per pass, order from `seed`."""
+    if n < 1:
+        raise ValueError("cannot draw batches from zero examples")
+    size = min(batch_size, n)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator)
+    cursor = 0
+    for _ in range(steps):
+        if cursor + size > n:
+            order = torch.randperm(n, generator=generator)
+            cursor = 0
+        yield order[cursor : cursor + size]
+        cursor += size
+
+
+def classifier_logits(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Forward pass; ids go first as a positional argument, as Opacus's `ew` mode requires."""
+    return model(input_ids, attention_mask=attention_mask).logits
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    if device.type == "cuda":
+        return [device.index if device.index is not None else torch.cuda.current_device()]
+    return []
+
+
+def train_steps(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: TextExamples,
+    settings: TrainSettings,
+    device: torch.device | str,
+) -> TrainResult:
+    """Run `settings.steps` AdamW steps on the trainable parameters only.
+
+    Batches and dropout are drawn from `settings.seed` inside a forked RNG, so a round is
+    reproducible and the caller's RNG state is left alone. A fresh optimizer is made per call:
+    after aggregation the site's old moment estimates no longer match the weights.
+    """
+    if len(examples) == 0:
+        raise ValueError("no training examples")
+    target = torch.device(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    data = tokenize(tokenizer, examples, settings.max_length)
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate)
+    was_training = model.training
+    model.train()
+    losses: list[float] = []
+    seen = 0
+    start = time.perf_counter()
+    try:
+        with torch.random.fork_rng(devices=_rng_devices(target)):
+            torch.manual_seed(settings.seed)
+            batches = batch_indices(
+                len(examples), settings.batch_size, settings.steps, settings.seed
+            )
+            for index in batches:
+                ids = data["input_ids"][index].to(target)
+                mask = data["attention_mask"][index].to(target)
+                labels = data["labels"][index].to(target)
+                optimizer.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(classifier_logits(model, ids, mask), labels)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                seen += int(index.numel())
+    finally:
+        model.train(was_training)
+        optimizer.zero_grad(set_to_none=True)
+    return TrainResult(
+        steps=len(losses),
+        mean_loss=float(np.mean(losses)),
+        examples_seen=seen,
+        seconds=time.perf_counter() - start,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: TextExamples,
+    device: torch.device | str,
+    batch_size: int = 64,
+    max_length: int = 32,
+) -> EvalResult:
+    """Mean cross-entropy, accuracy and ROC AUC in eval mode; the previous mode is restored."""
+    _check_int("batch_size", batch_size, 1)
+    _check_int("max_length", max_length, 2, 512)
+    n = len(examples)
+    if n == 0:
+        nan = float("nan")
+        return EvalResult(loss=nan, accuracy=nan, auc=nan, n=0)
+    target = torch.device(device)
+    data = tokenize(tokenizer, examples, max_length)
+    was_training = model.training
+    model.eval()
+    try:
+        chunks = []
+        for start in range(0, n, batch_size):
+            ids = data["input_ids"][start : start + batch_size].to(target)
+            mask = data["attention_mask"][start : start + batch_size].to(target)
+            chunks.append(classifier_logits(model, ids, mask).float().cpu())
+    finally:
+        model.train(was_training)
+    logits = torch.cat(chunks)
+    labels = data["labels"]
+    loss = float(F.cross_entropy(logits, labels))
+    probs = torch.softmax(logits, dim=-1).numpy()
+    truth = labels.numpy()
+    return EvalResult(
+        loss=loss,
+        accuracy=accuracy(truth, probs.argmax(axis=1)),
+        auc=roc_auc(truth, probs),
+        n=n,
+    )
