@@ -1,0 +1,295 @@
+"""Protocol parameters, validated once at run start so a round can never wrap or fail to decrypt.
+
+Two things can silently corrupt an exact integer aggregate:
+
+* the plaintext sum wraps modulo the BFV plain modulus ``t`` (the weighted, quantised updates of all
+  sampled sites plus their sample counts must stay inside the centred range of ``Z_t``); and
+* the BFV noise outgrows the coefficient modulus after the aggregator adds the ciphertexts.
+
+`plan` picks the largest power-of-two fixed-point scale that keeps the first impossible and checks
+the second with a measured noise model; an instance of `ProtocolParams` is safe by construction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .errors import ConfigurationError, WrapAroundRisk
+
+__all__ = [
+    "DEFAULT_PLAIN_MODULUS",
+    "FRESH_NOISE_BITS",
+    "HE_STANDARD_MAX_COEFF_BITS",
+    "NOISE_MARGIN_BITS",
+    "BfvParams",
+    "Mode",
+    "ProtocolParams",
+    "default_threshold",
+    "plan",
+]
+
+#: Largest total coefficient-modulus bit count for 128-bit classical security with a ternary secret
+#: (HomomorphicEncryption.org standard, the table SEAL enforces with ``sec_level_type.tc128``).
+HE_STANDARD_MAX_COEFF_BITS: dict[int, int] = {
+    1024: 27,
+    2048: 54,
+    4096: 109,
+    8192: 218,
+    16384: 438,
+    32768: 881,
+}
+
+#: A 30-bit prime with ``t ≡ 1 (mod 2·8192)``: batching works for every N up to 8192.
+DEFAULT_PLAIN_MODULUS = 1073643521
+
+#: Noise bits a fresh symmetric BFV ciphertext consumes above ``log2 t``. Measured: 5 bits for
+#: N = 2048 … 16384 (SEAL's invariant noise budget); one bit is added as a safety margin.
+FRESH_NOISE_BITS = 6
+
+#: Noise budget (bits) left after the aggregator's additions and one plaintext subtraction.
+NOISE_MARGIN_BITS = 4
+
+
+class Mode(StrEnum):
+    """Protocol mode, chosen per run and recorded; never downgraded silently."""
+
+    PLAIN = "plain"  # FedAvg in the clear (quantised integers), for comparison and debugging
+    HE = "he"  # BFV only: the NVFlare-style threat model (any site can decrypt any upload)
+    HE_SS = "he+ss"  # BFV + SecAgg masks with Shamir-shared seeds (the default)
+
+
+def _is_prime(n: int) -> bool:
+    """Deterministic Miller-Rabin for n < 3.3e24 (covers every plain modulus SEAL accepts)."""
+    if n < 2:
+        return False
+    small = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41)
+    for p in small:
+        if n % p == 0:
+            return n == p
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d //= 2
+        r += 1
+    for a in small:
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = x * x % n
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class BfvParams:
+    """BFV encryption parameters (batching: one value per slot, ``poly_modulus_degree`` slots).
+
+    The last coefficient prime is SEAL's special prime: ciphertexts carry only the others (the data
+    primes), so the upload size tracks ``data_bits`` while security tracks the total.
+    """
+
+    poly_modulus_degree: int = 4096
+    coeff_mod_bit_sizes: tuple[int, ...] = (54, 55)
+    plain_modulus: int = DEFAULT_PLAIN_MODULUS
+
+    def __post_init__(self) -> None:
+        n = self.poly_modulus_degree
+        if n not in HE_STANDARD_MAX_COEFF_BITS or n < 2048:
+            raise ConfigurationError(
+                f"poly_modulus_degree must be one of 2048, 4096, 8192, 16384, 32768; got {n}"
+            )
+        bits = tuple(self.coeff_mod_bit_sizes)
+        object.__setattr__(self, "coeff_mod_bit_sizes", bits)
+        if len(bits) < 2:
+            raise ConfigurationError(
+                "coeff_mod_bit_sizes needs a data prime and a special prime (at least 2 entries)"
+            )
+        if any(not isinstance(b, int) or not 17 <= b <= 60 for b in bits):
+            raise ConfigurationError(f"each coefficient prime must have 17..60 bits; got {bits}")
+        limit = HE_STANDARD_MAX_COEFF_BITS[n]
+        if sum(bits) > limit:
+            raise ConfigurationError(
+                f"coefficient modulus of {sum(bits)} bits exceeds {limit} bits, the 128-bit "
+                f"security limit of the HE standard for N={n}"
+            )
+        t = self.plain_modulus
+        if not _is_prime(t) or t % (2 * n) != 1:
+            raise ConfigurationError(
+                f"plain_modulus {t} must be a prime congruent to 1 mod {2 * n} (batching)"
+            )
+        if t.bit_length() >= self.data_bits:
+            raise ConfigurationError(
+                f"plain_modulus of {t.bit_length()} bits leaves no room under a data modulus of "
+                f"{self.data_bits} bits"
+            )
+
+    @property
+    def slots(self) -> int:
+        """Values per ciphertext."""
+        return self.poly_modulus_degree
+
+    @property
+    def data_bits(self) -> int:
+        """Bits of the modulus a ciphertext carries (all primes but the special one)."""
+        return sum(self.coeff_mod_bit_sizes[:-1])
+
+    def noise_budget_estimate(self, additions: int) -> float:
+        """Conservative noise budget (bits) left after summing `additions` fresh ciphertexts."""
+        t_bits = math.log2(self.plain_modulus)
+        return self.data_bits - t_bits - FRESH_NOISE_BITS - math.log2(max(additions, 1))
+
+
+def default_threshold(n_sites: int) -> int:
+    """Smallest threshold that is more than half the sampled sites."""
+    return n_sites // 2 + 1
+
+
+@dataclass(frozen=True)
+class ProtocolParams:
+    """Everything both sides must agree on for a run; validated in full on construction.
+
+    ``scale`` maps a weighted update coordinate ``n·Δ`` (``|Δ| ≤ clip``, ``1 ≤ n ≤ max_weight``)
+    to the integer ``round(scale·n·Δ)``; the vector carries ``n`` in one extra slot.
+    """
+
+    vector_length: int
+    clip: float
+    scale: float
+    max_weight: int
+    n_sites: int
+    threshold: int
+    mode: Mode = Mode.HE_SS
+    bfv: BfvParams = field(default_factory=BfvParams)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", Mode(self.mode))
+        if self.vector_length < 1:
+            raise ConfigurationError(f"vector_length must be at least 1; got {self.vector_length}")
+        if not (math.isfinite(self.clip) and self.clip > 0):
+            raise ConfigurationError(f"clip must be a positive finite number; got {self.clip}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ConfigurationError(f"scale must be a positive finite number; got {self.scale}")
+        if self.max_weight < 1:
+            raise ConfigurationError(f"max_weight must be at least 1; got {self.max_weight}")
+        if self.n_sites < (2 if self.mode is Mode.HE_SS else 1):
+            raise ConfigurationError(
+                f"n_sites must be at least {2 if self.mode is Mode.HE_SS else 1} in mode "
+                f"{self.mode}; got {self.n_sites}"
+            )
+        if not self.n_sites // 2 < self.threshold <= self.n_sites:
+            raise ConfigurationError(
+                f"threshold k={self.threshold} must be more than half of the {self.n_sites} "
+                f"sampled sites and at most {self.n_sites} (k in {self.n_sites // 2 + 1}.."
+                f"{self.n_sites})"
+            )
+        _check_headroom(
+            self.bfv.plain_modulus, self.clip, self.scale, self.max_weight, self.n_sites
+        )
+        budget = self.bfv.noise_budget_estimate(self.n_sites + 1)
+        if self.mode is not Mode.PLAIN and budget < NOISE_MARGIN_BITS:
+            raise ConfigurationError(
+                f"BFV noise budget after summing {self.n_sites} sites would be about "
+                f"{budget:.1f} bits (< {NOISE_MARGIN_BITS}): data modulus {self.bfv.data_bits} "
+                f"bits is too small for plain modulus {self.bfv.plain_modulus}; use larger data "
+                f"primes or a smaller plain modulus"
+            )
+
+    @property
+    def padded_length(self) -> int:
+        """Slots used on the wire: the update coordinates plus one for the sample count."""
+        return self.vector_length + 1
+
+    @property
+    def n_ciphertexts(self) -> int:
+        """Ciphertexts per upload."""
+        return -(-self.padded_length // self.bfv.slots)
+
+    @property
+    def max_abs_coordinate_sum(self) -> int:
+        """Largest |sum| a coordinate of the aggregate can take (stochastic rounding included)."""
+        return self.n_sites * math.ceil(self.max_weight * self.clip * self.scale)
+
+    @property
+    def max_total_weight(self) -> int:
+        """Largest value the sample-count slot of the aggregate can take."""
+        return self.n_sites * self.max_weight
+
+
+def _check_headroom(t: int, clip: float, scale: float, max_weight: int, n_sites: int) -> None:
+    half = (t - 1) // 2
+    if n_sites * max_weight > half:
+        raise WrapAroundRisk(
+            f"sample counts can sum to {n_sites} sites x {max_weight} = {n_sites * max_weight}, "
+            f"more than (t-1)/2 = {half} for plain modulus t={t}"
+        )
+    per_site = math.ceil(max_weight * clip * scale)
+    if n_sites * per_site > half:
+        raise WrapAroundRisk(
+            f"weighted quantised coordinates can sum to {n_sites} sites x ceil({max_weight} x "
+            f"{clip} x {scale}) = {n_sites * per_site}, more than (t-1)/2 = {half} for plain "
+            f"modulus t={t}; lower the scale, the clip bound or the max sample count"
+        )
+
+
+def plan(
+    *,
+    vector_length: int,
+    clip: float,
+    max_weight: int,
+    n_sites: int,
+    mode: Mode = Mode.HE_SS,
+    bfv: BfvParams | None = None,
+    threshold: int | None = None,
+    scale: float | None = None,
+    min_levels: int = 256,
+) -> ProtocolParams:
+    """Choose (or check) the fixed-point scale so the sum of all sampled sites cannot wrap mod t.
+
+    Without `scale`, picks the largest power of two with
+    ``n_sites · ceil(max_weight · clip · scale) ≤ (t-1)/2``. `min_levels` is the least number of
+    quantisation levels a weight-1 coordinate must get over ``[0, clip]``: below it the update
+    would drown in rounding noise, and the configuration is refused.
+    """
+    bfv = bfv if bfv is not None else BfvParams()
+    threshold = default_threshold(n_sites) if threshold is None else threshold
+    if not (math.isfinite(clip) and clip > 0):
+        raise ConfigurationError(f"clip must be a positive finite number; got {clip}")
+    if max_weight < 1 or n_sites < 1:
+        raise ConfigurationError(
+            f"max_weight and n_sites must be at least 1; got {max_weight}, {n_sites}"
+        )
+    t = bfv.plain_modulus
+    if scale is None:
+        half = (t - 1) // 2
+        per_site = half // n_sites  # largest allowed ceil(max_weight · clip · scale)
+        raw = per_site / (max_weight * clip)
+        if raw <= 0:
+            raise WrapAroundRisk(
+                f"no scale fits: {n_sites} sites x max weight {max_weight} leave no headroom "
+                f"under (t-1)/2 = {half}"
+            )
+        scale = 2.0 ** math.floor(math.log2(raw))
+        while n_sites * math.ceil(max_weight * clip * scale) > half:  # float edge cases
+            scale /= 2
+    levels = clip * scale
+    if levels < min_levels:
+        raise WrapAroundRisk(
+            f"scale {scale} gives only {levels:.1f} levels over [0, clip={clip}] (need "
+            f"{min_levels}): {n_sites} sites x max weight {max_weight} use too much of plain "
+            f"modulus t={t}; use a larger t, fewer sites, or a smaller max sample count"
+        )
+    return ProtocolParams(
+        vector_length=vector_length,
+        clip=clip,
+        scale=scale,
+        max_weight=max_weight,
+        n_sites=n_sites,
+        threshold=threshold,
+        mode=mode,
+        bfv=bfv,
+    )
