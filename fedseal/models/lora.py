@@ -57,6 +57,8 @@ def build_lora_classifier(
 ) -> PeftModel:
     """Build `base` with a `num_labels`-way head and LoRA adapters; only LoRA and the head train.
 
+    The model is returned in train mode (all submodules).
+
     The head and the LoRA matrices are initialised on the CPU from `seed` inside a forked RNG, so
     the caller's RNG state is untouched and every site gets the same starting adapter. The model
     is moved to `device` before wrapping: LoRA weights wrapped first and moved later silently stop
@@ -78,6 +80,9 @@ def build_lora_classifier(
         with quiet_transformers():
             peft_model = get_peft_model(model, config)
     _freeze_all_but_adapter(peft_model)
+    # from_pretrained leaves the model in eval mode and PEFT's head copy keeps it; Opacus only
+    # records activations of modules in train mode, so put every module in one mode.
+    peft_model.train()
     return peft_model
 
 
