@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,26 +46,31 @@ def check_names(values: object, what: str) -> list[str]:
 
 def check_count(value: object, what: str, *, minimum: int = 0) -> int:
     """A whole number of examples, rounds, ..."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{what} must be an int")
+    value = int(value)
     if value < minimum:
         raise ValueError(f"{what} must be at least {minimum}")
     return value
 
 
-def check_metric(value: object, what: str) -> float:
-    """A finite number; NaN and infinity are refused so both backends store the same thing."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+def check_metric(value: object, what: str) -> float | None:
+    """A real number; NaN and infinity become None (unknown).
+
+    An AUC on a held-out set with one class is NaN, and a diverged loss may be
+    infinite: neither should stop a round from being recorded, and SQLite
+    cannot store NaN, so both backends record "unknown".
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{what} must be a float")
-    if not math.isfinite(value):
-        raise ValueError(f"{what} must be finite")
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
-def check_duration(value: object, what: str) -> float:
-    """A finite, non-negative number of seconds."""
+def check_duration(value: object, what: str) -> float | None:
+    """A non-negative number of seconds, or None when not finite."""
     seconds = check_metric(value, what)
-    if seconds < 0:
+    if seconds is not None and seconds < 0:
         raise ValueError(f"{what} must not be negative")
     return seconds
 

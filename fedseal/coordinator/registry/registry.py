@@ -203,7 +203,7 @@ class Registry:
         round_id: int,
         site: str,
         *,
-        status: ContributionStatus | str,
+        status: ContributionStatus | str | None = None,
         num_examples: int | None = None,
         train_loss: float | None = None,
         train_seconds: float | None = None,
@@ -214,15 +214,16 @@ class Registry:
         adapter_digest: str | None = None,
         error: str | None = None,
     ) -> None:
-        """Create or update ``site``'s row for the round; fields left as None keep their value.
+        """Create or update ``site``'s row for the round; arguments left as None keep their value.
 
-        A site that was not sampled gets a row too (and is registered if new).
-        On a round that already finished, its counts are recomputed.
+        A site that was not sampled gets a row too (and is registered if new),
+        which needs a status. Non-finite metrics are recorded as unknown. On a
+        round that already finished, its counts are recomputed.
         """
         name = check_name(site, "site")
-        changes: dict[str, object] = {
-            "status": _status(ContributionStatus, status, "contribution status")
-        }
+        changes: dict[str, object] = {}
+        if status is not None:
+            changes["status"] = _status(ContributionStatus, status, "contribution status")
         for field, value in (("num_examples", num_examples), ("eval_examples", eval_examples)):
             if value is not None:
                 changes[field] = check_count(value, field)
@@ -242,6 +243,10 @@ class Registry:
             site_id = self._site_ids(session, [name])[name]
             row = next((row for row in round_.contributions if row.site_id == site_id), None)
             if row is None:
+                if status is None:
+                    raise RecordConflict(
+                        f"site {name} has no row in round {round_id}; a new row needs a status"
+                    )
                 row = Contribution(site_id=site_id)
                 round_.contributions.append(row)
             for field, value in changes.items():
@@ -303,6 +308,15 @@ class Registry:
         """The most recently started run, or None on an empty registry."""
         with self._read() as session:
             row = session.execute(_runs_query().order_by(Run.id.desc()).limit(1)).one_or_none()
+            return None if row is None else _run_view(*row)
+
+    def find_flower_run(self, flower_run_id: str | int) -> RunView | None:
+        """The newest run with this Flower run id, or None until the ServerApp has started it."""
+        value = _flower_id(flower_run_id)
+        with self._read() as session:
+            row = session.execute(
+                _runs_query().where(Run.flower_run_id == value).order_by(Run.id.desc()).limit(1)
+            ).one_or_none()
             return None if row is None else _run_view(*row)
 
     def list_runs(self) -> list[RunView]:

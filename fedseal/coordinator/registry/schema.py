@@ -65,7 +65,7 @@ class Run(Base):
     __tablename__ = "runs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    flower_run_id: Mapped[str | None] = mapped_column(String(64))
+    flower_run_id: Mapped[str | None] = mapped_column(String(64), index=True)
     scenario: Mapped[str] = mapped_column(String(NAME_LENGTH))
     protocol_mode: Mapped[str] = mapped_column(String(64))
     config: Mapped[str] = mapped_column(Text)  # JSON text, keys sorted

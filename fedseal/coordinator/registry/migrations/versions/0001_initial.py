@@ -59,6 +59,7 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_runs")),
     )
+    op.create_index(op.f("ix_runs_flower_run_id"), "runs", ["flower_run_id"])
     op.create_table(
         "rounds",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -122,5 +123,6 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_contributions_site_id"), table_name="contributions")
     op.drop_table("contributions")
     op.drop_table("rounds")
+    op.drop_index(op.f("ix_runs_flower_run_id"), table_name="runs")
     op.drop_table("runs")
     op.drop_table("sites")
