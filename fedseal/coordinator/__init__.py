@@ -1,1 +1,1 @@
-"""Coordinator: the ServerApp round loop, aggregation, registry and operator CLIs (no torch here)."""
+"""Coordinator: the ServerApp round loop, aggregation, registry and operator CLIs (no torch)."""

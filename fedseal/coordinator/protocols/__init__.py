@@ -1,0 +1,33 @@
+"""Aggregation protocols: how one round's updates become the aggregate the sites apply.
+
+Each mode is one module behind `AggregationProtocol`; the run's mode is chosen once, recorded in
+the registry, and never silently replaced by a weaker one.
+"""
+
+from fedseal.coordinator.protocols.base import (
+    AggregationProtocol,
+    AggregationResult,
+    ContributionStatus,
+    RoundRequest,
+    SiteContribution,
+)
+from fedseal.coordinator.protocols.plain import PlainFedAvg
+
+__all__ = [
+    "AggregationProtocol",
+    "AggregationResult",
+    "ContributionStatus",
+    "PlainFedAvg",
+    "RoundRequest",
+    "SiteContribution",
+    "protocol_for_mode",
+]
+
+
+def protocol_for_mode(mode: str) -> AggregationProtocol:
+    """The protocol implementation of a run's mode; unknown modes are an error, not a fallback."""
+    protocols: dict[str, type[AggregationProtocol]] = {PlainFedAvg.mode: PlainFedAvg}
+    try:
+        return protocols[mode]()
+    except KeyError:
+        raise ValueError(f"no aggregation protocol for mode {mode!r}") from None

@@ -1,0 +1,127 @@
+"""`plain` mode: FedAvg in the clear (a baseline and a debugging aid, not for production).
+
+The coordinator sees every update. Updates are summed as they are checked, so memory holds one
+running sum whatever the number of sites.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import numpy as np
+from flwr.serverapp import Grid
+
+from fedseal.coordinator.messaging import send_stage
+from fedseal.coordinator.protocols.base import (
+    AggregationProtocol,
+    AggregationResult,
+    ContributionStatus,
+    RoundRequest,
+    SiteContribution,
+)
+from fedseal.update_codec import InvalidPayload, decode_update, encode_aggregate
+from fedseal.wire import Key, MessageType
+
+__all__ = ["PlainFedAvg", "RunningSum"]
+
+log = logging.getLogger("fedseal.coordinator")
+
+
+class RunningSum:
+    """Σ n_i·Δ_i and Σ n_i, in float64, one update at a time."""
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.weight = 0
+
+    def add(self, weighted_update: np.ndarray, weight: int) -> None:
+        if self.total is None:
+            self.total = np.zeros(weighted_update.shape, dtype=np.float64)
+        self.total += weighted_update
+        self.weight += weight
+
+
+class PlainFedAvg(AggregationProtocol):
+    """Weighted FedAvg over plaintext float32 updates."""
+
+    mode = "plain"
+
+    def aggregate(
+        self, grid: Grid, request: RoundRequest, min_contributors: int
+    ) -> AggregationResult:
+        configs = {}
+        for site in request.sites:
+            rounds, payloads = request.catchup.get(site, ([], []))
+            configs[site] = {
+                Key.RUN_ID: request.run_id,
+                Key.ROUND: request.round_number,
+                Key.MODE: self.mode,
+                Key.EXPECTED_DIGEST: request.expected_digest or "",
+                Key.CATCHUP_ROUNDS: [int(r) for r in rounds],
+                Key.CATCHUP_PAYLOADS: list(payloads),
+                **request.plan.to_config(),
+            }
+        stage = send_stage(grid, MessageType.TRAIN, configs, request.nodes, request.timeout_s)
+
+        contributions: dict[str, SiteContribution] = {}
+        for site in stage.missing:
+            contributions[site] = SiteContribution(
+                site, ContributionStatus.DROPPED, error="no reply"
+            )
+        for site, reason in stage.failed.items():
+            contributions[site] = SiteContribution(site, ContributionStatus.FAILED, error=reason)
+
+        start_digest = request.expected_digest or _majority_digest(stage.replies.values())
+        running = RunningSum()
+        size: int | None = None
+        for site, reply in sorted(stage.replies.items()):
+            result = reply.result
+            try:
+                if int(result[Key.ROUND]) != request.round_number:
+                    raise InvalidPayload("reply is for another round")
+                if str(result[Key.START_DIGEST]) != start_digest:
+                    raise InvalidPayload("trained from a different global adapter")
+                weight = int(result[Key.NUM_EXAMPLES])
+                if weight <= 0:
+                    raise InvalidPayload("non-positive number of examples")
+                payload = bytes(result[Key.UPDATE])
+                if size is None:
+                    size = len(payload) // 4
+                update = decode_update(payload, size)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("round %d: rejecting %s's update: %s", request.round_number, site, exc)
+                contributions[site] = SiteContribution(
+                    site, ContributionStatus.FAILED, error=f"update rejected: {exc}"
+                )
+                continue
+            running.add(update, weight)
+            contributions[site] = SiteContribution(
+                site,
+                ContributionStatus.CONTRIBUTED,
+                num_examples=weight,
+                train_loss=reply.metrics.get(Key.TRAIN_LOSS),
+                train_seconds=reply.metrics.get(Key.TRAIN_SECONDS),
+                start_digest=start_digest,
+            )
+        contributed = sum(
+            c.status is ContributionStatus.CONTRIBUTED for c in contributions.values()
+        )
+        if running.total is None or contributed < min_contributors:
+            return AggregationResult(
+                None,
+                contributions,
+                start_digest,
+                error=f"{contributed} usable updates, fewer than the {min_contributors} required",
+            )
+        payload = encode_aggregate(running.total.astype(np.float32), running.weight)
+        return AggregationResult(payload, contributions, start_digest)
+
+
+def _majority_digest(replies) -> str | None:
+    """In the first round the sites' seeded initial adapters must agree; most of them decide."""
+    counts = Counter(str(r.result.get(Key.START_DIGEST, "")) for r in replies)
+    if not counts:
+        return None
+    digest, _ = counts.most_common(1)[0]
+    return digest

@@ -1,0 +1,250 @@
+"""One federated round, from sampling to the registry record.
+
+1. sample the connected sites;
+2. let the run's aggregation protocol collect their updates into an aggregate;
+3. send the aggregate to the contributors, which apply it, evaluate the new global adapter and
+   report its digest (all digests must agree);
+4. record the round and every site's part in the registry.
+
+A round is `completed` only when an aggregate was produced and at least one site confirmed it
+applied it; otherwise it is `aborted` and the global adapter stays as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import Counter
+from dataclasses import dataclass, field
+
+from flwr.serverapp import Grid
+
+from fedseal.coordinator.messaging import StageResult, send_stage
+from fedseal.coordinator.protocols import (
+    AggregationProtocol,
+    AggregationResult,
+    RoundRequest,
+)
+from fedseal.coordinator.registry import Registry
+from fedseal.coordinator.run_settings import RunSettings
+from fedseal.coordinator.site_directory import SiteDirectory
+from fedseal.update_codec import payload_digest
+from fedseal.wire import Key, MessageType
+
+__all__ = ["RoundOutcome", "RunState", "run_round"]
+
+log = logging.getLogger("fedseal.coordinator")
+
+
+@dataclass
+class RunState:
+    """What the coordinator remembers between rounds of one run."""
+
+    run_id: int
+    flower_run_id: int
+    expected_digest: str | None = None
+    last_round: int = 0
+    applied: dict[str, int] = field(default_factory=dict)  # site -> last applied round
+    aggregates: dict[int, bytes] = field(default_factory=dict)  # round -> aggregate payload
+
+    def catchup_for(self, site: str) -> tuple[list[int], list[bytes]]:
+        """Aggregates of completed rounds that `site` has not applied yet."""
+        since = self.applied.get(site, 0)
+        rounds = [r for r in sorted(self.aggregates) if r > since]
+        return rounds, [self.aggregates[r] for r in rounds]
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """The round's status as recorded, with the figures the progress display shows."""
+
+    number: int
+    status: str
+    participants: list[str]
+    dropped: list[str]
+    global_digest: str | None
+    error: str | None = None
+
+
+def _sample(sites: list[str], per_round: int, run_id: int, number: int) -> list[str]:
+    """All connected sites, or a uniformly random subset when `sites-per-round` is set.
+
+    Sampling uses the OS CSPRNG: which sites are sampled matters for privacy amplification later.
+    """
+    if per_round <= 0 or per_round >= len(sites):
+        return sorted(sites)
+    pool = sorted(sites)
+    chosen: list[str] = []
+    while len(chosen) < per_round:
+        chosen.append(pool.pop(secrets.randbelow(len(pool))))
+    return sorted(chosen)
+
+
+def run_round(
+    grid: Grid,
+    number: int,
+    settings: RunSettings,
+    state: RunState,
+    directory: SiteDirectory,
+    protocol: AggregationProtocol,
+    registry: Registry,
+) -> RoundOutcome:
+    """Run round `number` to its end and record it; never raises for a site's misbehaviour."""
+    directory.refresh()
+    connected = directory.connected()
+    sampled = _sample(list(connected), settings.sites_per_round, state.run_id, number)
+    round_id = registry.start_round(state.run_id, number, sampled)
+    log.info("round %d: sampled %s", number, ", ".join(sampled) or "nobody")
+
+    if len(sampled) < settings.min_participants:
+        error = f"only {len(sampled)} sites connected, {settings.min_participants} required"
+        registry.finish_round(round_id, status="aborted", error=error)
+        return RoundOutcome(number, "aborted", [], [], None, error)
+
+    request = RoundRequest(
+        run_id=state.run_id,
+        round_number=number,
+        sites=sampled,
+        nodes={s: connected[s].node_id for s in sampled},
+        plan=settings.plan,
+        timeout_s=settings.round_timeout_s,
+        expected_digest=state.expected_digest,
+        catchup={s: state.catchup_for(s) for s in sampled},
+    )
+    try:
+        result = protocol.aggregate(grid, request, settings.min_participants)
+    except Exception as exc:  # a protocol bug must not take the run down unrecorded
+        log.exception("round %d: aggregation failed", number)
+        registry.finish_round(round_id, status="aborted", error=f"aggregation failed: {exc}")
+        return RoundOutcome(number, "aborted", [], sampled, None, str(exc))
+
+    _record_contributions(registry, round_id, result)
+    if result.payload is None:
+        registry.finish_round(round_id, status="aborted", error=result.error)
+        dropped = sorted(set(sampled) - set(result.contributors))
+        log.warning("round %d aborted: %s", number, result.error)
+        return RoundOutcome(number, "aborted", result.contributors, dropped, None, result.error)
+
+    applied = _apply(grid, number, result, request, settings, state)
+    digests = Counter(str(r.result.get(Key.ADAPTER_DIGEST)) for r in applied.replies.values())
+    agreed = digests.most_common(1)[0][0] if digests else None
+    for site, reply in applied.replies.items():
+        digest = str(reply.result.get(Key.ADAPTER_DIGEST))
+        error = None if digest == agreed else f"digest {digest[:12]} disagrees with {agreed}"
+        if error:
+            log.error("round %d: site %s %s", number, site, error)
+        else:
+            state.applied[site] = number
+        registry.record_contribution(
+            round_id,
+            site,
+            eval_loss=reply.metrics.get(Key.EVAL_LOSS),
+            eval_accuracy=reply.metrics.get(Key.EVAL_ACCURACY),
+            eval_auc=reply.metrics.get(Key.EVAL_AUC),
+            eval_examples=_int_or_none(reply.metrics.get(Key.EVAL_EXAMPLES)),
+            adapter_digest=digest,
+            error=error,
+        )
+    for site, reason in applied.failed.items():
+        registry.record_contribution(round_id, site, error=f"apply failed: {reason}")
+    for site in applied.missing:
+        registry.record_contribution(round_id, site, error="apply: no reply")
+
+    dropped = sorted(set(sampled) - set(result.contributors))
+    if agreed is None:
+        error = "no site confirmed applying the aggregate"
+        registry.finish_round(
+            round_id,
+            status="aborted",
+            aggregate_digest=payload_digest(result.payload),
+            error=error,
+        )
+        return RoundOutcome(number, "aborted", result.contributors, dropped, None, error)
+
+    state.aggregates[number] = result.payload
+    state.expected_digest = agreed
+    state.last_round = number
+    metrics = _round_metrics(applied)
+    registry.finish_round(
+        round_id,
+        status="completed",
+        aggregate_digest=payload_digest(result.payload),
+        global_digest=agreed,
+        **metrics,
+    )
+    log.info(
+        "round %d completed: %d contributed, %d dropped, metrics %s",
+        number,
+        len(result.contributors),
+        len(dropped),
+        {k: round(v, 4) for k, v in metrics.items() if v is not None},
+    )
+    return RoundOutcome(number, "completed", result.contributors, dropped, agreed)
+
+
+def _record_contributions(registry: Registry, round_id: int, result: AggregationResult) -> None:
+    for site, contribution in result.contributions.items():
+        registry.record_contribution(
+            round_id,
+            site,
+            status=str(contribution.status),
+            num_examples=contribution.num_examples,
+            train_loss=contribution.train_loss,
+            train_seconds=contribution.train_seconds,
+            error=contribution.error,
+        )
+
+
+def _apply(
+    grid: Grid,
+    number: int,
+    result: AggregationResult,
+    request: RoundRequest,
+    settings: RunSettings,
+    state: RunState,
+) -> StageResult:
+    """Send the aggregate to the contributors; the first (by name) also scores the global test."""
+    assert result.payload is not None
+    contributors = result.contributors
+    configs = {
+        site: {
+            Key.RUN_ID: state.run_id,
+            Key.ROUND: number,
+            Key.MODE: settings.mode,
+            Key.AGGREGATE: result.payload,
+            Key.EVALUATE_GLOBAL: site == contributors[0],
+            **settings.plan.to_config(),
+        }
+        for site in contributors
+    }
+    return send_stage(grid, MessageType.APPLY, configs, request.nodes, settings.round_timeout_s)
+
+
+def _round_metrics(applied: StageResult) -> dict[str, float | None]:
+    """Sites' held-out scores weighted by their test sizes, and the global test score."""
+    weights = {s: r.metrics.get(Key.EVAL_EXAMPLES, 0.0) for s, r in applied.replies.items()}
+    total = sum(weights.values())
+
+    def weighted(key: str) -> float | None:
+        pairs = [
+            (r.metrics[key], weights[s]) for s, r in applied.replies.items() if key in r.metrics
+        ]
+        mass = sum(w for _, w in pairs)
+        return sum(v * w for v, w in pairs) / mass if pairs and mass > 0 else None
+
+    global_accuracy = global_auc = None
+    for reply in applied.replies.values():
+        if Key.GLOBAL_ACCURACY in reply.metrics:
+            global_accuracy = reply.metrics[Key.GLOBAL_ACCURACY]
+            global_auc = reply.metrics.get(Key.GLOBAL_AUC)
+    return {
+        "loss": weighted(Key.EVAL_LOSS) if total else None,
+        "accuracy": weighted(Key.EVAL_ACCURACY) if total else None,
+        "auc": weighted(Key.EVAL_AUC) if total else None,
+        "global_accuracy": global_accuracy,
+        "global_auc": global_auc,
+    }
+
+
+def _int_or_none(value: float | None) -> int | None:
+    return None if value is None else int(value)

@@ -1,0 +1,142 @@
+"""The settings of one federated run, as the ServerApp receives them in Flower's run config.
+
+Validated once at the start of the run; a bad value stops the run before any site trains, with a
+message that names the key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedseal.run_plan import RunPlan
+
+__all__ = ["PROTOCOL_MODES", "RunSettings", "RunSettingsError", "default_run_config"]
+
+PROTOCOL_MODES = ("plain",)
+
+
+class RunSettingsError(ValueError):
+    """A run config value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything the coordinator needs to drive one run."""
+
+    database_url: str
+    scenario: str
+    mode: str
+    rounds: int
+    min_sites: int
+    sites_per_round: int
+    min_participants: int
+    round_timeout_s: float
+    wait_for_sites_s: float
+    plan: RunPlan
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_run_config(cls, config: Any) -> RunSettings:
+        def get(key: str) -> Any:
+            if key not in config:
+                raise RunSettingsError(f"run config is missing {key!r}")
+            return config[key]
+
+        try:
+            plan = RunPlan.from_config(
+                {
+                    "base-model": get("base-model"),
+                    "labels": get("labels"),
+                    "lora-rank": get("lora-rank"),
+                    "lora-alpha": get("lora-alpha"),
+                    "lora-dropout": get("lora-dropout"),
+                    "seed": get("seed"),
+                    "steps": get("steps"),
+                    "learning-rate": get("learning-rate"),
+                    "max-length": get("max-length"),
+                }
+            )
+            settings = cls(
+                database_url=str(get("database")),
+                scenario=str(get("scenario")),
+                mode=str(get("mode")),
+                rounds=int(get("rounds")),
+                min_sites=int(get("min-sites")),
+                sites_per_round=int(get("sites-per-round")),
+                min_participants=int(get("min-participants")),
+                round_timeout_s=float(get("round-timeout")),
+                wait_for_sites_s=float(get("wait-for-sites")),
+                plan=plan,
+            )
+        except (TypeError, ValueError) as exc:
+            raise RunSettingsError(f"invalid run config: {exc}") from None
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.mode not in PROTOCOL_MODES:
+            raise RunSettingsError(
+                f"mode {self.mode!r} is not available (available: {', '.join(PROTOCOL_MODES)})"
+            )
+        if not 1 <= self.rounds <= 100_000:
+            raise RunSettingsError("rounds must be between 1 and 100000")
+        if self.min_sites < 1 or self.min_participants < 1:
+            raise RunSettingsError("min-sites and min-participants must be at least 1")
+        if self.sites_per_round < 0:
+            raise RunSettingsError("sites-per-round must be 0 (all) or positive")
+        if self.round_timeout_s <= 0 or self.wait_for_sites_s <= 0:
+            raise RunSettingsError("round-timeout and wait-for-sites must be positive")
+
+    def public_summary(self) -> dict[str, Any]:
+        """What the registry keeps about the run (no database URL: it may hold a password)."""
+        return {
+            "scenario": self.scenario,
+            "mode": self.mode,
+            "rounds": self.rounds,
+            "min_sites": self.min_sites,
+            "sites_per_round": self.sites_per_round,
+            "min_participants": self.min_participants,
+            "round_timeout_s": self.round_timeout_s,
+            "base_model": self.plan.base_model,
+            "labels": list(self.plan.labels),
+            "lora_rank": self.plan.lora_rank,
+            "lora_alpha": self.plan.lora_alpha,
+            "steps": self.plan.steps,
+            "learning_rate": self.plan.learning_rate,
+            "max_length": self.plan.max_length,
+            "seed": self.plan.seed,
+        }
+
+
+def default_run_config(
+    *, database_url: str, scenario: str, labels: list[str], **overrides: Any
+) -> dict[str, Any]:
+    """A complete run config with fedseal's defaults; keys use Flower's dashed style."""
+    config: dict[str, Any] = {
+        "database": database_url,
+        "scenario": scenario,
+        "mode": "plain",
+        "rounds": 3,
+        "min-sites": 3,
+        "sites-per-round": 0,
+        "min-participants": 1,
+        "round-timeout": 600.0,
+        "wait-for-sites": 300.0,
+        "base-model": "minilm-l6",
+        "labels": json.dumps(labels),
+        "lora-rank": 8,
+        "lora-alpha": 16.0,
+        "lora-dropout": 0.0,
+        "seed": 0,
+        "steps": 30,
+        "learning-rate": 0.002,
+        "max-length": 32,
+    }
+    for key, value in overrides.items():
+        dashed = key.replace("_", "-")
+        if dashed not in config:
+            raise RunSettingsError(f"unknown run setting {key!r}")
+        config[dashed] = value
+    return config
