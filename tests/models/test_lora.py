@@ -71,6 +71,7 @@ def test_model_is_built_in_train_mode_throughout() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:Secure RNG turned off")
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
 def test_opacus_make_private_trains_the_adapter() -> None:
     model = _build(seed=0, num_labels=2)
     before = adapter_to_vector(model)
