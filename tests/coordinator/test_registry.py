@@ -7,7 +7,9 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -499,6 +501,15 @@ def test_two_registries_share_one_database(open_test_registry: Callable[..., Reg
     assert reader.rounds(run_id)[0].status is RoundStatus.COMPLETED
 
 
+def test_concurrent_ensure_site_agrees_on_one_id(
+    open_test_registry: Callable[..., Registry],
+) -> None:
+    registries = [open_test_registry() for _ in range(4)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = list(pool.map(lambda i: registries[i % 4].ensure_site("shared"), range(16)))
+    assert len(set(ids)) == 1
+
+
 @pytest.mark.parametrize(
     ("call", "error"),
     [
@@ -714,6 +725,21 @@ def test_sqlite_readers_are_not_blocked_by_a_writer(tmp_path: Path) -> None:
         finally:
             other_process.execute("ROLLBACK")
             other_process.close()
+
+
+def test_sqlite_writers_wait_for_each_other(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    with open_registry(f"sqlite:///{path}") as registry:
+        other_process = sqlite3.connect(path, isolation_level=None)
+        other_process.execute("BEGIN IMMEDIATE")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(_start_run, registry)
+            time.sleep(0.3)
+            assert not pending.done()
+            other_process.execute("COMMIT")
+            other_process.close()
+            run_id = pending.result(timeout=10)
+        assert registry.get_run(run_id).status is RunStatus.RUNNING
 
 
 def test_postgresql_backend_is_configured() -> None:
