@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import string
+import warnings
 
 import numpy as np
 
@@ -40,7 +41,9 @@ SCENARIO_MAX_LENGTH = 32  # 99% of descriptions fit in 36 tokens, 90% in 26
 @functools.lru_cache(maxsize=1)
 def icd10_chapter_examples() -> tuple[TextExamples, tuple[str, ...]]:
     """Every ICD-10-CM leaf code's description with its chapter index, and the chapter names."""
-    import simple_icd_10_cm as cm
+    with warnings.catch_warnings():  # the package reads its data with deprecated importlib APIs
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        import simple_icd_10_cm as cm
 
     codes = cm.get_all_codes(False)
     chapters = [c for c in codes if cm.is_chapter(c)]

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from fedseal.models.data import (
+    DEFAULT_SCENARIO,
+    SCENARIOS,
+    FederatedDataset,
+    TextExamples,
+    load_federated_dataset,
+    scenario_site_names,
+)
+from fedseal.models.data.banks import _loans_by_bank
+from fedseal.models.data.heart import _patients_by_site, render_patient
+from fedseal.models.data.hospitals import icd10_chapter_examples
+
+SCENARIO_NAMES = ["hospitals", "heart", "banks"]
+
+
+def _pool(scenario: str) -> TextExamples:
+    if scenario == "hospitals":
+        return icd10_chapter_examples()[0]
+    source = _patients_by_site() if scenario == "heart" else _loans_by_bank()
+    return TextExamples.concat(list(source.values()))
+
+
+@pytest.fixture(scope="module", params=SCENARIO_NAMES)
+def dataset(request) -> FederatedDataset:
+    spec = SCENARIOS[request.param]
+    return load_federated_dataset(request.param, spec.default_sites, seed=0)
+
+
+def test_registry_and_site_names() -> None:
+    assert DEFAULT_SCENARIO == "hospitals"
+    assert set(SCENARIOS) >= set(SCENARIO_NAMES)
+    assert scenario_site_names("hospitals", 3) == ["hospital_a", "hospital_b", "hospital_c"]
+    assert len(scenario_site_names("hospitals", 10)) == 10
+    assert scenario_site_names("heart", 4) == [
+        "cleveland",
+        "hungary",
+        "va_long_beach",
+        "switzerland",
+    ]
+    assert scenario_site_names("banks", 4) == [
+        "bank_west",
+        "bank_south",
+        "bank_northeast",
+        "bank_midwest",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "num_sites", "match"),
+    [
+        ("nope", 3, "hospitals, heart, banks"),
+        ("hospitals", 11, "2 to 10"),
+        ("hospitals", 1, "2 to 10"),
+        ("heart", 5, "cleveland, hungary"),
+        ("banks", 5, "bank_west"),
+    ],
+)
+def test_invalid_choices_name_the_valid_ones(scenario, num_sites, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        load_federated_dataset(scenario, num_sites)
+    with pytest.raises(ValueError, match=match):
+        scenario_site_names(scenario, num_sites)
+
+
+def test_scenario_shape(dataset: FederatedDataset) -> None:
+    spec = SCENARIOS[dataset.scenario]
+    assert list(dataset.sites) == scenario_site_names(dataset.scenario, spec.default_sites)
+    assert dataset.primary_metric == spec.primary_metric
+    assert dataset.max_length == spec.max_length
+    for name, split in dataset.sites.items():
+        assert split.name == name
+        assert len(split.train) > 0 and len(split.test) > 0
+        assert split.train.labels.dtype == np.int64
+        assert split.train.labels.max() < dataset.num_labels
+    assert len(dataset.global_test) > 0
+    assert set(np.unique(dataset.global_test.labels)) == set(range(dataset.num_labels)) or (
+        dataset.scenario == "hospitals"  # chapter 22 has 3 codes in all: rarely drawn
+    )
+
+
+def test_hospital_sizes_and_classes() -> None:
+    dataset = load_federated_dataset("hospitals", 3, seed=0)
+    assert dataset.num_labels == 22
+    assert dataset.labels[0].startswith("Certain infectious and parasitic diseases")
+    assert len(dataset.global_test) == 1000
+    for split in dataset.sites.values():
+        assert 600 <= len(split.train) <= 3000
+        assert 200 <= len(split.test) <= 400
+
+
+def test_deterministic_for_a_seed(dataset: FederatedDataset) -> None:
+    again = load_federated_dataset(dataset.scenario, len(dataset.sites), seed=0)
+    other = load_federated_dataset(dataset.scenario, len(dataset.sites), seed=1)
+    assert again == dataset
+    for name, split in dataset.sites.items():
+        assert again.sites[name].train.digest() == split.train.digest()
+    assert any(other.sites[n].train != s.train for n, s in dataset.sites.items())
+
+
+def test_sites_are_non_iid(dataset: FederatedDataset) -> None:
+    sizes = [len(s.train) for s in dataset.sites.values()]
+    assert len(set(sizes)) == len(sizes)
+    mixes = [
+        s.train.label_counts(dataset.num_labels) / len(s.train) for s in dataset.sites.values()
+    ]
+    spread = max(np.abs(a - b).sum() for a in mixes for b in mixes)  # largest L1 distance
+    assert spread > (0.3 if dataset.scenario == "hospitals" else 0.02)
+
+
+def test_parts_are_disjoint(dataset: FederatedDataset) -> None:
+    parts = [p for s in dataset.sites.values() for p in (s.train, s.test)]
+    if dataset.scenario == "heart":  # global test = union of the site tests (documented)
+        assert dataset.global_test == TextExamples.concat([s.test for s in dataset.sites.values()])
+    else:
+        parts.append(dataset.global_test)
+    used = Counter((t, int(y)) for p in parts for t, y in zip(p.texts, p.labels, strict=True))
+    pool = _pool(dataset.scenario)
+    available = Counter((t, int(y)) for t, y in zip(pool.texts, pool.labels, strict=True))
+    over = {k: n for k, n in used.items() if n > available[k]}
+    assert over == {}  # nothing is used more often than it exists in the source
+
+
+def test_hospitals_with_many_sites_stay_within_the_pool() -> None:
+    ds = load_federated_dataset("hospitals", 10, seed=3)
+    assert len(ds.sites) == 10
+    assert min(len(s.train) for s in ds.sites.values()) == 600
+
+
+def test_heart_rendering_marks_missing_values() -> None:
+    row = {
+        "age": 63, "sex": "Male", "cp": "typical angina", "trestbps": 145.0, "chol": 0.0,
+        "fbs": float("nan"), "restecg": "normal", "thalch": float("nan"), "exang": True,
+        "oldpeak": 2.3, "slope": float("nan"), "ca": 0.0, "thal": "normal",
+    }  # fmt: skip
+    text = render_patient(row)
+    assert text.startswith("age 63, male, chest pain typical angina, resting bp 145")
+    assert "cholesterol unknown" in text and "fasting sugar high unknown" in text
+    assert "max heart rate unknown" in text and "exercise angina yes" in text
+    assert "vessels 0" in text and "nan" not in text
+
+
+def test_text_examples_validate() -> None:
+    with pytest.raises(ValueError):
+        TextExamples(("a", "b"), np.array([0]))
+    with pytest.raises(ValueError):
+        TextExamples(("a",), np.array([-1]))
+    examples = TextExamples(("a", "b"), np.array([1, 0]))
+    with pytest.raises(ValueError):
+        examples.labels[0] = 3  # read-only
+    assert len(examples) == 2 and examples.subset([1]).texts == ("b",)
+    assert TextExamples.from_json(examples.to_json()) == examples
