@@ -23,6 +23,7 @@ from .params import Mode
 from .shamir import SHARE_BYTES
 
 __all__ = [
+    "AggregateMessage",
     "ConsistencyAck",
     "KeyAdvert",
     "SealedFederationKey",
@@ -256,3 +257,32 @@ class SealedFederationKey:
     @classmethod
     def from_bytes(cls, data: bytes) -> SealedFederationKey:
         return _parse(lambda r: cls(r.text(_ID_MAX), r.field(1 << 26)), data)
+
+
+@dataclass(frozen=True)
+class AggregateMessage:
+    """What the coordinator sends back to the sites: the (encrypted) sum and who contributed."""
+
+    mode: Mode
+    contributors: tuple[str, ...]
+    payload: bytes
+
+    def to_bytes(self) -> bytes:
+        return frame(
+            text(self.mode),
+            text(len(self.contributors)),
+            *(text(c) for c in self.contributors),
+            self.payload,
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AggregateMessage:
+        def parse(r: Reader) -> AggregateMessage:
+            mode = Mode(r.text(16))
+            count = r.integer()
+            if not 0 <= count <= 65535:
+                raise ValueError("count")
+            contributors = tuple(r.text(_ID_MAX) for _ in range(count))
+            return cls(mode, contributors, r.field())
+
+        return _parse(parse, data)
