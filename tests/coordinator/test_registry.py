@@ -324,6 +324,16 @@ def test_a_running_round_shows_sampled_sites(registry: Registry) -> None:
     ]
 
 
+def test_a_running_round_counts_answers_as_they_come(registry: Registry) -> None:
+    run_id = _start_run(registry)
+    round_id = registry.start_round(run_id, 1, ["a", "b", "c"])
+    registry.record_contribution(round_id, "a", status="contributed")
+    registry.record_contribution(round_id, "b", status="declined")
+    [round_] = registry.rounds(run_id)
+    assert round_.status is RoundStatus.RUNNING
+    assert (round_.sampled, round_.participants, round_.dropped) == (3, 1, 1)
+
+
 def test_record_contribution_changes_only_the_given_fields(registry: Registry) -> None:
     run_id = _start_run(registry)
     round_id = registry.start_round(run_id, 1, ["a"])

@@ -217,8 +217,8 @@ class Registry:
         """Create or update ``site``'s row for the round; arguments left as None keep their value.
 
         A site that was not sampled gets a row too (and is registered if new),
-        which needs a status. Non-finite metrics are recorded as unknown. On a
-        round that already finished, its counts are recomputed.
+        which needs a status. Non-finite metrics are recorded as unknown. The
+        round's counts follow at once, so a live view sees them while it runs.
         """
         name = check_name(site, "site")
         changes: dict[str, object] = {}
@@ -251,8 +251,7 @@ class Registry:
                 round_.contributions.append(row)
             for field, value in changes.items():
                 setattr(row, field, value)
-            if round_.finished_at is not None:
-                _tally(round_)
+            _tally(round_)
 
     def finish_round(
         self,
@@ -457,12 +456,16 @@ def _close_round(round_: Round, status: RoundStatus, now: datetime) -> None:
 
 
 def _tally(round_: Round) -> None:
-    """sampled = every row; participants = contributed; dropped = the rest."""
-    round_.sampled = len(round_.contributions)
-    round_.participants = sum(
-        row.status is ContributionStatus.CONTRIBUTED for row in round_.contributions
+    """sampled = every row; participants = contributed; dropped = neither contributed nor waiting.
+
+    Once the round is closed nobody is waiting, so sampled = participants + dropped.
+    """
+    statuses = [row.status for row in round_.contributions]
+    round_.sampled = len(statuses)
+    round_.participants = statuses.count(ContributionStatus.CONTRIBUTED)
+    round_.dropped = (
+        round_.sampled - round_.participants - statuses.count(ContributionStatus.SAMPLED)
     )
-    round_.dropped = round_.sampled - round_.participants
 
 
 def _run_view(run: Run, rounds_completed: int) -> RunView:
