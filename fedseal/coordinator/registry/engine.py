@@ -29,6 +29,7 @@ POSTGRES_CONNECT_TIMEOUT_S = 10
 _WRITE_OPTION = "fedseal_write"
 
 _POSTGRES_ALIASES = frozenset({"postgresql", "postgres"})
+_LIBPQ_DRIVERS = frozenset({"psycopg", "psycopg2"})  # accept libpq's connect_timeout
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -46,7 +47,7 @@ def create_registry_engine(url: str | URL) -> Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite" and "timeout" not in parsed.query:
         connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_S
-    if backend == "postgresql" and "connect_timeout" not in parsed.query:
+    if parsed.get_driver_name() in _LIBPQ_DRIVERS and "connect_timeout" not in parsed.query:
         connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S
     engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
     if backend == "sqlite":
