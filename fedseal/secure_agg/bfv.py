@@ -330,6 +330,11 @@ class SiteCipher:
             out.append(_save(self._encryptor.encrypt_symmetric(plain)))
         return out
 
+    def noise_budget(self, data: bytes) -> int:
+        """Bits of noise budget left in one serialised ciphertext (0: it no longer decrypts)."""
+        ciphertext = _load_ciphertext(data, self._seal_context, self.params)
+        return int(self._decryptor.invariant_noise_budget(ciphertext))
+
     def decrypt(self, chunks: Sequence[bytes], length: int) -> np.ndarray:
         """Decrypt to residues in ``[0, t)``; refuses ciphertexts whose noise budget is spent."""
         if len(chunks) != chunk_count(length, self.params):

@@ -116,7 +116,7 @@ def test_bad_ciphertexts_are_refused(federation, mode, corrupt):
     fed = federation(5, mode)
     params = fed.params.bfv
     others = {
-        "wrong-coeff": BfvParams(coeff_mod_bit_sizes=(48, 55)),
+        "wrong-coeff": BfvParams(coeff_mod_bit_sizes=(54, 55)),
         "wrong-t": BfvParams(plain_modulus=1073692673),
     }
 

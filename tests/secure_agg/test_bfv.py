@@ -132,7 +132,7 @@ def test_zstd_bomb_is_refused_before_seal():
 
 def test_wrong_parameters_refused(keys):
     _, public = keys
-    for other in (BfvParams(coeff_mod_bit_sizes=(48, 55)), BfvParams(plain_modulus=1073692673)):
+    for other in (BfvParams(coeff_mod_bit_sizes=(54, 55)), BfvParams(plain_modulus=1073692673)):
         foreign = bfv.SiteCipher(bfv.make_secret_context(other), other).encrypt(residues(10) % 1000)
         with pytest.raises(InvalidCiphertext):
             bfv.CiphertextSum(public, PARAMS, 10).add(foreign)
@@ -162,6 +162,24 @@ def test_exhausted_noise_budget_is_detected():
         total.add(chunk)
     with pytest.raises(InvalidCiphertext, match="noise"):
         cipher.decrypt(total.to_chunks(), 10)
+
+
+@pytest.mark.parametrize("coeff", [(48, 55), (54, 55), (44, 55)])
+def test_noise_model_is_conservative(coeff):
+    """The planner's estimate never exceeds the budget SEAL measures after the additions."""
+    params = BfvParams(coeff_mod_bit_sizes=coeff)
+    cipher = bfv.SiteCipher(bfv.make_secret_context(params), params)
+    public = bfv.load_public_context(
+        bfv.public_context_bytes(bfv.make_secret_context(params)), params
+    )
+    total = bfv.CiphertextSum(public, params, params.slots)
+    gen = np.random.default_rng(5)
+    for n in range(1, 33):
+        values = gen.integers(0, params.plain_modulus, params.slots, dtype=np.uint64)
+        total.add(cipher.encrypt(values))
+        if n in (1, 4, 16, 32):
+            measured = cipher.noise_budget(total.to_chunks()[0])
+            assert measured >= params.noise_budget_estimate(n), (n, measured)
 
 
 FUZZ = textwrap.dedent(
