@@ -95,7 +95,6 @@ def _main(argv: Sequence[str] | None) -> int:
     from fedseal.client.site_data import SiteDataError, load_site_records
     from fedseal.client.supernode import (
         CoordinatorUnreachable,
-        run_supernode,
         wait_for_coordinator,
     )
 
@@ -145,10 +144,41 @@ def _main(argv: Sequence[str] | None) -> int:
     except CoordinatorUnreachable as exc:
         raise UserError(str(exc), ExitCode.UNREACHABLE) from None
     _say(f"site {config.site.name}: connected to coordinator at {coordinator.address}")
-    code = run_supernode(config)
+    code = _serve_site(config)
     if code not in (0, -2, -15, 130):
         raise UserError(f"the Flower SuperNode exited with code {code}", ExitCode.CHILD_FAILED)
     return ExitCode.OK
+
+
+def _serve_site(config) -> int:
+    """Run the site's worker (data and model loaded once) beside its Flower SuperNode."""
+    import logging
+
+    import torch
+
+    from fedseal.client.local_channel import LocalChannelServer, socket_path
+    from fedseal.client.site_service import SiteService
+    from fedseal.client.supernode import run_supernode
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(config.training.threads)
+    service = SiteService(config)
+    operations = {
+        "identify": lambda _run, _fields: service.identify(),
+        "train": service.train,
+        "apply": service.apply,
+    }
+
+    def handle(operation: str, run_id: int, fields: dict):
+        if operation not in operations:
+            raise ValueError(f"unknown operation {operation!r}")
+        return operations[operation](run_id, fields)
+
+    server = LocalChannelServer(socket_path(config.site.state_dir), handle).start()
+    try:
+        return run_supernode(config)
+    finally:
+        server.close()
 
 
 def _say(message: str) -> None:

@@ -86,6 +86,7 @@ class TrainingLimits:
     batch_size: int = 32
     max_steps_per_round: int = 1000
     threads: int = 1
+    max_eval_examples: int = 0  # 0: every test record; a positive cap makes evaluation cheaper
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
     data = _parse_data(reader, base_dir)
 
     train_raw = reader.section("training", required=False)
-    train_raw.only("batch_size", "max_steps_per_round", "threads")
+    train_raw.only("batch_size", "max_steps_per_round", "threads", "max_eval_examples")
     batch_size = train_raw.integer("batch_size", default=32)
     max_steps = train_raw.integer("max_steps_per_round", default=1000)
     threads = train_raw.integer("threads", default=1)
@@ -166,7 +167,15 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
         reader.fail("training.max_steps_per_round", "must be between 1 and 1000000")
     if not 1 <= threads <= 256:
         reader.fail("training.threads", "must be between 1 and 256")
-    training = TrainingLimits(batch_size=batch_size, max_steps_per_round=max_steps, threads=threads)
+    max_eval = train_raw.integer("max_eval_examples", default=0)
+    if max_eval < 0:
+        reader.fail("training.max_eval_examples", "must be 0 (all) or positive")
+    training = TrainingLimits(
+        batch_size=batch_size,
+        max_steps_per_round=max_steps,
+        threads=threads,
+        max_eval_examples=max_eval,
+    )
 
     return SiteConfig(
         path=path.resolve(), site=site, coordinator=coordinator, data=data, training=training

@@ -38,7 +38,7 @@ def train_solo(
     """Train `site`'s adapter alone for `steps` steps and score it on the global test set."""
     import time
 
-    from fedseal.client.site_runtime import derive_seed, resolve_device
+    from fedseal.client.site_service import derive_seed, resolve_device
     from fedseal.client.training import TrainSettings, evaluate, train_steps
     from fedseal.models.base_models import load_tokenizer
     from fedseal.models.data import load_site_data

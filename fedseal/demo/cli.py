@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -79,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up on the whole run after this many seconds (default 3600)",
     )
     parser.add_argument(
+        "--eval-limit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="evaluate on at most N records of each test set (default 0: all); for quick runs",
+    )
+    parser.add_argument(
         "--no-baseline",
         action="store_true",
         help="skip training each site alone for comparison at the end",
@@ -106,54 +109,14 @@ def _validate(args: argparse.Namespace) -> list[str]:
         raise UserError("--learning-rate must be between 0 and 1")
     if not 0 <= args.port < 65536:
         raise UserError("--port must be between 0 and 65535")
+    if args.eval_limit < 0:
+        raise UserError("--eval-limit must be 0 (all) or positive")
     if args.round_timeout <= 0 or args.timeout <= 0:
         raise UserError("--round-timeout and --timeout must be positive")
     try:
         return list(scenario_site_names(args.scenario, args.sites))
     except ValueError as exc:
         raise UserError(str(exc)) from None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, timeout_s: float, alive) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not alive():
-            raise UserError("the SuperLink exited during start-up", ExitCode.FAILURE)
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise UserError(f"the SuperLink did not open port {port} within {timeout_s:g} s", 1)
-
-
-def _executable(name: str) -> str:
-    return shutil.which(name) or str(Path(sys.executable).with_name(name))
-
-
-def _flower_status(flwr_home: Path, flower_run_id: int) -> str | None:
-    """Flower's own status text for a run (e.g. finished:failed), or None if unknown."""
-    from fedseal.coordinator.flower_app import flwr_environment
-
-    try:
-        done = subprocess.run(
-            [_executable("flwr"), "ls", "--run-id", str(flower_run_id), "--format", "json"],
-            env=flwr_environment(flwr_home),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        runs = json.loads(done.stdout[done.stdout.find("{") :]).get("runs", [])
-    except (subprocess.TimeoutExpired, ValueError, OSError):
-        return None
-    return str(runs[0].get("status")) if runs else None
 
 
 def _say(message: str) -> None:
@@ -164,13 +127,12 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     sites = _validate(args)
 
-    from fedseal.coordinator.flower_app import SubmitError, submit_run, write_app, write_flwr_home
+    from fedseal.coordinator.flower_app import SubmitError
     from fedseal.coordinator.registry import RegistryUnavailable, open_registry
     from fedseal.coordinator.registry.database import resolve_database_url
     from fedseal.coordinator.run_settings import RunSettings, default_run_config
-    from fedseal.demo.processes import ProcessGroup
+    from fedseal.demo.federation import FederationError, LocalFederation
     from fedseal.demo.progress import ProgressTable
-    from fedseal.demo.site_configs import write_demo_site_configs
     from fedseal.models.data import load_site_data
 
     workdir = args.workdir.expanduser().resolve()
@@ -184,22 +146,23 @@ def _main(argv: Sequence[str] | None) -> int:
     except RegistryUnavailable as exc:
         raise UserError(str(exc)) from None
 
-    state_root = workdir / "state"
     _say(f"preparing the {args.scenario} federation: {', '.join(sites)}")
-    _split, _global_test, labels = load_site_data(
-        args.scenario, sites[0], len(sites), args.seed, cache_dir=state_root / sites[0] / "cache"
-    )
-    port = args.port or _free_port()
-    address = f"127.0.0.1:{port}"
-    flwr_home = write_flwr_home(workdir / "flwr", address)
-    site_configs = write_demo_site_configs(
-        workdir / "sites",
-        sites=sites,
+    federation = LocalFederation(
+        workdir=workdir,
         scenario=args.scenario,
+        sites=sites,
+        registry=registry,
         seed=args.seed,
-        coordinator=address,
-        state_root=state_root,
+        port=args.port,
         batch_size=args.batch_size,
+        max_eval_examples=args.eval_limit,
+    )
+    _split, _global_test, labels = load_site_data(
+        args.scenario,
+        sites[0],
+        len(sites),
+        args.seed,
+        cache_dir=federation.state_root / sites[0] / "cache",
     )
     run_config = default_run_config(
         database_url=url,
@@ -212,51 +175,31 @@ def _main(argv: Sequence[str] | None) -> int:
         seed=args.seed,
         round_timeout=args.round_timeout,
     )
-    app_folder = write_app(workdir / "app", run_config)
+    plan = RunSettings.from_run_config(run_config).plan
 
-    processes = ProcessGroup(workdir / "logs")
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        env = _child_environment(flwr_home)
-        superlink = processes.start(
-            "superlink",
-            [
-                _executable("flower-superlink"),
-                "--insecure",
-                "--disable-runtime-dependency-installation",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-        )
-        _wait_for_port(port, 60, superlink.alive)
-        _say(f"SuperLink listening on {address} (logs in {processes.log_dir})")
+        federation.start_superlink()
+        _say(f"SuperLink listening on {federation.address} (logs in {workdir / 'logs'})")
         for site in sites:
-            processes.start(
-                f"site-{site}",
-                [_executable("fl-client"), "--site", site, "--config", str(site_configs[site])],
-                env=env,
-            )
+            federation.start_site(site)
         _say(f"started {len(sites)} sites; submitting the run")
-        try:
-            flower_run_id = submit_run(app_folder, flwr_home)
-        except SubmitError as exc:
-            raise UserError(str(exc), ExitCode.FAILURE) from None
+        flower_run_id = federation.submit(run_config)
         _say(f"run submitted (Flower run {flower_run_id}); rounds appear below as they finish")
-
-        run = _watch(registry, flower_run_id, flwr_home, processes, args.timeout, ProgressTable())
-        rounds = registry.rounds(run.id)
-        completed = [r for r in rounds if str(r.status) == "completed"]
-        _say(
-            f"run {run.id} {run.status}: {len(completed)} of {run.rounds_planned} rounds completed"
-            + (f" ({run.error})" if run.error else "")
-        )
+        table = ProgressTable()
+        run = federation.wait(args.timeout, on_rounds=table.update, on_note=_say)
+    except (FederationError, SubmitError) as exc:
+        raise UserError(str(exc), ExitCode.FAILURE) from None
     finally:
-        processes.stop_all()
+        federation.stop()
         signal.signal(signal.SIGTERM, previous)
 
+    rounds = registry.rounds(run.id)
+    completed = [r for r in rounds if str(r.status) == "completed"]
+    _say(
+        f"run {run.id} {run.status}: {len(completed)} of {run.rounds_planned} rounds completed"
+        + (f" ({run.error})" if run.error else "")
+    )
     summary = {
         "run_id": run.id,
         "flower_run_id": flower_run_id,
@@ -278,67 +221,17 @@ def _main(argv: Sequence[str] | None) -> int:
         ],
     }
     if completed and not args.no_baseline:
-        plan = RunSettings.from_run_config(run_config).plan
-        summary["comparison"] = _compare_with_solo(args, sites, plan, completed[-1], state_root)
+        summary["comparison"] = _compare_with_solo(args, sites, plan, completed[-1], workdir)
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     _say(f"summary written to {workdir / 'summary.json'}")
     return ExitCode.OK if str(run.status) == "completed" else ExitCode.FAILURE
-
-
-def _child_environment(flwr_home: Path) -> dict[str, str]:
-    from fedseal.coordinator.flower_app import flwr_environment
-
-    env = flwr_environment(flwr_home)
-    env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    return env
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _watch(registry, flower_run_id, flwr_home, processes, timeout_s, table):
-    """Poll the registry until the run finishes; fail fast when the SuperLink or run dies."""
-    from fedseal.demo.progress import find_run
-
-    started = time.monotonic()
-    warned: set[str] = set()
-    last_flower_check = started
-    while True:
-        run = find_run(registry, flower_run_id)
-        if run is not None:
-            table.update(registry.rounds(run.id))
-            if str(run.status) != "running":
-                return run
-        for child in processes.dead():
-            if child.name == "superlink":
-                raise UserError(
-                    f"the SuperLink exited (see {child.log_path}): {child.log_tail(1)}",
-                    ExitCode.FAILURE,
-                )
-            if child.name not in warned:
-                warned.add(child.name)
-                _say(f"{child.name} exited: {child.log_tail(1)}")
-        now = time.monotonic()
-        if now - last_flower_check > 15:
-            last_flower_check = now
-            status = _flower_status(flwr_home, flower_run_id)
-            if status and status.startswith("finished"):
-                time.sleep(2)
-                run = find_run(registry, flower_run_id)
-                if run is not None and str(run.status) != "running":
-                    continue
-                raise UserError(
-                    f"the coordinator's run ended ({status}) without completing in the registry; "
-                    f"see {processes.log_dir}/superlink.log",
-                    ExitCode.FAILURE,
-                )
-        if now - started > timeout_s:
-            raise UserError(f"the run did not finish within {timeout_s:g} s", ExitCode.FAILURE)
-        time.sleep(1.0)
-
-
-def _compare_with_solo(args, sites, plan, last_round, state_root) -> dict:
+def _compare_with_solo(args, sites, plan, last_round, workdir: Path) -> dict:
     """Train each site alone for the same number of steps and print the comparison."""
     import os
 
@@ -362,7 +255,7 @@ def _compare_with_solo(args, sites, plan, last_round, state_root) -> dict:
             plan=plan,
             steps=steps,
             batch_size=args.batch_size,
-            cache_dir=state_root / site / "cache",
+            cache_dir=workdir / "state" / site / "cache",
         )
         solo[site] = {"accuracy": score.accuracy, "auc": score.auc, "seconds": score.seconds}
     print(f"\nscore on the global test set ({metric}):", flush=True)

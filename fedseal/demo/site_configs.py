@@ -19,6 +19,7 @@ def write_demo_site_configs(
     state_root: Path,
     threads: int = 1,
     batch_size: int = 32,
+    max_eval_examples: int = 0,
 ) -> dict[str, Path]:
     """Write `folder/<site>.toml` for each demo site; returns the paths by site."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -33,7 +34,11 @@ def write_demo_site_configs(
                 "num_sites": len(sites),
                 "seed": seed,
             },
-            "training": {"batch_size": batch_size, "threads": threads},
+            "training": {
+                "batch_size": batch_size,
+                "threads": threads,
+                "max_eval_examples": max_eval_examples,
+            },
         }
         path = folder / f"{site}.toml"
         path.write_text(tomli_w.dumps(document), encoding="utf-8")

@@ -1,0 +1,295 @@
+"""The site's long-lived worker: data, base model and global adapter, loaded once.
+
+Flower starts a fresh ClientApp process for every message. Importing torch and building the model
+in each of them cost ~10 s per message on a 2-core machine, so `fl-client` keeps this service in
+its own process and the ClientApp forwards each message to it over a local socket
+(`local_channel`). Data and model are loaded once per process; the global adapter lives in the
+site's state directory, so a restarted site picks up where it was.
+
+One round, seen from a site:
+1. `train`: bring the global adapter up to date (catch-up aggregates for rounds it missed), check
+   its digest against the coordinator's, train locally, and return `n · Δ` (plain mode).
+2. `apply`: add the round's aggregate to the global adapter, store it, evaluate it on the site's
+   held-out test set (and the global test set when asked), and report the new digest.
+The locally trained adapter is never kept as the global one: only aggregates change it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedseal.client.adapter_state import AdapterState, GlobalAdapterStore
+from fedseal.client.site_config import SiteConfig
+from fedseal.client.site_data import SiteData, load_site_records
+from fedseal.models.data.types import TextExamples
+from fedseal.run_plan import RunPlan
+from fedseal.wire import PROTOCOL_VERSION, Key
+
+__all__ = ["SiteRefusal", "SiteService", "derive_seed", "resolve_device"]
+
+log = logging.getLogger("fedseal.client")
+
+Fields = dict[str, Any]
+
+
+class SiteRefusal(RuntimeError):
+    """The site will not do what the message asks; the reason goes back to the coordinator."""
+
+
+def resolve_device(setting: str) -> str:
+    """`auto` means CUDA when this machine has it, else the CPU."""
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise SiteRefusal(f"device {setting!r} requested but CUDA is not available here")
+    return setting
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed for batch order, stable across processes (not for anything secret)."""
+    import hashlib
+
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@dataclass
+class _LoadedModel:
+    model: Any
+    tokenizer: Any
+    layout: Any
+    initial: np.ndarray  # the run's seeded initial adapter, identical on every site
+
+
+def _capped(examples: TextExamples, cap: int) -> TextExamples:
+    """The first `cap` records (the demo splits are already shuffled); all when cap is 0."""
+    if cap <= 0 or len(examples) <= cap:
+        return examples
+    return TextExamples(examples.texts[:cap], examples.labels[:cap])
+
+
+class SiteService:
+    """Answers the coordinator's stages for one site; one request at a time."""
+
+    def __init__(self, config: SiteConfig) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._data: dict[tuple[str, ...] | None, SiteData] = {}
+        self._models: dict[tuple[Any, ...], _LoadedModel] = {}
+        self._device: str | None = None
+
+    # -- shared loading -------------------------------------------------------------------
+
+    def data(self, labels: tuple[str, ...] | None = None) -> SiteData:
+        if labels not in self._data:
+            self._data[labels] = load_site_records(self.config, labels)
+        return self._data[labels]
+
+    def device(self) -> str:
+        if self._device is None:
+            self._device = resolve_device(self.config.site.device)
+        return self._device
+
+    def _model(self, plan: RunPlan) -> _LoadedModel:
+        key = (
+            plan.base_model,
+            len(plan.labels),
+            plan.lora_rank,
+            plan.lora_alpha,
+            plan.lora_dropout,
+            plan.seed,
+        )
+        if key not in self._models:
+            from fedseal.models.adapter import adapter_layout, adapter_to_vector
+            from fedseal.models.base_models import load_tokenizer
+            from fedseal.models.lora import LoraSettings, build_lora_classifier
+
+            settings = LoraSettings(
+                rank=plan.lora_rank, alpha=plan.lora_alpha, dropout=plan.lora_dropout
+            )
+            model = build_lora_classifier(
+                plan.base_model, len(plan.labels), settings, self.device(), plan.seed
+            )
+            self._models = {
+                key: _LoadedModel(
+                    model,
+                    load_tokenizer(plan.base_model),
+                    adapter_layout(model),
+                    adapter_to_vector(model),
+                )
+            }
+        return self._models[key]
+
+    def _global(
+        self, run_id: int, plan: RunPlan, loaded: _LoadedModel
+    ) -> tuple[GlobalAdapterStore, AdapterState, np.ndarray]:
+        from fedseal.models.adapter import vector_digest
+
+        store = GlobalAdapterStore(self.config.site.state_dir, run_id)
+        stored = store.load(loaded.layout)
+        if stored is not None:
+            return store, stored[0], stored[1]
+        vector = loaded.initial.copy()
+        return store, AdapterState(0, vector_digest(vector, loaded.layout), None), vector
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def identify(self) -> tuple[Fields, Fields]:
+        data = self.data()
+        return {
+            Key.PROTOCOL_VERSION: PROTOCOL_VERSION,
+            Key.SITE: self.config.site.name,
+            Key.TRAIN_EXAMPLES: len(data.train),
+            Key.TEST_EXAMPLES: len(data.test),
+            Key.DEVICE: self.config.site.device,
+        }, {}
+
+    def train(self, run_id: int, config: Mapping[str, Any]) -> tuple[Fields, Fields]:
+        with self._lock:
+            return self._train(run_id, config)
+
+    def apply(self, run_id: int, config: Mapping[str, Any]) -> tuple[Fields, Fields]:
+        with self._lock:
+            return self._apply(run_id, config)
+
+    def _train(self, run_id: int, config: Mapping[str, Any]) -> tuple[Fields, Fields]:
+        from fedseal.client.training import TrainSettings, train_steps
+        from fedseal.models.adapter import adapter_to_vector, load_vector_into_adapter
+        from fedseal.update_codec import encode_update
+
+        plan = RunPlan.from_config(config)
+        round_number = int(config[Key.ROUND])
+        data = self.data(plan.labels)
+        loaded = self._model(plan)
+        store, state, vector = self._global(run_id, plan, loaded)
+        state, vector = self._catch_up(store, state, vector, loaded, config)
+        expected = str(config.get(Key.EXPECTED_DIGEST, ""))
+        if expected and expected != state.digest:
+            raise SiteRefusal(
+                f"global adapter out of sync: site has round {state.applied_round} digest "
+                f"{state.digest[:12]}, coordinator expects {expected[:12]}"
+            )
+        load_vector_into_adapter(loaded.model, vector)
+        steps = min(plan.steps, self.config.training.max_steps_per_round)
+        settings = TrainSettings(
+            steps=steps,
+            batch_size=self.config.training.batch_size,
+            learning_rate=plan.learning_rate,
+            max_length=plan.max_length,
+            seed=derive_seed(plan.seed, self.config.site.name, round_number),
+        )
+        started = time.perf_counter()
+        result = train_steps(loaded.model, loaded.tokenizer, data.train, settings, self.device())
+        seconds = time.perf_counter() - started
+        weight = len(data.train)
+        delta = adapter_to_vector(loaded.model) - vector
+        log.info(
+            "round %d: trained %d steps in %.1f s, loss %.4f",
+            round_number,
+            steps,
+            seconds,
+            result.mean_loss,
+        )
+        return {
+            Key.PROTOCOL_VERSION: PROTOCOL_VERSION,
+            Key.SITE: self.config.site.name,
+            Key.ROUND: round_number,
+            Key.START_DIGEST: state.digest,
+            Key.APPLIED_ROUND: state.applied_round,
+            Key.UPDATE: encode_update(delta * np.float32(weight)),
+            Key.NUM_EXAMPLES: weight,
+        }, {Key.TRAIN_LOSS: float(result.mean_loss), Key.TRAIN_SECONDS: seconds}
+
+    def _catch_up(
+        self,
+        store: GlobalAdapterStore,
+        state: AdapterState,
+        vector: np.ndarray,
+        loaded: _LoadedModel,
+        config: Mapping[str, Any],
+    ) -> tuple[AdapterState, np.ndarray]:
+        """Apply aggregates of rounds this site missed, in order."""
+        rounds = [int(r) for r in config.get(Key.CATCHUP_ROUNDS, [])]
+        payloads = list(config.get(Key.CATCHUP_PAYLOADS, []))
+        if len(rounds) != len(payloads):
+            raise SiteRefusal("catch-up rounds and payloads differ in number")
+        for number, payload in zip(rounds, payloads, strict=True):
+            if number <= state.applied_round:
+                continue
+            if number != state.applied_round + 1:
+                raise SiteRefusal(f"catch-up skips from round {state.applied_round} to {number}")
+            vector = _add_aggregate(vector, payload, loaded.layout.size)
+            state = store.save(number, vector, loaded.layout)
+        return state, vector
+
+    def _apply(self, run_id: int, config: Mapping[str, Any]) -> tuple[Fields, Fields]:
+        from fedseal.client.training import evaluate
+        from fedseal.models.adapter import load_vector_into_adapter
+
+        plan = RunPlan.from_config(config)
+        round_number = int(config[Key.ROUND])
+        data = self.data(plan.labels)
+        loaded = self._model(plan)
+        store, state, vector = self._global(run_id, plan, loaded)
+        if state.applied_round == round_number - 1:
+            vector = _add_aggregate(vector, bytes(config[Key.AGGREGATE]), loaded.layout.size)
+            state = store.save(round_number, vector, loaded.layout)
+        elif state.applied_round != round_number:
+            raise SiteRefusal(
+                f"cannot apply round {round_number}: "
+                f"the site's adapter is at round {state.applied_round}"
+            )
+        load_vector_into_adapter(loaded.model, vector)
+        cap = self.config.training.max_eval_examples
+        local = evaluate(
+            loaded.model,
+            loaded.tokenizer,
+            _capped(data.test, cap),
+            self.device(),
+            max_length=plan.max_length,
+        )
+        metrics: Fields = {
+            Key.EVAL_LOSS: float(local.loss),
+            Key.EVAL_ACCURACY: float(local.accuracy),
+            Key.EVAL_EXAMPLES: int(local.n),
+        }
+        if local.auc is not None:
+            metrics[Key.EVAL_AUC] = float(local.auc)
+        if bool(config.get(Key.EVALUATE_GLOBAL, False)) and data.global_test is not None:
+            overall = evaluate(
+                loaded.model,
+                loaded.tokenizer,
+                _capped(data.global_test, cap),
+                self.device(),
+                max_length=plan.max_length,
+            )
+            metrics[Key.GLOBAL_ACCURACY] = float(overall.accuracy)
+            metrics[Key.GLOBAL_EXAMPLES] = int(overall.n)
+            if overall.auc is not None:
+                metrics[Key.GLOBAL_AUC] = float(overall.auc)
+        return {
+            Key.PROTOCOL_VERSION: PROTOCOL_VERSION,
+            Key.SITE: self.config.site.name,
+            Key.ROUND: round_number,
+            Key.ADAPTER_DIGEST: state.digest,
+            Key.APPLIED_ROUND: state.applied_round,
+        }, metrics
+
+
+def _add_aggregate(vector: np.ndarray, payload: bytes, size: int) -> np.ndarray:
+    from fedseal.update_codec import InvalidPayload, decode_aggregate
+
+    try:
+        weighted_sum, total_weight = decode_aggregate(payload, size)
+    except InvalidPayload as exc:
+        raise SiteRefusal(f"aggregate rejected: {exc}") from None
+    return (vector + weighted_sum / np.float32(total_weight)).astype(np.float32)

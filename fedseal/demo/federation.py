@@ -1,0 +1,200 @@
+"""A federation of real local processes: a SuperLink, one `fl-client` per site, one run.
+
+fl-demo drives one of these; the end-to-end tests drive it too, so what the tests exercise is
+exactly what the demo runs (including killing a site in the middle of a run).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedseal.coordinator.flower_app import (
+    flwr_environment,
+    submit_run,
+    write_app,
+    write_flwr_home,
+)
+from fedseal.coordinator.registry import Registry, RoundView, RunView
+from fedseal.demo.processes import ProcessGroup
+from fedseal.demo.site_configs import write_demo_site_configs
+
+__all__ = ["FederationError", "LocalFederation", "free_port"]
+
+
+class FederationError(RuntimeError):
+    """The local federation could not start or its run could not finish."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def executable(name: str) -> str:
+    """A console script of this environment (works whether or not it is on PATH)."""
+    return shutil.which(name) or str(Path(sys.executable).with_name(name))
+
+
+@dataclass
+class LocalFederation:
+    """One run of a demo scenario as local processes under `workdir`."""
+
+    workdir: Path
+    scenario: str
+    sites: list[str]
+    registry: Registry
+    seed: int = 0
+    port: int = 0
+    batch_size: int = 32
+    max_eval_examples: int = 0
+    processes: ProcessGroup = field(init=False)
+    flower_run_id: int | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.workdir = self.workdir.resolve()
+        self.port = self.port or free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.state_root = self.workdir / "state"
+        self.flwr_home = write_flwr_home(self.workdir / "flwr", self.address)
+        self.processes = ProcessGroup(self.workdir / "logs")
+        self.site_configs = write_demo_site_configs(
+            self.workdir / "sites",
+            sites=self.sites,
+            scenario=self.scenario,
+            seed=self.seed,
+            coordinator=self.address,
+            state_root=self.state_root,
+            batch_size=self.batch_size,
+            max_eval_examples=self.max_eval_examples,
+        )
+
+    def environment(self) -> dict[str, str]:
+        env = flwr_environment(self.flwr_home)
+        env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+        return env
+
+    def start_superlink(self, timeout_s: float = 60.0) -> None:
+        superlink = self.processes.start(
+            "superlink",
+            [
+                executable("flower-superlink"),
+                "--insecure",
+                "--disable-runtime-dependency-installation",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=self.environment(),
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not superlink.alive():
+                raise FederationError(f"the SuperLink exited: {superlink.log_tail(1)}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise FederationError(f"the SuperLink did not open port {self.port} in {timeout_s:g} s")
+
+    def start_site(self, site: str) -> None:
+        self.processes.start(
+            f"site-{site}",
+            [executable("fl-client"), "--site", site, "--config", str(self.site_configs[site])],
+            env=self.environment(),
+        )
+
+    def stop_site(self, site: str, *, kill: bool = False) -> None:
+        """Stop a site's fl-client and its SuperNode (SIGKILL when `kill`, as in a crash)."""
+        import signal
+
+        self.processes.stop(
+            f"site-{site}",
+            grace_s=0.0 if kill else 10.0,
+            sig=signal.SIGKILL if kill else signal.SIGTERM,
+        )
+
+    def submit(self, run_config: Mapping[str, Any]) -> int:
+        app_folder = write_app(self.workdir / "app", run_config)
+        self.flower_run_id = submit_run(app_folder, self.flwr_home)
+        return self.flower_run_id
+
+    def run_record(self) -> RunView | None:
+        """The registry's record of the submitted run, once the ServerApp has created it."""
+        if self.flower_run_id is None:
+            return None
+        for run in self.registry.list_runs():
+            if run.flower_run_id == str(self.flower_run_id):
+                return run
+        return None
+
+    def flower_status(self) -> str | None:
+        """Flower's own status text of the run (e.g. finished:failed), or None if unknown."""
+        try:
+            done = subprocess.run(
+                [executable("flwr"), "ls", "--run-id", str(self.flower_run_id), "--format", "json"],
+                env=flwr_environment(self.flwr_home),
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            runs = json.loads(done.stdout[done.stdout.find("{") :]).get("runs", [])
+        except (subprocess.TimeoutExpired, ValueError, OSError):
+            return None
+        return str(runs[0].get("status")) if runs else None
+
+    def wait(
+        self,
+        timeout_s: float,
+        *,
+        on_rounds: Callable[[list[RoundView]], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ) -> RunView:
+        """Poll the registry until the run finishes; fail fast when the SuperLink or run dies."""
+        started = time.monotonic()
+        last_flower_check = started
+        noted: set[str] = set()
+        while True:
+            run = self.run_record()
+            if run is not None:
+                if on_rounds is not None:
+                    on_rounds(self.registry.rounds(run.id))
+                if str(run.status) != "running":
+                    return run
+            for child in self.processes.dead():
+                if child.name == "superlink":
+                    raise FederationError(f"the SuperLink exited: {child.log_tail(1)}")
+                if child.name not in noted and on_note is not None:
+                    noted.add(child.name)
+                    on_note(f"{child.name} exited: {child.log_tail(1)}")
+            now = time.monotonic()
+            if now - last_flower_check > 15:
+                last_flower_check = now
+                status = self.flower_status()
+                if status and status.startswith("finished"):
+                    time.sleep(3)
+                    run = self.run_record()
+                    if run is None or str(run.status) == "running":
+                        raise FederationError(
+                            f"the coordinator's run ended ({status}) without completing in the "
+                            f"registry; see {self.processes.log_dir}/superlink.log"
+                        )
+            if now - started > timeout_s:
+                raise FederationError(f"the run did not finish within {timeout_s:g} s")
+            time.sleep(1.0)
+
+    def stop(self) -> None:
+        self.processes.stop_all()
