@@ -11,9 +11,10 @@ same update measured here too (4 bytes per parameter). Modes:
 * ``ckks-nvflare``: TenSEAL CKKS, N=8192, scale 2^40, public-key encryption of the float vector (as
   NVFlare's TenSEAL filters do), with coefficient moduli [60,40,40,60] and [60,40,40].
 
-Also timed: site crypto per 100k parameters (quantise + mask + encrypt; decrypt + decode), and the
-coordinator summing N sites x P parameters from their wire bytes (signature check, ciphertext
-checks, load, add), with its resident memory after each site to show it does not grow.
+Also timed: site crypto per 100k parameters (median over sites; quantise + mask + encrypt, and
+decrypt + decode), and the coordinator summing N sites x P parameters read one by one from their
+wire bytes (signature check, ciphertext checks, load, add; fastest of 3 fresh processes), with its
+resident memory after each site to show it does not grow; then the unmasking.
 
 Usage: python bench/bench_upload_bytes.py [--params 1000000] [--sites 10] [--dropped 2]
 """
@@ -33,6 +34,8 @@ import tenseal as ts
 
 from fedseal.secure_agg import bfv, keys, recipe
 from fedseal.secure_agg.params import BfvParams, Mode, plan
+
+REPEATS = 3
 
 CONFIGS = {
     "N=4096 q=[54,55] t≈2^30": BfvParams(4096, (54, 55), 1073643521),
@@ -140,7 +143,7 @@ def run_round(mode, n_sites, n_params, bfv_params, dropped, updates):
                 )
             )
             share_times.append(elapsed)
-        out["share_keys_s"] = float(np.mean(share_times))
+        out["share_keys_s"] = float(np.median(share_times))
         overhead += sum(len(m.to_bytes()) for m in bundles["site-00"])
         book = recipe.collect_envelopes(info, bundles, adverts=accepted, directory=directory)
         expected = book.senders
@@ -162,7 +165,7 @@ def run_round(mode, n_sites, n_params, bfv_params, dropped, updates):
         )
         prep_times.append(elapsed)
         wires[s] = prepared.message.to_bytes()
-    out["prepare_s"] = float(np.mean(prep_times))
+    out["prepare_s"] = float(np.median(prep_times))
     out["upload_bytes"] = len(wires["site-00"])
 
     # coordinator, in a fresh process: read each upload as it arrives, verify and add it

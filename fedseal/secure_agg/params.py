@@ -149,9 +149,23 @@ class BfvParams:
         return self.data_bits - t_bits - FRESH_NOISE_BITS - math.log2(max(additions, 1))
 
 
-def default_threshold(n_sites: int) -> int:
-    """Smallest threshold that is more than half the sampled sites."""
-    return n_sites // 2 + 1
+def default_threshold(n_sites: int, max_colluding: int = 0) -> int:
+    """Smallest threshold ``k > (n_sites + max_colluding) / 2``.
+
+    ``k > n/2`` is the minimum. Against a coordinator that lies about who dropped out while
+    colluding with ``c`` sites, an honest site's self-mask seed and mask key can both be
+    reconstructed (from two disjoint groups shown different survivor sets) once ``2k <= n + c``;
+    so ``k > (n + c)/2`` is what keeps individual updates hidden from such a coalition
+    (``k > 2n/3`` tolerates ``c < n/3``, as in Bonawitz et al. 2017).
+    """
+    if not 0 <= max_colluding < n_sites:
+        raise ConfigurationError(f"max_colluding must be in 0..{n_sites - 1}; got {max_colluding}")
+    k = (n_sites + max_colluding) // 2 + 1
+    if k > n_sites:
+        raise ConfigurationError(
+            f"no threshold tolerates {max_colluding} colluding sites among {n_sites}"
+        )
+    return k
 
 
 @dataclass(frozen=True)
@@ -252,9 +266,12 @@ def plan(
     threshold: int | None = None,
     scale: float | None = None,
     min_levels: int = 256,
+    max_colluding: int = 0,
 ) -> ProtocolParams:
     """Choose (or check) the fixed-point scale so the sum of all sampled sites cannot wrap mod t.
 
+    `max_colluding` is the number of sites assumed to collude with a malicious coordinator; the
+    default threshold is then ``(n_sites + max_colluding) // 2 + 1`` (see `default_threshold`).
     Without `bfv`, uses `BfvParams()` (48-bit data prime, up to ~250 sites) or, for larger
     federations, a 54-bit data prime (up to ~16,000 sites at t≈2^30).
 
@@ -267,7 +284,12 @@ def plan(
         bfv = BfvParams()
         if bfv.noise_budget_estimate(n_sites + 1) < NOISE_MARGIN_BITS:
             bfv = BfvParams(coeff_mod_bit_sizes=(54, 55))
-    threshold = default_threshold(n_sites) if threshold is None else threshold
+    if threshold is None:
+        threshold = default_threshold(n_sites, max_colluding)
+    elif 2 * threshold <= n_sites + max_colluding:
+        raise ConfigurationError(
+            f"threshold k={threshold} does not exceed (n + c)/2 = ({n_sites} + {max_colluding})/2"
+        )
     if not (math.isfinite(clip) and clip > 0):
         raise ConfigurationError(f"clip must be a positive finite number; got {clip}")
     if max_weight < 1 or n_sites < 1:

@@ -120,3 +120,24 @@ def test_worst_case_inputs_do_not_wrap(federation):
         assert np.all(aggregate.sums == expected)
         assert aggregate.total_weight == 10 * params.max_weight
         np.testing.assert_allclose(aggregate.mean(), sign * params.clip, rtol=1e-6)
+
+
+def test_threshold_for_colluding_sites():
+    from fedseal.secure_agg.params import default_threshold
+
+    assert default_threshold(10) == 6
+    assert default_threshold(10, max_colluding=3) == 7  # 2k > n + c
+    assert default_threshold(9, max_colluding=2) == 6
+    for n in range(2, 40):
+        for c in range(n):
+            try:
+                k = default_threshold(n, c)
+            except ConfigurationError:
+                assert (n + c) // 2 + 1 > n
+                continue
+            assert 2 * k > n + c and 2 * (k - 1) <= n + c and k <= n
+    with pytest.raises(ConfigurationError):
+        plan(vector_length=10, clip=1.0, max_weight=10, n_sites=10, threshold=6, max_colluding=2)
+    assert (
+        plan(vector_length=10, clip=1.0, max_weight=10, n_sites=9, max_colluding=3).threshold == 7
+    )

@@ -7,11 +7,13 @@ import math
 import numpy as np
 import pytest
 import tenseal as ts
+from conftest import rng
 
-from fedseal.secure_agg import bfv
-from fedseal.secure_agg.errors import ConfigurationError
-from fedseal.secure_agg.messages import Upload
-from fedseal.secure_agg.params import BfvParams, Mode
+from fedseal.secure_agg import bfv, keys, masking, recipe, shamir
+from fedseal.secure_agg.errors import ConfigurationError, InsufficientSurvivors
+from fedseal.secure_agg.messages import ShareKind, ShareRelease, Signed, Stage, Upload
+from fedseal.secure_agg.params import BfvParams, Mode, default_threshold
+from fedseal.secure_agg.shamir import Share
 
 BUCKETS = 64
 
@@ -88,3 +90,118 @@ def test_without_masks_the_same_check_fails(federation):
     seen = _decrypt_upload(fed, outcome.uploads["site-02"], reader="site-00")
     statistic = chi_square_uniform(seen, fed.params.bfv.plain_modulus)
     assert statistic > chi_square_critical(BUCKETS - 1)
+
+
+def _lying_coordinator_attack(fed) -> np.ndarray:
+    """The coordinator tells {00, 01} that everyone survived and {02, 03} that site-00 dropped;
+    site-04 colludes and signs both survivor sets. Returns site-00's unmasked upload."""
+    info = fed.info(1)
+    states, adverts = {}, []
+    for s in fed.ids:
+        states[s], message = recipe.site_advertise(info, fed.identities[s], randbytes=rng(s))
+        adverts.append(message)
+    accepted, _ = recipe.collect_adverts(info, adverts, directory=fed.directory)
+    bundles = {
+        s: recipe.site_share_keys(
+            states[s], list(accepted.values()), directory=fed.directory, randbytes=rng(s, 2)
+        )
+        for s in fed.ids
+    }
+    book = recipe.collect_envelopes(info, bundles, adverts=accepted, directory=fed.directory)
+    updates, weights = fed.updates(1)
+    uploads = {
+        s: recipe.site_prepare_upload(
+            info,
+            fed.identities[s],
+            updates[s],
+            weight=weights[s],
+            randbytes=rng("upload", s, 1),
+            cipher=fed.ciphers[s],
+            secagg=states[s],
+            envelopes=book.for_recipient(s),
+            directory=fed.directory,
+        ).message
+        for s in fed.ids
+    }
+    colluder = "site-04"
+    u3_a, u3_b = tuple(fed.ids), ("site-02", "site-03", colluder)
+
+    def colluder_ack(u3):
+        return Signed.create(
+            fed.identities[colluder].identity_key,
+            sender=colluder,
+            stage=Stage.CONSISTENCY,
+            body=recipe.ConsistencyAck(u3).to_bytes(),
+            run_id=fed.run_id,
+            round_no=1,
+        )
+
+    acks_a = [recipe.site_consistency(states[s], u3_a) for s in ("site-00", "site-01")]
+    acks_a.append(colluder_ack(u3_a))
+    acks_b = [recipe.site_consistency(states[s], u3_b) for s in ("site-02", "site-03")]
+    acks_b.append(colluder_ack(u3_b))
+    released = [
+        recipe.site_release_shares(states[s], acks_a, directory=fed.directory)
+        for s in ("site-00", "site-01")
+    ] + [
+        recipe.site_release_shares(states[s], acks_b, directory=fed.directory)
+        for s in ("site-02", "site-03")
+    ]
+    seed_shares = [states[colluder].held["site-00"][0]]
+    key_shares = [states[colluder].held["site-00"][1]]
+    for message in released:
+        for owner, kind, raw in ShareRelease.from_bytes(message.body).entries:
+            if owner == "site-00":
+                (seed_shares if kind is ShareKind.SELF_SEED else key_shares).append(
+                    Share.from_bytes(raw)
+                )
+    k = fed.params.threshold
+    advert = states[colluder].peers["site-00"]
+    seed = shamir.reconstruct_seed(
+        seed_shares[:k],
+        threshold=k,
+        commitment=advert.seed_commitment,
+        context=recipe._seed_context(info, "site-00"),
+    )
+    mask_key = keys.load_agreement_private(
+        shamir.reconstruct_agreement_key(key_shares[:k], threshold=k, public_key=advert.mask_public)
+    )
+    seen = _decrypt_upload(fed, uploads["site-00"], reader=colluder)
+    t = fed.params.bfv.plain_modulus
+    pair_seeds = {
+        peer: keys.pairwise_seed(
+            mask_key,
+            states[colluder].peers[peer].mask_public,
+            own_id="site-00",
+            peer_id=peer,
+            run_id=fed.run_id,
+            round_no=1,
+        )
+        for peer in fed.ids[1:]
+    }
+    zero = np.zeros(seen.size, dtype=np.uint64)
+    masks = masking.mask_input(
+        zero,
+        site_id="site-00",
+        self_seed=seed,
+        pair_seeds=pair_seeds,
+        modulus=t,
+        run_id=fed.run_id,
+        round_no=1,
+    )
+    return (seen.astype(object) - masks.astype(object)) % t
+
+
+def test_lying_coordinator_with_a_colluder_needs_2k_at_most_n_plus_c(federation):
+    """The documented bound: with k = 3 of 5, the coordinator plus ONE colluding site recover an
+    honest site's update by showing two survivor sets; with k > (n + c)/2 = 3 they cannot."""
+    fed = federation(5, Mode.HE_SS, threshold=3)
+    recovered = _lying_coordinator_attack(fed)
+    updates, weights = fed.updates(1)
+    expected = fed.expected(fed.info(1), ["site-00"], updates, weights)[0]
+    t = fed.params.bfv.plain_modulus
+    np.testing.assert_array_equal(recovered[:-1], (expected.astype(object)) % t)
+
+    safe = federation(5, Mode.HE_SS, threshold=default_threshold(5, max_colluding=1))
+    with pytest.raises(InsufficientSurvivors):
+        _lying_coordinator_attack(safe)
