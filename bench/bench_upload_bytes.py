@@ -242,7 +242,7 @@ def main() -> None:
     float32_bytes = len(updates["site-00"].tobytes())
     per = float32_bytes / args.params
     print(
-        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"# {platform.machine()}, {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}), "
         f"tenseal {ts.__version__}, {args.params:,} params, {args.sites} sites\n"
     )
     print("| setting | upload B/param | vs float32 | other site bytes/round | download B/param |")
