@@ -488,7 +488,10 @@ def site_prepare_upload(
         if mode is Mode.HE_SS:
             assert secagg is not None
             _need(directory is not None, "he+ss needs the directory to verify envelopes")
-            _need(secagg.info == info and secagg.me == me, "SecAgg state is for another round")
+            _need(
+                secagg.info == info and secagg.site_id == me.site_id,
+                "SecAgg state is for another round or site",
+            )
             assert directory is not None
             _receive_envelopes(secagg, envelopes, directory)
             pair_seeds = {
