@@ -252,12 +252,14 @@ class SiteRound:
 
     info: RoundInfo
     me: SiteIdentity
-    share_key: X25519PrivateKey
-    mask_key: X25519PrivateKey
-    self_seed: bytes
+    share_key: X25519PrivateKey = field(repr=False)
+    mask_key: X25519PrivateKey = field(repr=False)
+    self_seed: bytes = field(repr=False)
     advert: KeyAdvert
     peers: dict[str, KeyAdvert] = field(default_factory=dict)  # U1, verified
-    held: dict[str, tuple[shamir.Share, shamir.Share]] = field(default_factory=dict)  # U2
+    held: dict[str, tuple[shamir.Share, shamir.Share]] = field(  # shares held for U2
+        default_factory=dict, repr=False
+    )
     survivors: tuple[str, ...] | None = None  # U3, fixed once acknowledged
     released: bool = False
 
@@ -298,8 +300,8 @@ def site_advertise(
 
 def _verify_adverts(
     info: RoundInfo, messages: Sequence[Signed], directory: Directory
-) -> tuple[dict[str, KeyAdvert], dict[str, str]]:
-    accepted: dict[str, KeyAdvert] = {}
+) -> tuple[dict[str, tuple[Signed, KeyAdvert]], dict[str, str]]:
+    accepted: dict[str, tuple[Signed, KeyAdvert]] = {}
     rejected: dict[str, str] = {}
     for message in messages:
         try:
@@ -308,7 +310,7 @@ def _verify_adverts(
             body = message.verify(
                 directory, run_id=info.run_id, round_no=info.round_no, stage=Stage.ADVERTISE
             )
-            accepted[message.sender] = KeyAdvert.from_bytes(body)
+            accepted[message.sender] = (message, KeyAdvert.from_bytes(body))
         except SecureAggError as exc:
             rejected[message.sender] = str(exc)
     return accepted, rejected
@@ -319,7 +321,8 @@ def site_share_keys(
 ) -> list[Signed]:
     """Verify the relayed adverts, Shamir-share b_i and the mask key, seal one envelope per site."""
     info = state.info
-    peers, rejected = _verify_adverts(info, adverts, directory)
+    verified, rejected = _verify_adverts(info, adverts, directory)
+    peers = {site: advert for site, (_, advert) in verified.items()}
     if rejected or peers.get(state.site_id) != state.advert:
         raise InvalidMessage()  # the coordinator relays verified adverts only
     _threshold_check(len(peers), info, "sites advertised keys")
@@ -607,8 +610,8 @@ def collect_adverts(
 ) -> tuple[dict[str, Signed], dict[str, str]]:
     """Verified adverts to relay to every site (U1), and the rejected senders with reasons."""
     _need(info.mode is Mode.HE_SS, f"key advertisement is an he+ss stage, mode is {info.mode}")
-    parsed, rejected = _verify_adverts(info, messages, directory)
-    accepted = {m.sender: m for m in messages if m.sender in parsed}
+    verified, rejected = _verify_adverts(info, messages, directory)
+    accepted = {site: message for site, (message, _) in verified.items()}
     _threshold_check(len(accepted), info, "sites advertised keys")
     return accepted, rejected
 
@@ -640,9 +643,10 @@ def collect_envelopes(
     directory: Directory,
 ) -> ShareBook:
     """Check each sender's envelopes (one per advertised site, all signed); keep complete ones."""
-    parsed, bad = _verify_adverts(info, list(adverts.values()), directory)
+    verified, bad = _verify_adverts(info, list(adverts.values()), directory)
     if bad:
         raise InvalidMessage()
+    parsed = {site: advert for site, (_, advert) in verified.items()}
     holders = sorted(parsed)
     envelopes: dict[str, dict[str, Signed]] = {}
     digests: dict[tuple[str, str], tuple[bytes, bytes]] = {}

@@ -353,3 +353,22 @@ def test_sealed_federation_key_bound_to_recipient(federation):
             directory=fed.directory,
             params=fed.params.bfv,
         )
+
+
+def test_forged_duplicate_advert_does_not_displace_the_genuine_one(federation):
+    fed = federation(3, Mode.HE_SS)
+    info = fed.info(18)
+    states, adverts = {}, []
+    for s in fed.ids:
+        states[s], message = recipe.site_advertise(info, fed.identities[s], randbytes=keys_rng(s))
+        adverts.append(message)
+    forged = dataclasses.replace(adverts[1], body=adverts[0].body)
+    accepted, rejected = recipe.collect_adverts(info, [*adverts, forged], directory=fed.directory)
+    assert accepted["site-01"] is adverts[1]
+    assert "site-01" in rejected
+
+
+def test_site_round_repr_hides_secrets(federation):
+    fed = federation(3, Mode.HE_SS)
+    state, _ = recipe.site_advertise(fed.info(19), fed.identities["site-00"], randbytes=keys_rng(0))
+    assert state.self_seed.hex() not in repr(state) and "self_seed" not in repr(state)
