@@ -1,0 +1,140 @@
+"""End-to-end: real SuperLink and SuperNode processes on 127.0.0.1, real training, real registry.
+
+Small on purpose (few steps, capped evaluation) so CI runs it on 2 cores in a few minutes; the
+full-size run is the README's demo command and its figures are in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fedseal.coordinator.registry import open_registry
+from fedseal.coordinator.run_settings import default_run_config
+from fedseal.demo.federation import LocalFederation
+from fedseal.models.data import load_site_data, scenario_site_names
+
+pytestmark = pytest.mark.e2e
+
+FL_DEMO = str(Path(sys.executable).with_name("fl-demo"))
+
+
+def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
+    """`fl-demo` runs 2 rounds on 3 sites; the registry holds 1 completed run, 2 rounds."""
+    workdir = tmp_path / "demo"
+    done = subprocess.run(
+        [
+            FL_DEMO,
+            "--workdir",
+            str(workdir),
+            "--rounds",
+            "2",
+            "--steps",
+            "3",
+            "--eval-limit",
+            "48",
+            "--round-timeout",
+            "300",
+            "--timeout",
+            "900",
+            "--no-baseline",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1000,
+        check=False,
+        env={**os.environ, "FEDSEAL_DATABASE_URL": ""},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "round  status" in done.stdout  # the live table was printed
+
+    registry = open_registry(f"sqlite:///{workdir / 'registry.db'}")
+    runs = registry.list_runs()
+    assert len(runs) == 1
+    run = runs[0]
+    assert str(run.status) == "completed"
+    assert run.rounds_completed == 2
+    rounds = registry.rounds(run.id)
+    assert [r.number for r in rounds] == [1, 2]
+    digests = []
+    for view in rounds:
+        assert str(view.status) == "completed"
+        assert view.participants == 3 and view.dropped == 0
+        assert view.aggregate_digest and view.global_digest
+        assert view.global_accuracy is not None and view.accuracy is not None
+        # every site applied the aggregate and reports the same global adapter
+        assert {c.adapter_digest for c in view.contributions} == {view.global_digest}
+        assert {str(c.status) for c in view.contributions} == {"contributed"}
+        digests.append(view.global_digest)
+    assert len(set(digests)) == 2, "the global adapter must change every round"
+
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["status"] == "completed" and len(summary["rounds"]) == 2
+    # every process fl-demo started is gone
+    leftover = subprocess.run(
+        ["pgrep", "-f", str(workdir)], capture_output=True, text=True, check=False
+    )
+    assert leftover.stdout.strip() == ""
+
+
+def test_killed_site_is_recorded_as_dropped(tmp_path: Path) -> None:
+    """A site killed mid-run: its round completes without it and says so; the run goes on."""
+    sites = scenario_site_names("hospitals", 3)
+    registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    federation = LocalFederation(
+        workdir=tmp_path,
+        scenario="hospitals",
+        sites=sites,
+        registry=registry,
+        max_eval_examples=32,
+    )
+    _split, _test, labels = load_site_data(
+        "hospitals", sites[0], 3, 0, cache_dir=federation.state_root / sites[0] / "cache"
+    )
+    config = default_run_config(
+        database_url=f"sqlite:///{tmp_path / 'registry.db'}",
+        scenario="hospitals",
+        labels=list(labels),
+        rounds=3,
+        min_sites=3,
+        steps=3,
+        round_timeout=60.0,
+    )
+    victim = sites[-1]
+    try:
+        federation.start_superlink()
+        for site in sites:
+            federation.start_site(site)
+        federation.submit(config)
+        # kill the victim as soon as round 2 has started (mid-run, mid-round)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            run = federation.run_record()
+            if run is not None and any(r.number == 2 for r in registry.rounds(run.id)):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("round 2 never started")
+        federation.stop_site(victim, kill=True)
+        run = federation.wait(900)
+    finally:
+        federation.stop()
+
+    rounds = {r.number: r for r in registry.rounds(run.id)}
+    assert str(rounds[1].status) == "completed" and rounds[1].participants == 3
+    second = rounds[2]
+    assert str(second.status) == "completed", second.error
+    assert second.participants == 2 and second.dropped == 1
+    by_site = {c.site: c for c in second.contributions}
+    assert str(by_site[victim].status) in {"dropped", "failed"}
+    assert all(str(by_site[s].status) == "contributed" for s in sites if s != victim)
+    # the run carried on without the dead site
+    assert str(rounds[3].status) == "completed"
+    assert victim not in {c.site for c in rounds[3].contributions if str(c.status) == "contributed"}
+    assert str(run.status) == "completed"
