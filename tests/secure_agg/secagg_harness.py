@@ -1,4 +1,4 @@
-"""A whole federation in one process, driving `fedseal.secure_agg.recipe` stage by stage.
+"""Test support: a whole federation in one process, driving `recipe` stage by stage, and statistics.
 
 Randomness is deterministic (ChaCha20 streams from fixed test seeds), so every test is
 reproducible; the only other randomness is SEAL's own, which never changes a decrypted value.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-import pytest
 
 from fedseal.secure_agg import bfv, keys, quantise, recipe
 from fedseal.secure_agg.params import BfvParams, Mode, ProtocolParams, plan
@@ -238,15 +238,17 @@ class Federation:
         )
 
 
-@pytest.fixture(scope="session")
-def federation() -> Callable[..., Federation]:
-    """Factory of federations (sites, keys, contexts), cached by arguments for the session."""
-    cache: dict[tuple, Federation] = {}
+BUCKETS = 64
 
-    def make(n_sites: int, mode: Mode | str, **kwargs) -> Federation:
-        key = (n_sites, str(mode), tuple(sorted(kwargs.items())))
-        if key not in cache:
-            cache[key] = Federation(n_sites, Mode(mode), **kwargs)
-        return cache[key]
 
-    return make
+def chi_square_uniform(values: np.ndarray, modulus: int) -> float:
+    """Pearson's statistic of `values` (residues mod `modulus`) against the uniform distribution."""
+    buckets = (values.astype(object) * BUCKETS // modulus).astype(np.int64)
+    counts = np.bincount(buckets, minlength=BUCKETS)
+    expected = values.size / BUCKETS
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def chi_square_critical(df: int, z: float = 3.09) -> float:
+    """Upper 0.999 quantile of chi-square(df), Wilson-Hilferty approximation."""
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import rng
+from secagg_harness import rng
 
 from fedseal.secure_agg import bfv, keys, recipe
 from fedseal.secure_agg.errors import (

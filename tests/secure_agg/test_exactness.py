@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import DROP_STAGES
+from secagg_harness import DROP_STAGES
 
 from fedseal.secure_agg import recipe
 from fedseal.secure_agg.errors import InsufficientSurvivors

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import rng
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_secrecy import BUCKETS, chi_square_critical, chi_square_uniform
+from secagg_harness import BUCKETS, chi_square_critical, chi_square_uniform, rng
 
 from fedseal.secure_agg import masking, prg, quantise
 from fedseal.secure_agg.params import DEFAULT_PLAIN_MODULUS

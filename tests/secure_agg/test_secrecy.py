@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import tenseal as ts
-from conftest import rng
+from secagg_harness import BUCKETS, chi_square_critical, chi_square_uniform, rng
 
 from fedseal.secure_agg import bfv, keys, masking, recipe, shamir
 from fedseal.secure_agg.errors import ConfigurationError, InsufficientSurvivors
 from fedseal.secure_agg.messages import ShareKind, ShareRelease, Signed, Stage, Upload
 from fedseal.secure_agg.params import BfvParams, Mode, default_threshold
 from fedseal.secure_agg.shamir import Share
-
-BUCKETS = 64
-
-
-def chi_square_uniform(values: np.ndarray, modulus: int) -> float:
-    """Pearson's statistic of `values` (residues mod `modulus`) against the uniform distribution."""
-    buckets = (values.astype(object) * BUCKETS // modulus).astype(np.int64)
-    counts = np.bincount(buckets, minlength=BUCKETS)
-    expected = values.size / BUCKETS
-    return float(((counts - expected) ** 2 / expected).sum())
-
-
-def chi_square_critical(df: int, z: float = 3.09) -> float:
-    """Upper 0.999 quantile of chi-square(df), Wilson-Hilferty approximation."""
-    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
 
 
 def test_aggregator_context_cannot_decrypt(federation):

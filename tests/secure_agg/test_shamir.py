@@ -8,6 +8,7 @@ import pytest
 from Crypto.Protocol.SecretSharing import Shamir
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from secagg_harness import rng
 
 from fedseal.secure_agg import keys, shamir
 from fedseal.secure_agg.errors import InsufficientSurvivors, InvalidShare
@@ -83,8 +84,6 @@ def test_commitment_is_bound_to_its_context():
 
 
 def test_mask_key_checked_against_public_key():
-    from conftest import rng
-
     key = keys.generate_agreement_key(rng("shamir-key"))
     other = keys.generate_agreement_key(rng("shamir-other"))
     shares = shamir.split_secret(keys.private_bytes(key), n=4, k=3)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import rng
+from secagg_harness import rng
 
 from fedseal.secure_agg import keys
 from fedseal.secure_agg.errors import InvalidMessage
