@@ -1,0 +1,129 @@
+"""fl-client's promises to the people who run it: one clear line and an exit code per mistake."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FL_CLIENT = str(Path(sys.executable).with_name("fl-client"))
+
+
+def run(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [FL_CLIENT, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, check=False
+    )
+
+
+def write_config(folder: Path, name: str = "hospital_a", address: str = "127.0.0.1:9") -> Path:
+    sites = folder / "sites"
+    sites.mkdir(exist_ok=True)
+    path = sites / f"{name}.toml"
+    path.write_text(
+        f"""
+[site]
+name = "{name}"
+state_dir = "../state/{name}"
+
+[coordinator]
+address = "{address}"
+
+[data]
+source = "demo"
+scenario = "hospitals"
+num_sites = 3
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("fl-client: error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_help_describes_every_option() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for option in (
+        "--site",
+        "--config",
+        "--sites-dir",
+        "--coordinator",
+        "--connect-timeout",
+        "--check",
+    ):
+        assert option in result.stdout
+    assert "Exit codes" in result.stdout
+
+
+def test_unknown_site_names_the_known_ones(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    result = run("--site", "hospital_zz", cwd=tmp_path)
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "unknown site 'hospital_zz'" in line and "hospital_a" in line
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("this is not toml [", "not valid TOML"),
+        ('[site]\nname = "hospital_a"\n', "[coordinator] section is missing"),
+        (
+            '[site]\nname = "hospital_a"\ndevice = "tpu"\n[coordinator]\naddress = "x:1"\n'
+            '[data]\nsource = "demo"\nscenario = "hospitals"\nnum_sites = 3\n',
+            "site.device",
+        ),
+        (
+            '[site]\nname = "hospital_a"\n[coordinator]\naddress = "nohostport"\n'
+            '[data]\nsource = "demo"\nscenario = "hospitals"\nnum_sites = 3\n',
+            "coordinator.address",
+        ),
+        (
+            '[site]\nname = "hospital_a"\n[coordinator]\naddress = "h:1"\n'
+            '[data]\nsource = "demo"\nscenario = "hospitals"\nnum_sites = 3\n'
+            "[training]\nbatch_sise = 3\n",
+            "training.batch_sise is not a known setting",
+        ),
+    ],
+)
+def test_malformed_config_is_refused_in_one_line(
+    tmp_path: Path, content: str, expected: str
+) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(content, encoding="utf-8")
+    result = run("--site", "hospital_a", "--config", str(path))
+    assert result.returncode == 2
+    assert expected in one_line_error(result)
+
+
+def test_site_outside_the_scenario_is_refused(tmp_path: Path) -> None:
+    write_config(tmp_path, name="hospital_q")
+    result = run("--site", "hospital_q", "--check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "hospital_q" in one_line_error(result)
+
+
+def test_check_validates_config_and_data(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    result = run("--site", "hospital_a", "--check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK" in result.stderr
+
+
+def test_unreachable_coordinator_retries_visibly_then_gives_up(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    write_config(tmp_path, address=f"127.0.0.1:{port}")
+    result = run("--site", "hospital_a", "--connect-timeout", "3", cwd=tmp_path)
+    assert result.returncode == 3
+    assert "waiting for coordinator" in result.stderr
+    assert "unreachable after 3 s" in one_line_error(result)

@@ -1,0 +1,50 @@
+"""Run settings: validated before any site trains."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedseal.coordinator.run_settings import RunSettings, RunSettingsError, default_run_config
+
+
+def config(**overrides):
+    return default_run_config(
+        database_url="sqlite:///x.db", scenario="hospitals", labels=["a", "b"], **overrides
+    )
+
+
+def test_defaults_are_valid_and_summary_hides_the_database() -> None:
+    settings = RunSettings.from_run_config(config())
+    assert settings.mode == "plain" and settings.rounds == 3
+    assert "database" not in str(settings.public_summary())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"mode": "he+ss"}, "not available"),
+        ({"rounds": 0}, "rounds"),
+        ({"min_sites": 0}, "min-sites"),
+        ({"round_timeout": 0.0}, "round-timeout"),
+        ({"steps": 0}, "steps"),
+    ],
+)
+def test_bad_values_are_refused(overrides, message) -> None:
+    with pytest.raises(RunSettingsError, match=message):
+        RunSettings.from_run_config(config(**overrides))
+
+
+def test_a_single_label_is_refused() -> None:
+    broken = config()
+    broken["labels"] = '["only-one"]'
+    with pytest.raises(RunSettingsError, match="two distinct labels"):
+        RunSettings.from_run_config(broken)
+
+
+def test_unknown_override_and_missing_key() -> None:
+    with pytest.raises(RunSettingsError, match="unknown run setting"):
+        config(colour="blue")
+    broken = config()
+    del broken["rounds"]
+    with pytest.raises(RunSettingsError, match="missing 'rounds'"):
+        RunSettings.from_run_config(broken)
