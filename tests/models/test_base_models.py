@@ -36,7 +36,7 @@ def test_missing_package_is_a_clear_error() -> None:
 
 
 def test_tokenizer_is_cached(tokenizer) -> None:
-    assert load_tokenizer(DEFAULT_BASE_MODEL) is tokenizer
+    assert load_tokenizer(DEFAULT_BASE_MODEL) is load_tokenizer(DEFAULT_BASE_MODEL)
     assert tokenizer("chest pain")["input_ids"][0] == tokenizer.cls_token_id
 
 
