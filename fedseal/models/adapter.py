@@ -132,8 +132,17 @@ def save_adapter(path: str | os.PathLike[str], vector: np.ndarray, layout: Adapt
     return digest
 
 
-def load_adapter(path: str | os.PathLike[str], expected_layout: AdapterLayout) -> np.ndarray:
-    """Read a vector written by `save_adapter`, checking layout and digest."""
+def load_adapter(
+    path: str | os.PathLike[str],
+    expected_layout: AdapterLayout,
+    *,
+    expected_digest: str | None = None,
+) -> np.ndarray:
+    """Read a vector written by `save_adapter`, checking layout and digest.
+
+    The stored digest catches corruption and careless edits; anyone can recompute it, so pass
+    `expected_digest` from a trusted record (the ledger) to reject a deliberately swapped file.
+    """
     source = Path(path)
     if not source.is_file():
         raise FileNotFoundError(f"no adapter file at {source}")
@@ -150,8 +159,11 @@ def load_adapter(path: str | os.PathLike[str], expected_layout: AdapterLayout) -
     values = tensors[_TENSOR_KEY]
     if values.dtype != np.float32 or values.ndim != 1 or values.size != expected_layout.size:
         raise InvalidAdapterFile(f"{source}: adapter tensor has the wrong dtype or size")
-    if vector_digest(values, expected_layout) != metadata.get("vector_digest"):
+    digest = vector_digest(values, expected_layout)
+    if digest != metadata.get("vector_digest"):
         raise InvalidAdapterFile(f"{source}: adapter digest mismatch (file altered)")
+    if expected_digest is not None and digest != expected_digest:
+        raise InvalidAdapterFile(f"{source}: adapter is not the expected one (digest differs)")
     if not np.all(np.isfinite(values)):
         raise InvalidAdapterFile(f"{source}: adapter contains non-finite values")
     return values.astype(np.float32, copy=True)

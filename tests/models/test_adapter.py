@@ -105,7 +105,7 @@ def test_save_load_round_trip_is_atomic(tmp_path, model) -> None:
     digest = save_adapter(path, vector, layout)
     assert digest == vector_digest(vector, layout)
     assert list(path.parent.iterdir()) == [path]  # no temp file left behind
-    loaded = load_adapter(path, layout)
+    loaded = load_adapter(path, layout, expected_digest=digest)
     assert loaded.tobytes() == vector.tobytes()
     save_adapter(path, vector * 2, layout)  # overwrite in place
     assert np.array_equal(load_adapter(path, layout), vector * 2)
@@ -143,6 +143,11 @@ def test_tampered_or_mismatched_file_is_rejected(tmp_path) -> None:
     save_file({"adapter": vector + 1}, str(forged), metadata=meta)
     with pytest.raises(InvalidAdapterFile, match="digest"):
         load_adapter(forged, layout)
+
+    # a consistent file that is simply not the adapter the ledger recorded
+    save_adapter(forged, vector + 1, layout)
+    with pytest.raises(InvalidAdapterFile, match="expected"):
+        load_adapter(forged, layout, expected_digest=vector_digest(vector, layout))
 
     with pytest.raises(FileNotFoundError):
         load_adapter(tmp_path / "missing.safetensors", layout)
