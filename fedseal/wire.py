@@ -17,7 +17,13 @@ class MessageType(StrEnum):
     """Flower message types (routed to the ClientApp handlers of the same name)."""
 
     IDENTIFY = "query.identify"
-    TRAIN = "train"
+    KEYGEN = "query.keygen"  # the custodian makes the run's federation key
+    INSTALL = "query.install"  # the other sites open it
+    ADVERTISE = "train.advertise"
+    SHARE = "train.share"
+    TRAIN = "train"  # train and upload
+    CONSISTENCY = "train.consistency"
+    RELEASE = "train.release"
     APPLY = "evaluate.apply"
 
 
@@ -59,7 +65,24 @@ class Key(StrEnum):
     NUM_EXAMPLES = "num-examples"
     AGGREGATE = "aggregate"
     EVALUATE_GLOBAL = "evaluate-global"
+    # secure aggregation
+    PROTOCOL_PARAMS = "protocol-params"
+    SAMPLED = "sampled"
+    DIRECTORY = "directory"
+    CUSTODIAN = "custodian"
+    SEALED_SITES = "sealed-sites"
+    SEALED_KEYS = "sealed-keys"
+    SEALED_KEY = "sealed-key"
+    PUBLIC_CONTEXT = "public-context"
+    SIGNED = "signed"
+    SIGNED_LIST = "signed-list"
+    RELAYED = "relayed"
+    SURVIVORS = "survivors"
+    CLIPPED = "clipped"
+    CATCHUP_FIELDS = "catchup-fields"
     # site facts
+    ADAPTER_SIZE = "adapter-size"
+    LAYOUT_DIGEST = "layout-digest"
     TRAIN_EXAMPLES = "train-examples"
     TEST_EXAMPLES = "test-examples"
     DEVICE = "device"

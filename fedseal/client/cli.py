@@ -35,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
+        "command",
+        nargs="?",
+        choices=("run", "enroll"),
+        default="run",
+        help="run (default): join the federation; enroll: make the site's identity and sealing "
+        "keys (once) and print the public keys for the operator to enrol",
+    )
+    parser.add_argument(
         "--site",
         required=True,
         metavar="NAME",
@@ -125,6 +133,9 @@ def _main(argv: Sequence[str] | None) -> int:
     if not os.access(config.site.state_dir, os.W_OK):
         raise UserError(f"state directory {config.site.state_dir} is not writable")
 
+    if args.command == "enroll":
+        return _enroll(config)
+
     try:
         data = load_site_records(config)
     except SiteDataError as exc:
@@ -150,6 +161,18 @@ def _main(argv: Sequence[str] | None) -> int:
     return ExitCode.OK
 
 
+def _enroll(config) -> int:
+    """Make the site's keys if needed and show the public half for the operator."""
+    from fedseal.client.site_keys import PUBLIC_FILE, create_site_keys
+
+    keys, made = create_site_keys(config.site.name, config.site.state_dir)
+    public_file = config.site.state_dir / "keys" / PUBLIC_FILE
+    verb = "made new" if made else "already has"
+    _say(f"site {config.site.name} {verb} keys; give {public_file} to the operator to enrol:")
+    print(keys.public().to_json(), flush=True)
+    return ExitCode.OK
+
+
 def _serve_site(config) -> int:
     """Run the site's worker (data and model loaded once) beside its Flower SuperNode."""
     import logging
@@ -157,19 +180,24 @@ def _serve_site(config) -> int:
     import torch
 
     from fedseal.client.local_channel import LocalChannelServer, socket_path
+    from fedseal.client.site_keys import SiteKeyError, load_site_keys
     from fedseal.client.site_service import SiteService
     from fedseal.client.supernode import run_supernode
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(config.training.threads)
-    service = SiteService(config)
-    operations = {
-        "identify": lambda _run, _fields: service.identify(),
-        "train": service.train,
-        "apply": service.apply,
-    }
+    keys = None
+    try:
+        keys = load_site_keys(config.site.name, config.site.state_dir)
+    except SiteKeyError as exc:
+        _say(f"{exc} (only plain-mode runs can use this site)")
+    service = SiteService(config, keys)
+    operations = {"identify": service.identify, "train": service.train, "apply": service.apply}
+    secure = {"keygen", "install", "advertise", "share", "consistency", "release"}
 
     def handle(operation: str, run_id: int, fields: dict):
+        if operation in secure:
+            return service.secure_stage(operation, run_id, fields)
         if operation not in operations:
             raise ValueError(f"unknown operation {operation!r}")
         return operations[operation](run_id, fields)

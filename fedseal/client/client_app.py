@@ -50,6 +50,42 @@ def identify(msg: Message, context: Context) -> Message:
     return _relay("identify", msg, context)
 
 
+@app.query("keygen")
+def keygen(msg: Message, context: Context) -> Message:
+    """Custodian only: make the run's federation key and seal it to every site."""
+    return _relay("keygen", msg, context)
+
+
+@app.query("install")
+def install(msg: Message, context: Context) -> Message:
+    """Open the federation key the custodian sealed to this site."""
+    return _relay("install", msg, context)
+
+
+@app.train("advertise")
+def advertise(msg: Message, context: Context) -> Message:
+    """he+ss: fresh signed round keys."""
+    return _relay("advertise", msg, context)
+
+
+@app.train("share")
+def share(msg: Message, context: Context) -> Message:
+    """he+ss: Shamir shares of this round's secrets, sealed to each peer."""
+    return _relay("share", msg, context)
+
+
+@app.train("consistency")
+def consistency(msg: Message, context: Context) -> Message:
+    """he+ss: sign the survivor set the coordinator announced."""
+    return _relay("consistency", msg, context)
+
+
+@app.train("release")
+def release(msg: Message, context: Context) -> Message:
+    """he+ss: release, per peer, the one share the survivor set allows."""
+    return _relay("release", msg, context)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the global adapter locally and send the weighted change."""

@@ -221,7 +221,7 @@ def _parse_data(reader: _Reader, base_dir: Path) -> DataSettings:
 
 def _resolve(base_dir: Path, value: str) -> Path:
     candidate = Path(value).expanduser()
-    return candidate if candidate.is_absolute() else (base_dir / candidate)
+    return (candidate if candidate.is_absolute() else base_dir / candidate).resolve()
 
 
 class _Reader:

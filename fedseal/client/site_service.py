@@ -16,6 +16,7 @@ The locally trained adapter is never kept as the global one: only aggregates cha
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -26,8 +27,10 @@ from typing import Any
 import numpy as np
 
 from fedseal.client.adapter_state import AdapterState, GlobalAdapterStore
+from fedseal.client.secure_stages import SecureSite
 from fedseal.client.site_config import SiteConfig
 from fedseal.client.site_data import SiteData, load_site_records
+from fedseal.client.site_keys import SiteKeys
 from fedseal.models.data.types import TextExamples
 from fedseal.run_plan import RunPlan
 from fedseal.wire import PROTOCOL_VERSION, Key
@@ -80,8 +83,9 @@ def _capped(examples: TextExamples, cap: int) -> TextExamples:
 class SiteService:
     """Answers the coordinator's stages for one site; one request at a time."""
 
-    def __init__(self, config: SiteConfig) -> None:
+    def __init__(self, config: SiteConfig, keys: SiteKeys | None = None) -> None:
         self.config = config
+        self.secure = SecureSite(keys, config.site.state_dir)
         self._lock = threading.Lock()
         self._data: dict[tuple[str, ...] | None, SiteData] = {}
         self._models: dict[tuple[Any, ...], _LoadedModel] = {}
@@ -143,14 +147,42 @@ class SiteService:
 
     # -- stages ---------------------------------------------------------------------------
 
-    def identify(self) -> tuple[Fields, Fields]:
+    def identify(self, run_id: int, config: Mapping[str, Any]) -> tuple[Fields, Fields]:
+        """Who the site is; with a run plan, also the adapter's size and layout digest."""
         data = self.data()
-        return {
+        result: Fields = {
             Key.PROTOCOL_VERSION: PROTOCOL_VERSION,
             Key.SITE: self.config.site.name,
             Key.TRAIN_EXAMPLES: len(data.train),
             Key.TEST_EXAMPLES: len(data.test),
             Key.DEVICE: self.config.site.device,
+        }
+        if Key.BASE_MODEL in config:
+            with self._lock:
+                loaded = self._model(RunPlan.from_config(config))
+            result[Key.ADAPTER_SIZE] = int(loaded.layout.size)
+            result[Key.LAYOUT_DIGEST] = str(loaded.layout.digest)
+        return result, {}
+
+    def secure_stage(
+        self, operation: str, run_id: int, config: Mapping[str, Any]
+    ) -> tuple[Fields, Fields]:
+        """Key ceremony and he+ss key stages (light: no training)."""
+        stages = {
+            "keygen": self.secure.keygen,
+            "install": self.secure.install,
+            "advertise": self.secure.advertise,
+            "share": self.secure.share,
+            "consistency": self.secure.consistency,
+            "release": self.secure.release,
+        }
+        with self._lock:
+            result = stages[operation](run_id, config)
+        return {
+            Key.PROTOCOL_VERSION: PROTOCOL_VERSION,
+            Key.SITE: self.config.site.name,
+            Key.ROUND: int(config.get(Key.ROUND, 0)),
+            **result,
         }, {}
 
     def train(self, run_id: int, config: Mapping[str, Any]) -> tuple[Fields, Fields]:
@@ -171,7 +203,7 @@ class SiteService:
         data = self.data(plan.labels)
         loaded = self._model(plan)
         store, state, vector = self._global(run_id, plan, loaded)
-        state, vector = self._catch_up(store, state, vector, loaded, config)
+        state, vector = self._catch_up(run_id, store, state, vector, loaded, config)
         expected = str(config.get(Key.EXPECTED_DIGEST, ""))
         if expected and expected != state.digest:
             raise SiteRefusal(
@@ -192,6 +224,11 @@ class SiteService:
         seconds = time.perf_counter() - started
         weight = len(data.train)
         delta = adapter_to_vector(loaded.model) - vector
+        mode = str(config.get(Key.MODE, "plain"))
+        if mode == "plain":
+            upload, clipped = encode_update(delta * np.float32(weight)), 0
+        else:
+            upload, clipped = self.secure.prepare_upload(run_id, config, delta, weight)
         log.info(
             "round %d: trained %d steps in %.1f s, loss %.4f",
             round_number,
@@ -205,12 +242,17 @@ class SiteService:
             Key.ROUND: round_number,
             Key.START_DIGEST: state.digest,
             Key.APPLIED_ROUND: state.applied_round,
-            Key.UPDATE: encode_update(delta * np.float32(weight)),
+            Key.UPDATE: upload,
             Key.NUM_EXAMPLES: weight,
-        }, {Key.TRAIN_LOSS: float(result.mean_loss), Key.TRAIN_SECONDS: seconds}
+        }, {
+            Key.TRAIN_LOSS: float(result.mean_loss),
+            Key.TRAIN_SECONDS: seconds,
+            Key.CLIPPED: float(clipped),
+        }
 
     def _catch_up(
         self,
+        run_id: int,
         store: GlobalAdapterStore,
         state: AdapterState,
         vector: np.ndarray,
@@ -220,16 +262,43 @@ class SiteService:
         """Apply aggregates of rounds this site missed, in order."""
         rounds = [int(r) for r in config.get(Key.CATCHUP_ROUNDS, [])]
         payloads = list(config.get(Key.CATCHUP_PAYLOADS, []))
-        if len(rounds) != len(payloads):
-            raise SiteRefusal("catch-up rounds and payloads differ in number")
-        for number, payload in zip(rounds, payloads, strict=True):
+        extras = [json.loads(str(e)) for e in config.get(Key.CATCHUP_FIELDS, [])]
+        if len(rounds) != len(payloads) or len(extras) not in (0, len(rounds)):
+            raise SiteRefusal("catch-up rounds, payloads and fields differ in number")
+        for index, (number, payload) in enumerate(zip(rounds, payloads, strict=True)):
             if number <= state.applied_round:
                 continue
             if number != state.applied_round + 1:
                 raise SiteRefusal(f"catch-up skips from round {state.applied_round} to {number}")
-            vector = _add_aggregate(vector, payload, loaded.layout.size)
+            fields = {**config, **(extras[index] if extras else {}), Key.ROUND: number}
+            vector = self._add_aggregate(run_id, vector, bytes(payload), fields, loaded)
             state = store.save(number, vector, loaded.layout)
         return state, vector
+
+    def _add_aggregate(
+        self,
+        run_id: int,
+        vector: np.ndarray,
+        payload: bytes,
+        fields: Mapping[str, Any],
+        loaded: _LoadedModel,
+    ) -> np.ndarray:
+        """The global adapter after one round's aggregate (decrypted here in the he modes)."""
+        from fedseal.secure_agg.errors import SecureAggError
+        from fedseal.update_codec import InvalidPayload, decode_aggregate
+
+        mode = str(fields.get(Key.MODE, "plain"))
+        try:
+            if mode == "plain":
+                weighted_sum, total_weight = decode_aggregate(payload, loaded.layout.size)
+                mean = weighted_sum / np.float32(total_weight)
+            else:
+                mean = self.secure.decrypt_mean(run_id, fields, payload)
+        except (InvalidPayload, SecureAggError) as exc:
+            raise SiteRefusal(f"aggregate rejected: {exc}") from None
+        if mean.shape != vector.shape:
+            raise SiteRefusal("aggregate has the wrong length for this adapter")
+        return (vector + mean).astype(np.float32)
 
     def _apply(self, run_id: int, config: Mapping[str, Any]) -> tuple[Fields, Fields]:
         from fedseal.client.training import evaluate
@@ -241,7 +310,8 @@ class SiteService:
         loaded = self._model(plan)
         store, state, vector = self._global(run_id, plan, loaded)
         if state.applied_round == round_number - 1:
-            vector = _add_aggregate(vector, bytes(config[Key.AGGREGATE]), loaded.layout.size)
+            payload = bytes(config[Key.AGGREGATE])
+            vector = self._add_aggregate(run_id, vector, payload, config, loaded)
             state = store.save(round_number, vector, loaded.layout)
         elif state.applied_round != round_number:
             raise SiteRefusal(
@@ -283,13 +353,3 @@ class SiteService:
             Key.ADAPTER_DIGEST: state.digest,
             Key.APPLIED_ROUND: state.applied_round,
         }, metrics
-
-
-def _add_aggregate(vector: np.ndarray, payload: bytes, size: int) -> np.ndarray:
-    from fedseal.update_codec import InvalidPayload, decode_aggregate
-
-    try:
-        weighted_sum, total_weight = decode_aggregate(payload, size)
-    except InvalidPayload as exc:
-        raise SiteRefusal(f"aggregate rejected: {exc}") from None
-    return (vector + weighted_sum / np.float32(total_weight)).astype(np.float32)

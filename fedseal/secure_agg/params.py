@@ -27,6 +27,8 @@ __all__ = [
     "Mode",
     "ProtocolParams",
     "default_threshold",
+    "params_from_json",
+    "params_to_json",
     "plan",
 ]
 
@@ -326,3 +328,54 @@ def plan(
         mode=mode,
         bfv=bfv,
     )
+
+
+def params_to_json(params: ProtocolParams) -> str:
+    """The canonical text form both sides exchange, so they build identical parameters."""
+    import json
+
+    return json.dumps(
+        {
+            "vector_length": params.vector_length,
+            "clip": params.clip,
+            "scale": params.scale,
+            "max_weight": params.max_weight,
+            "n_sites": params.n_sites,
+            "threshold": params.threshold,
+            "mode": str(params.mode),
+            "bfv": {
+                "poly_modulus_degree": params.bfv.poly_modulus_degree,
+                "coeff_mod_bit_sizes": list(params.bfv.coeff_mod_bit_sizes),
+                "plain_modulus": params.bfv.plain_modulus,
+            },
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def params_from_json(text_form: str) -> ProtocolParams:
+    """Parse and fully re-validate parameters received from another party."""
+    import json
+
+    try:
+        raw = json.loads(text_form)
+        bfv_raw = raw["bfv"]
+        return ProtocolParams(
+            vector_length=int(raw["vector_length"]),
+            clip=float(raw["clip"]),
+            scale=float(raw["scale"]),
+            max_weight=int(raw["max_weight"]),
+            n_sites=int(raw["n_sites"]),
+            threshold=int(raw["threshold"]),
+            mode=Mode(raw["mode"]),
+            bfv=BfvParams(
+                poly_modulus_degree=int(bfv_raw["poly_modulus_degree"]),
+                coeff_mod_bit_sizes=tuple(int(b) for b in bfv_raw["coeff_mod_bit_sizes"]),
+                plain_modulus=int(bfv_raw["plain_modulus"]),
+            ),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigurationError):
+            raise
+        raise ConfigurationError(f"malformed protocol parameters: {exc}") from None

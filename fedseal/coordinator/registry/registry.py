@@ -104,6 +104,33 @@ class Registry:
                 raise
             return site_id
 
+    def enroll_site(self, name: str, public_key: bytes) -> int:
+        """Register (or re-key) a site with its public key bundle; returns its id.
+
+        A revoked site stays revoked: re-enrolling it is refused.
+        """
+        name = check_name(name, "site name")
+        if not isinstance(public_key, bytes) or not public_key:
+            raise TypeError("public_key must be non-empty bytes")
+        site_id = self.ensure_site(name)
+        with self._write() as session:
+            site = session.get(Site, site_id)
+            assert site is not None
+            if site.status is SiteStatus.REVOKED:
+                raise RecordConflict(f"site {name} is revoked and cannot be re-enrolled")
+            site.public_key = public_key
+        return site_id
+
+    def site_public_keys(self) -> dict[str, bytes]:
+        """Enrolled public key bundles of the active sites, by site name."""
+        with self._read() as session:
+            rows = session.execute(
+                select(Site.name, Site.public_key).where(
+                    Site.status == SiteStatus.ACTIVE, Site.public_key.is_not(None)
+                )
+            ).all()
+        return {name: bytes(key) for name, key in rows}
+
     # -- runs ----------------------------------------------------------------------------------
 
     def start_run(

@@ -1,0 +1,238 @@
+"""The site's side of secure aggregation (`he`, `he+ss`): Flower fields in, signed bytes out.
+
+The mathematics is `fedseal.secure_agg.recipe`; this module keeps what a site must remember
+between stages — the federation key of each run and the secrets of the round in progress — and
+turns message fields into recipe calls. Round secrets live only in this process's memory and are
+dropped when the round ends; the federation key is also kept in the site's state directory
+(0600) so a restarted site can still decrypt the run's aggregates.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedseal.client.site_keys import SiteKeys, SitePublicKeys
+from fedseal.secure_agg import bfv, recipe
+from fedseal.secure_agg.messages import AggregateMessage, Signed
+from fedseal.secure_agg.params import Mode, params_from_json
+from fedseal.wire import Key
+
+__all__ = ["SecureSite", "decode_directory", "encode_directory", "round_info_from_fields"]
+
+
+def encode_directory(keys: Mapping[str, SitePublicKeys]) -> str:
+    """Enrolled public keys as JSON text, for message fields."""
+    return json.dumps(
+        {
+            site: [base64.b64encode(k.identity).decode(), base64.b64encode(k.sealing).decode()]
+            for site, k in sorted(keys.items())
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_directory(text: str) -> dict[str, SitePublicKeys]:
+    raw = json.loads(text)
+    return {
+        site: SitePublicKeys(site, base64.b64decode(pair[0]), base64.b64decode(pair[1]))
+        for site, pair in raw.items()
+    }
+
+
+def round_info_from_fields(run_id: int, fields: Mapping[str, Any]) -> recipe.RoundInfo:
+    """The round as both sides must see it: run, round number, parameters, sampled sites."""
+    params = params_from_json(str(fields[Key.PROTOCOL_PARAMS]))
+    sampled = tuple(json.loads(str(fields[Key.SAMPLED])))
+    return recipe.RoundInfo(str(run_id), int(fields[Key.ROUND]), params, sampled)
+
+
+def _bytes_list(value: Any) -> list[bytes]:
+    return [bytes(item) for item in (value or [])]
+
+
+class SecureSite:
+    """One site's keys, federation keys by run, and the round secrets in progress."""
+
+    def __init__(self, keys: SiteKeys | None, state_dir: Path) -> None:
+        self._keys = keys
+        self._state_dir = Path(state_dir)
+        self._ciphers: dict[int, bfv.SiteCipher] = {}
+        self._rounds: dict[tuple[int, int], recipe.SiteRound] = {}
+
+    # -- identity -------------------------------------------------------------------------
+
+    @property
+    def keys(self) -> SiteKeys:
+        if self._keys is None:
+            raise PermissionError(
+                "this site has no keys; run `fl-client --site=NAME enroll` and have the "
+                "operator enrol it"
+            )
+        return self._keys
+
+    def identity(self) -> recipe.SiteIdentity:
+        return recipe.SiteIdentity(self.keys.site, self.keys.identity)
+
+    @staticmethod
+    def identity_directory(fields: Mapping[str, Any]) -> dict[str, bytes]:
+        return {s: k.identity for s, k in decode_directory(str(fields[Key.DIRECTORY])).items()}
+
+    # -- federation key ceremony -----------------------------------------------------------
+
+    def _key_file(self, run_id: int) -> Path:
+        return self._state_dir / "runs" / str(run_id) / "federation-key.json"
+
+    def keygen(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Custodian: make the run's BFV key, seal it to every site, sign the public part."""
+        params = params_from_json(str(fields[Key.PROTOCOL_PARAMS]))
+        directory = decode_directory(str(fields[Key.DIRECTORY]))
+        me = self.identity()
+        if me.site_id not in directory:
+            raise PermissionError(f"site {me.site_id} is not in the enrolled directory")
+        context = bfv.make_secret_context(params.bfv)
+        sealed = recipe.custodian_seal_federation_key(
+            context,
+            custodian=me,
+            run_id=str(run_id),
+            recipients={s: k.sealing for s, k in directory.items()},
+            randbytes=os.urandom,
+        )
+        public = recipe.custodian_public_context(context, custodian=me, run_id=str(run_id))
+        own = sealed.pop(me.site_id)
+        self._open_and_store(run_id, own.to_bytes(), me.site_id, fields)
+        return {
+            Key.SEALED_SITES: json.dumps(sorted(sealed)),
+            Key.SEALED_KEYS: [sealed[s].to_bytes() for s in sorted(sealed)],
+            Key.PUBLIC_CONTEXT: public.to_bytes(),
+        }
+
+    def install(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Other sites: open the sealed federation key after checking the custodian's signature."""
+        self._open_and_store(
+            run_id, bytes(fields[Key.SEALED_KEY]), str(fields[Key.CUSTODIAN]), fields
+        )
+        return {}
+
+    def _open_and_store(
+        self, run_id: int, sealed: bytes, custodian: str, fields: Mapping[str, Any]
+    ) -> None:
+        """Open the key (proving it works), then keep it on disk still sealed to this site."""
+        record = {
+            "sealed": base64.b64encode(sealed).decode(),
+            "custodian": custodian,
+            "directory": str(fields[Key.DIRECTORY]),
+            "params": str(fields[Key.PROTOCOL_PARAMS]),
+        }
+        self._ciphers[run_id] = self._open(run_id, record)
+        path = self._key_file(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(record))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+    def _open(self, run_id: int, record: Mapping[str, str]) -> bfv.SiteCipher:
+        params = params_from_json(record["params"])
+        directory = decode_directory(record["directory"])
+        return recipe.site_open_federation_key(
+            Signed.from_bytes(base64.b64decode(record["sealed"])),
+            site_id=self.keys.site,
+            sealing_key=self.keys.sealing,
+            custodian_id=record["custodian"],
+            directory={s: k.identity for s, k in directory.items()},
+            run_id=str(run_id),
+            params=params.bfv,
+        )
+
+    def cipher(self, run_id: int) -> bfv.SiteCipher:
+        if run_id not in self._ciphers:
+            path = self._key_file(run_id)
+            if not path.is_file():
+                raise PermissionError(f"this site holds no federation key for run {run_id}")
+            self._ciphers[run_id] = self._open(run_id, json.loads(path.read_text("utf-8")))
+        return self._ciphers[run_id]
+
+    # -- he+ss key stages ------------------------------------------------------------------
+
+    def advertise(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        info = round_info_from_fields(run_id, fields)
+        self._forget_other_rounds(run_id, info.round_no)
+        state, message = recipe.site_advertise(info, self.identity(), randbytes=os.urandom)
+        self._rounds[(run_id, info.round_no)] = state
+        return {Key.SIGNED: message.to_bytes()}
+
+    def share(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        state = self._round(run_id, fields)
+        adverts = [Signed.from_bytes(b) for b in _bytes_list(fields[Key.RELAYED])]
+        envelopes = recipe.site_share_keys(
+            state, adverts, directory=self.identity_directory(fields), randbytes=os.urandom
+        )
+        return {Key.SIGNED_LIST: [e.to_bytes() for e in envelopes]}
+
+    def consistency(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        state = self._round(run_id, fields)
+        survivors = json.loads(str(fields[Key.SURVIVORS]))
+        return {Key.SIGNED: recipe.site_consistency(state, survivors).to_bytes()}
+
+    def release(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        state = self._round(run_id, fields)
+        acks = [Signed.from_bytes(b) for b in _bytes_list(fields[Key.RELAYED])]
+        message = recipe.site_release_shares(state, acks, directory=self.identity_directory(fields))
+        self._rounds.pop((run_id, state.info.round_no), None)  # nothing more to do with it
+        return {Key.SIGNED: message.to_bytes()}
+
+    def _round(self, run_id: int, fields: Mapping[str, Any]) -> recipe.SiteRound:
+        number = int(fields[Key.ROUND])
+        state = self._rounds.get((run_id, number))
+        if state is None:
+            raise PermissionError(f"no key advertisement of this site for round {number}")
+        return state
+
+    def _forget_other_rounds(self, run_id: int, number: int) -> None:
+        for key in [k for k in self._rounds if k != (run_id, number)]:
+            del self._rounds[key]
+
+    # -- upload and apply ------------------------------------------------------------------
+
+    def prepare_upload(
+        self, run_id: int, fields: Mapping[str, Any], delta: np.ndarray, weight: int
+    ) -> tuple[bytes, int]:
+        """Quantise, (mask,) encrypt and sign the update; returns (upload, clipped count)."""
+        info = round_info_from_fields(run_id, fields)
+        cipher = self.cipher(run_id)
+        secagg = None
+        envelopes: list[Signed] = []
+        directory = self.identity_directory(fields)
+        if info.mode is Mode.HE_SS:
+            secagg = self._round(run_id, fields)
+            envelopes = [Signed.from_bytes(b) for b in _bytes_list(fields[Key.RELAYED])]
+        prepared = recipe.site_prepare_upload(
+            info,
+            self.identity(),
+            delta.astype(np.float64),
+            weight=weight,
+            randbytes=os.urandom,
+            cipher=cipher,
+            secagg=secagg,
+            envelopes=envelopes,
+            directory=directory,
+        )
+        return prepared.message.to_bytes(), int(prepared.n_clipped)
+
+    def decrypt_mean(self, run_id: int, fields: Mapping[str, Any], payload: bytes) -> np.ndarray:
+        """The round's weighted mean update from its encrypted aggregate."""
+        info = round_info_from_fields(run_id, fields)
+        aggregate = recipe.site_decrypt_aggregate(
+            info, AggregateMessage.from_bytes(payload), cipher=self.cipher(run_id)
+        )
+        return aggregate.mean().astype(np.float32)
