@@ -1,0 +1,89 @@
+"""What a site tells the coordinator about a round's privacy cost, for its `privacy_ledger`.
+
+The field names equal the keyword arguments of the coordinator's `Registry.record_privacy`, so the
+round loop can pass them through. Every ε here can be recomputed from the mechanism fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+from .accountant_store import AccountantStore
+from .accounting import epsilon_of
+from .budget import BudgetDecision
+from .events import DpEvent
+from .settings import DpSettings
+
+__all__ = ["LedgerStatus", "PrivacyReport", "charged_report", "declined_report"]
+
+
+class LedgerStatus(StrEnum):
+    """The registry stores these strings; never rename one."""
+
+    CHARGED = "charged"
+    DECLINED = "declined"
+
+
+@dataclass(frozen=True)
+class PrivacyReport:
+    """One site's privacy entry for one round.
+
+    `epsilon_round` is ε of this round's event alone; `epsilon_cumulative` is ε of every event the
+    site has ever charged composed (ε does not add up, so the cumulative figure grows by less than
+    `epsilon_round`). A declined round spent nothing: `epsilon_round` is 0 and the mechanism is the
+    one it would have used.
+    """
+
+    status: LedgerStatus
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    max_grad_norm: float
+    delta: float
+    accountant: str
+    epsilon_round: float
+    epsilon_cumulative: float
+    budget: float
+
+    def as_fields(self) -> dict[str, str | float | int]:
+        """Plain values (status and accountant as strings) for a message record."""
+        fields = asdict(self)
+        fields["status"] = str(self.status)
+        fields["accountant"] = str(self.accountant)
+        return fields
+
+
+def charged_report(store: AccountantStore, event: DpEvent, settings: DpSettings) -> PrivacyReport:
+    """The entry of a round that trained; call after `store.record(event, ...)`."""
+    delta = settings.require_delta()
+    return PrivacyReport(
+        status=LedgerStatus.CHARGED,
+        noise_multiplier=event.noise_multiplier,
+        sample_rate=event.sample_rate,
+        steps=event.steps,
+        max_grad_norm=settings.max_grad_norm,
+        delta=delta,
+        accountant=str(settings.accountant),
+        epsilon_round=epsilon_of([event], delta, settings.accountant),
+        epsilon_cumulative=store.spent_epsilon(delta, settings.accountant),
+        budget=settings.epsilon,
+    )
+
+
+def declined_report(
+    decision: BudgetDecision, planned: DpEvent, settings: DpSettings
+) -> PrivacyReport:
+    """The entry of a round refused by `check_round`: nothing spent."""
+    return PrivacyReport(
+        status=LedgerStatus.DECLINED,
+        noise_multiplier=planned.noise_multiplier,
+        sample_rate=planned.sample_rate,
+        steps=planned.steps,
+        max_grad_norm=settings.max_grad_norm,
+        delta=settings.require_delta(),
+        accountant=str(settings.accountant),
+        epsilon_round=0.0,
+        epsilon_cumulative=decision.epsilon_now,
+        budget=decision.budget,
+    )

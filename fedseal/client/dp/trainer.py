@@ -1,0 +1,169 @@
+"""DP-SGD on a site's LoRA adapter: Poisson sampling, per-example clipping, Gaussian noise.
+
+Opacus' `PrivacyEngine.make_private` wraps the PEFT model for this call only (its hooks are
+removed at the end, so the next round can wrap the same model again) and turns the optimizer into
+a `DPOptimizer`. Only LoRA matrices and the head are trainable, so only they get per-example
+gradients; the frozen base is never touched. The engine's own accountant is not used: the event
+this call released is returned, and the site's `AccountantStore` composes it with everything else.
+
+Batch membership and noise come from secret seeds drawn from the OS for every call. The round's
+public seed (which the coordinator knows) only drives dropout: a sampler or noise seeded from it
+would let the coordinator subtract the noise and see which records were used.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from opacus import PrivacyEngine
+from transformers import PreTrainedTokenizerBase
+
+from fedseal.client.training import TrainSettings, classifier_logits, tokenize
+from fedseal.models.data.types import TextExamples
+
+from .events import DpEvent
+from .settings import DpSettings
+
+__all__ = ["DpTrainResult", "poisson_sample_rate", "train_steps_dp"]
+
+
+@dataclass(frozen=True)
+class DpTrainResult:
+    """What one call to `train_steps_dp` did, and the privacy event it released.
+
+    `mean_loss` is over the non-empty batches (NaN if every batch was empty); `steps` counts
+    every noisy step, empty batches included, and equals `event.steps`.
+    """
+
+    steps: int
+    mean_loss: float
+    examples_seen: int
+    seconds: float
+    event: DpEvent
+    empty_batches: int
+
+
+def poisson_sample_rate(batch_size: int, num_records: int) -> float:
+    """q = batch_size / n (capped at 1): each record joins each batch with probability q."""
+    if num_records < 1 or batch_size < 1:
+        raise ValueError("batch_size and num_records must be >= 1")
+    return min(1.0, batch_size / num_records)
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    if device.type == "cuda":
+        return [device.index if device.index is not None else torch.cuda.current_device()]
+    return []
+
+
+def _secret_generator(device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed(secrets.randbits(63))
+    return generator
+
+
+def train_steps_dp(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: TextExamples,
+    settings: TrainSettings,
+    dp: DpSettings,
+    noise_multiplier: float,
+    device: torch.device | str,
+) -> DpTrainResult:
+    """Run `settings.steps` DP-SGD steps (AdamW on the noisy gradient) on the trainable parameters.
+
+    Every step is charged, including steps whose Poisson batch came out empty: those skip the
+    forward pass but still add noise and still step the optimizer, as the accounting assumes.
+    The model must have been moved to `device` before PEFT wrapped it (opacus #820); a trainable
+    tensor that did not change raises `RuntimeError` rather than passing silently.
+    """
+    n = len(examples)
+    if n == 0:
+        raise ValueError("no training examples")
+    if not dp.enabled:
+        raise ValueError("DP is disabled in these settings; use train_steps")
+    event = DpEvent(noise_multiplier, poisson_sample_rate(settings.batch_size, n), settings.steps)
+    target = torch.device(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    data = tokenize(tokenizer, examples, settings.max_length)
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate)
+    # make_private needs a loader for its bookkeeping only; batches are sampled below with q.
+    index_loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.arange(n)), batch_size=settings.batch_size
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant="rdp")
+        private_model, dp_optimizer, _ = engine.make_private(
+            module=model,
+            optimizer=optimizer,
+            data_loader=index_loader,
+            noise_multiplier=event.noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            poisson_sampling=False,
+            noise_generator=_secret_generator(target),
+            grad_sample_mode="hooks",
+        )
+    # the mean over a Poisson batch divides by its EXPECTED size q·n, not the drawn size
+    dp_optimizer.expected_batch_size = event.sample_rate * n
+    sampler = _secret_generator(torch.device("cpu"))
+    before = [p.detach().clone() for p in params]
+    was_training = model.training
+    model.train()
+    losses: list[float] = []
+    seen = 0
+    empty = 0
+    start = time.perf_counter()
+    try:
+        with torch.random.fork_rng(devices=_rng_devices(target)), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            torch.manual_seed(settings.seed)  # dropout only
+            for _ in range(event.steps):
+                chosen = torch.nonzero(
+                    torch.rand(n, generator=sampler) < event.sample_rate
+                ).flatten()
+                dp_optimizer.zero_grad(set_to_none=True)
+                if chosen.numel() == 0:
+                    # HF BERT cannot run an empty batch: give the optimizer empty per-example
+                    # gradients so it still adds noise and steps.
+                    for p in params:
+                        p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
+                    empty += 1
+                else:
+                    ids = data["input_ids"][chosen].to(target)
+                    mask = data["attention_mask"][chosen].to(target)
+                    labels = data["labels"][chosen].to(target)
+                    loss = F.cross_entropy(classifier_logits(private_model, ids, mask), labels)
+                    loss.backward()
+                    losses.append(float(loss.detach()))
+                    seen += int(chosen.numel())
+                dp_optimizer.step()
+    finally:
+        dp_optimizer.zero_grad(set_to_none=True)
+        private_model._close()  # remove Opacus' hooks so the next round can wrap the model again
+        model.train(was_training)
+    seconds = time.perf_counter() - start
+    stuck = sum(bool(torch.equal(old, p.detach())) for old, p in zip(before, params, strict=True))
+    if stuck:
+        raise RuntimeError(
+            f"{stuck} of {len(params)} trainable tensors did not change under DP-SGD: was the "
+            "model moved to its device after PEFT wrapped it (opacus #820)?"
+        )
+    return DpTrainResult(
+        steps=event.steps,
+        mean_loss=float(np.mean(losses)) if losses else math.nan,
+        examples_seen=seen,
+        seconds=seconds,
+        event=event,
+        empty_batches=empty,
+    )
