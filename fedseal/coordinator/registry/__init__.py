@@ -8,14 +8,24 @@ from .database import DEFAULT_DATABASE_ENV, open_registry, resolve_database_url,
 from .errors import RecordConflict, RecordNotFound, RegistryError, RegistryUnavailable
 from .migrate import upgrade_to_head
 from .registry import Clock, Registry, utc_now
-from .statuses import ContributionStatus, RoundStatus, RunStatus, SiteStatus
-from .views import ContributionView, RoundView, RunView
+from .statuses import (
+    ContributionStatus,
+    PrivacyAccountant,
+    PrivacyStatus,
+    RoundStatus,
+    RunStatus,
+    SiteStatus,
+)
+from .views import ContributionView, PrivacyEntryView, RoundView, RunView
 
 __all__ = [
     "DEFAULT_DATABASE_ENV",
     "Clock",
     "ContributionStatus",
     "ContributionView",
+    "PrivacyAccountant",
+    "PrivacyEntryView",
+    "PrivacyStatus",
     "RecordConflict",
     "RecordNotFound",
     "Registry",

@@ -30,6 +30,7 @@ from .checks import (
 from .engine import writer
 from .errors import RecordConflict, RecordNotFound
 from .failures import describe_error, one_line, unavailable
+from .ledger import PrivacyLedgerMixin
 from .schema import Contribution, Round, Run, Site
 from .statuses import ContributionStatus, RoundStatus, RunStatus, SiteStatus
 from .views import ContributionView, RoundView, RunView
@@ -53,8 +54,8 @@ _CONTRIBUTION_METRICS = ("train_loss", "eval_loss", "eval_accuracy", "eval_auc")
 _ROUND_METRICS = ("loss", "accuracy", "auc", "global_accuracy", "global_auc")
 
 
-class Registry:
-    """Records runs, rounds and each sampled site's contribution in the registry database.
+class Registry(PrivacyLedgerMixin):
+    """Records runs, rounds, each sampled site's contribution and the privacy ledger.
 
     Build one with :func:`fedseal.coordinator.registry.open_registry`, which also
     migrates the schema; the constructor assumes the schema is already at head.

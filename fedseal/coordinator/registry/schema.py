@@ -1,4 +1,4 @@
-"""ORM tables of the registry: sites, runs, rounds and per-site contributions.
+"""ORM tables of the registry: sites, runs, rounds, per-site contributions and the privacy ledger.
 
 The Alembic revisions in ``migrations/versions`` must build exactly this
 metadata; a test compares the two on SQLite and PostgreSQL.
@@ -21,9 +21,24 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from .column_types import UTCDateTime, status_column_type
-from .statuses import ContributionStatus, RoundStatus, RunStatus, SiteStatus
+from .statuses import (
+    ContributionStatus,
+    PrivacyAccountant,
+    PrivacyStatus,
+    RoundStatus,
+    RunStatus,
+    SiteStatus,
+)
 
-__all__ = ["NAMING_CONVENTION", "Base", "Contribution", "Round", "Run", "Site"]
+__all__ = [
+    "NAMING_CONVENTION",
+    "Base",
+    "Contribution",
+    "PrivacyEntry",
+    "Round",
+    "Run",
+    "Site",
+]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",
@@ -137,3 +152,41 @@ class Contribution(Base):
 
     round: Mapped[Round] = relationship(back_populates="contributions")
     site: Mapped[Site] = relationship(back_populates="contributions")
+
+
+class PrivacyEntry(Base):
+    """One site's DP spend, or its refusal, in one round; rows are only ever added.
+
+    The mechanism (σ, q, steps, clipping norm, δ, accountant) is kept with every ε, so each figure
+    can be recomputed from the row alone (``epsilon_round``) or from the site's charged rows in
+    order (``epsilon_cumulative``). A declined row spent nothing: ``epsilon_round`` is 0 and the
+    mechanism is the one the site would have used.
+    """
+
+    __tablename__ = "privacy_ledger"
+    __table_args__ = (
+        UniqueConstraint("run_id", "round_number", "site_id"),
+        Index(None, "site_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    round_number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[PrivacyStatus] = mapped_column(
+        status_column_type(PrivacyStatus, "privacy_status")
+    )
+    noise_multiplier: Mapped[float]
+    sample_rate: Mapped[float]
+    steps: Mapped[int] = mapped_column(Integer)
+    max_grad_norm: Mapped[float]
+    delta: Mapped[float]
+    accountant: Mapped[PrivacyAccountant] = mapped_column(
+        status_column_type(PrivacyAccountant, "privacy_accountant")
+    )
+    epsilon_round: Mapped[float]
+    epsilon_cumulative: Mapped[float]
+    budget: Mapped[float]
+    created_at: Mapped[datetime]
+
+    site: Mapped[Site] = relationship()

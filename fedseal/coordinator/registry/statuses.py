@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["ContributionStatus", "RoundStatus", "RunStatus", "SiteStatus"]
+__all__ = [
+    "ContributionStatus",
+    "PrivacyAccountant",
+    "PrivacyStatus",
+    "RoundStatus",
+    "RunStatus",
+    "SiteStatus",
+]
 
 
 class SiteStatus(StrEnum):
@@ -40,3 +47,17 @@ class ContributionStatus(StrEnum):
     DROPPED = "dropped"  # no usable answer (timeout, lost connection, or no answer by round end)
     DECLINED = "declined"  # answered, but chose not to train (e.g. privacy budget spent)
     FAILED = "failed"  # answered with an error
+
+
+class PrivacyStatus(StrEnum):
+    """A site's privacy-ledger entry for one round: it spent budget, or refused to."""
+
+    CHARGED = "charged"  # trained; the round's DP-SGD steps are charged to the site's budget
+    DECLINED = "declined"  # did not train: the planned steps would have exceeded its budget
+
+
+class PrivacyAccountant(StrEnum):
+    """The Opacus accountant that composed a site's ε."""
+
+    RDP = "rdp"
+    PRV = "prv"

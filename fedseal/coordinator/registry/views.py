@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .statuses import ContributionStatus, RoundStatus, RunStatus
+from .statuses import ContributionStatus, PrivacyAccountant, PrivacyStatus, RoundStatus, RunStatus
 
-__all__ = ["ContributionView", "RoundView", "RunView"]
+__all__ = ["ContributionView", "PrivacyEntryView", "RoundView", "RunView"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +68,24 @@ class RoundView:
     global_auc: float | None
     error: str | None
     contributions: tuple[ContributionView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyEntryView:
+    """One privacy-ledger row: a site's DP spend (or refusal) in one round of one run."""
+
+    id: int
+    site: str
+    run_id: int
+    round_number: int
+    status: PrivacyStatus
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    max_grad_norm: float
+    delta: float
+    accountant: PrivacyAccountant
+    epsilon_round: float
+    epsilon_cumulative: float
+    budget: float
+    created_at: datetime

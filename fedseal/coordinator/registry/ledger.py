@@ -1,0 +1,210 @@
+"""The privacy ledger: each site's DP spend per round, as the sites report it. Append-only.
+
+Mixed into :class:`~fedseal.coordinator.registry.Registry`; there is deliberately no method that
+updates or deletes an entry. Recording the same entry twice (a retried report) is harmless;
+recording a different entry for the same (run, round, site) is a conflict.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload
+
+from .checks import check_count, check_name
+from .errors import RecordConflict, RecordNotFound
+from .schema import PrivacyEntry, Run, Site
+from .statuses import PrivacyAccountant, PrivacyStatus
+from .views import PrivacyEntryView
+
+__all__ = ["PrivacyLedgerMixin"]
+
+_MECHANISM = ("noise_multiplier", "sample_rate", "steps", "max_grad_norm", "delta", "accountant")
+_EPSILONS = ("epsilon_round", "epsilon_cumulative", "budget")
+
+
+class PrivacyLedgerMixin:
+    """Privacy-ledger methods of the registry."""
+
+    if TYPE_CHECKING:
+
+        def _write(self) -> AbstractContextManager[Session]: ...
+        def _read(self) -> AbstractContextManager[Session]: ...
+        def _now(self) -> datetime: ...
+        def _site_ids(self, session: Session, names: Sequence[str]) -> dict[str, int]: ...
+
+    def record_privacy(
+        self,
+        *,
+        run_id: int,
+        round_number: int,
+        site: str,
+        status: PrivacyStatus | str,
+        noise_multiplier: float,
+        sample_rate: float,
+        steps: int,
+        max_grad_norm: float,
+        delta: float,
+        accountant: PrivacyAccountant | str,
+        epsilon_round: float,
+        epsilon_cumulative: float,
+        budget: float,
+    ) -> int:
+        """Append one site's entry for one round and return its id.
+
+        ``epsilon_round`` is ε of this round's steps alone (0 for a declined round);
+        ``epsilon_cumulative`` is ε of every step the site has charged, composed. The same
+        entry recorded again returns the first one's id; a different one raises
+        :class:`RecordConflict`. An entry whose cumulative ε exceeds its budget is still
+        recorded (the ledger keeps what happened; an audit flags it).
+        """
+        name = check_name(site, "site")
+        run_id = check_count(run_id, "run id", minimum=1)
+        number = check_count(round_number, "round number", minimum=1)
+        values: dict[str, object] = {
+            "status": _enum(PrivacyStatus, status, "privacy status"),
+            "noise_multiplier": _positive(noise_multiplier, "noise_multiplier"),
+            "sample_rate": _positive(sample_rate, "sample_rate", upper=1.0),
+            "steps": check_count(steps, "steps", minimum=1),
+            "max_grad_norm": _positive(max_grad_norm, "max_grad_norm"),
+            "delta": _positive(delta, "delta", upper=1.0, open_upper=True),
+            "accountant": _enum(PrivacyAccountant, accountant, "accountant"),
+            "epsilon_round": _non_negative(epsilon_round, "epsilon_round"),
+            "epsilon_cumulative": _non_negative(epsilon_cumulative, "epsilon_cumulative"),
+            "budget": _positive(budget, "budget"),
+        }
+        if values["status"] is PrivacyStatus.DECLINED and values["epsilon_round"] != 0.0:
+            raise ValueError("a declined round spent nothing: epsilon_round must be 0")
+        with self._write() as session:
+            if session.get(Run, run_id) is None:
+                raise RecordNotFound(f"no run with id {run_id}")
+            site_id = self._site_ids(session, [name])[name]
+            existing = session.scalar(
+                select(PrivacyEntry).where(
+                    PrivacyEntry.run_id == run_id,
+                    PrivacyEntry.round_number == number,
+                    PrivacyEntry.site_id == site_id,
+                )
+            )
+            if existing is not None:
+                if all(getattr(existing, key) == value for key, value in values.items()):
+                    return existing.id
+                raise RecordConflict(
+                    f"site {name} already has a different privacy entry for run {run_id} "
+                    f"round {number}; ledger entries are never changed"
+                )
+            entry = PrivacyEntry(
+                site_id=site_id,
+                run_id=run_id,
+                round_number=number,
+                created_at=self._now(),
+                **values,
+            )
+            session.add(entry)
+            session.flush()
+            return entry.id
+
+    def privacy_ledger(
+        self, run_id: int | None = None, site: str | None = None
+    ) -> list[PrivacyEntryView]:
+        """Ledger entries in the order they were recorded, optionally of one run and/or site."""
+        query = select(PrivacyEntry).options(joinedload(PrivacyEntry.site))
+        if run_id is not None:
+            query = query.where(PrivacyEntry.run_id == check_count(run_id, "run id", minimum=1))
+        if site is not None:
+            query = query.join(Site).where(Site.name == check_name(site, "site"))
+        with self._read() as session:
+            return [_view(row) for row in session.scalars(query.order_by(PrivacyEntry.id))]
+
+    def site_epsilon_spent(self, site: str) -> float | None:
+        """Cumulative ε of the site's latest charged entry; None if it never trained under DP."""
+        name = check_name(site, "site")
+        with self._read() as session:
+            return session.scalar(
+                select(PrivacyEntry.epsilon_cumulative)
+                .join(Site)
+                .where(Site.name == name, PrivacyEntry.status == PrivacyStatus.CHARGED)
+                .order_by(PrivacyEntry.id.desc())
+                .limit(1)
+            )
+
+    def exhausted_sites(self, run_id: int) -> list[str]:
+        """Sites that declined a round of this run for lack of budget: not worth sampling again
+        in it (σ, q and steps stay the same within a run, so they would decline again)."""
+        run_id = check_count(run_id, "run id", minimum=1)
+        with self._read() as session:
+            names = session.scalars(
+                select(Site.name)
+                .join(PrivacyEntry, PrivacyEntry.site_id == Site.id)
+                .where(
+                    PrivacyEntry.run_id == run_id,
+                    PrivacyEntry.status == PrivacyStatus.DECLINED,
+                )
+                .distinct()
+            )
+            return sorted(names)
+
+
+def _enum(
+    enum: type[PrivacyStatus] | type[PrivacyAccountant], value: object, what: str
+) -> PrivacyStatus | PrivacyAccountant:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str")
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in enum)
+        raise ValueError(f"{what} must be one of {allowed}, not {value!r}") from None
+
+
+def _number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} must be a float")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be finite")
+    return number
+
+
+def _positive(
+    value: object, what: str, *, upper: float | None = None, open_upper: bool = False
+) -> float:
+    number = _number(value, what)
+    too_high = upper is not None and (number >= upper if open_upper else number > upper)
+    if number <= 0 or too_high:
+        bound = "" if upper is None else f" and {'<' if open_upper else '<='} {upper:g}"
+        raise ValueError(f"{what} must be > 0{bound}, got {number}")
+    return number
+
+
+def _non_negative(value: object, what: str) -> float:
+    number = _number(value, what)
+    if number < 0:
+        raise ValueError(f"{what} must not be negative, got {number}")
+    return number
+
+
+def _view(row: PrivacyEntry) -> PrivacyEntryView:
+    return PrivacyEntryView(
+        id=row.id,
+        site=row.site.name,
+        run_id=row.run_id,
+        round_number=row.round_number,
+        status=row.status,
+        noise_multiplier=row.noise_multiplier,
+        sample_rate=row.sample_rate,
+        steps=row.steps,
+        max_grad_norm=row.max_grad_norm,
+        delta=row.delta,
+        accountant=row.accountant,
+        epsilon_round=row.epsilon_round,
+        epsilon_cumulative=row.epsilon_cumulative,
+        budget=row.budget,
+        created_at=row.created_at,
+    )
