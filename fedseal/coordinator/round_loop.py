@@ -12,6 +12,7 @@ applied it; otherwise it is `aborted` and the global adapter stays as it was.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections import Counter
@@ -46,12 +47,18 @@ class RunState:
     last_round: int = 0
     applied: dict[str, int] = field(default_factory=dict)  # site -> last applied round
     aggregates: dict[int, bytes] = field(default_factory=dict)  # round -> aggregate payload
+    apply_fields: dict[int, str] = field(default_factory=dict)  # round -> JSON of extra fields
 
     def catchup_for(self, site: str) -> tuple[list[int], list[bytes]]:
         """Aggregates of completed rounds that `site` has not applied yet."""
         since = self.applied.get(site, 0)
         rounds = [r for r in sorted(self.aggregates) if r > since]
         return rounds, [self.aggregates[r] for r in rounds]
+
+    def catchup_fields_for(self, site: str) -> list[str]:
+        """The extra fields each missed round's aggregate needs, in the same order."""
+        rounds, _ = self.catchup_for(site)
+        return [self.apply_fields.get(r, "{}") for r in rounds]
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,7 @@ def run_round(
         timeout_s=settings.round_timeout_s,
         expected_digest=state.expected_digest,
         catchup={s: state.catchup_for(s) for s in sampled},
+        catchup_fields={s: state.catchup_fields_for(s) for s in sampled},
     )
     try:
         result = protocol.aggregate(grid, request, settings.min_participants)
@@ -125,7 +133,8 @@ def run_round(
         log.warning("round %d aborted: %s", number, result.error)
         return RoundOutcome(number, "aborted", result.contributors, dropped, None, result.error)
 
-    applied = _apply(grid, number, result, request, settings, state)
+    extra = protocol.apply_fields(number, result.contributors, sampled)
+    applied = _apply(grid, number, result, request, settings, state, extra)
     digests = Counter(str(r.result.get(Key.ADAPTER_DIGEST)) for r in applied.replies.values())
     agreed = digests.most_common(1)[0][0] if digests else None
     for site, reply in applied.replies.items():
@@ -162,6 +171,7 @@ def run_round(
         return RoundOutcome(number, "aborted", result.contributors, dropped, None, error)
 
     state.aggregates[number] = result.payload
+    state.apply_fields[number] = json.dumps(extra)
     state.expected_digest = agreed
     state.last_round = number
     metrics = _round_metrics(applied)
@@ -202,6 +212,7 @@ def _apply(
     request: RoundRequest,
     settings: RunSettings,
     state: RunState,
+    extra: dict,
 ) -> StageResult:
     """Send the aggregate to the contributors; the first (by name) also scores the global test."""
     assert result.payload is not None
@@ -214,6 +225,7 @@ def _apply(
             Key.AGGREGATE: result.payload,
             Key.EVALUATE_GLOBAL: site == contributors[0],
             **settings.plan.to_config(),
+            **extra,
         }
         for site in contributors
     }

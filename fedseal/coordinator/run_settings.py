@@ -14,7 +14,8 @@ from fedseal.run_plan import RunPlan
 
 __all__ = ["PROTOCOL_MODES", "RunSettings", "RunSettingsError", "default_run_config"]
 
-PROTOCOL_MODES = ("plain",)
+PROTOCOL_MODES = ("he+ss", "he", "plain")
+DEFAULT_MODE = "he+ss"
 
 
 class RunSettingsError(ValueError):
@@ -34,6 +35,7 @@ class RunSettings:
     min_participants: int
     round_timeout_s: float
     wait_for_sites_s: float
+    clip: float
     plan: RunPlan
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -68,6 +70,7 @@ class RunSettings:
                 min_participants=int(get("min-participants")),
                 round_timeout_s=float(get("round-timeout")),
                 wait_for_sites_s=float(get("wait-for-sites")),
+                clip=float(get("clip")),
                 plan=plan,
             )
         except (TypeError, ValueError) as exc:
@@ -88,6 +91,8 @@ class RunSettings:
             raise RunSettingsError("sites-per-round must be 0 (all) or positive")
         if self.round_timeout_s <= 0 or self.wait_for_sites_s <= 0:
             raise RunSettingsError("round-timeout and wait-for-sites must be positive")
+        if not 0 < self.clip < 1e6:
+            raise RunSettingsError("clip must be positive (the largest |change| per coordinate)")
 
     def public_summary(self) -> dict[str, Any]:
         """What the registry keeps about the run (no database URL: it may hold a password)."""
@@ -99,6 +104,7 @@ class RunSettings:
             "sites_per_round": self.sites_per_round,
             "min_participants": self.min_participants,
             "round_timeout_s": self.round_timeout_s,
+            "clip": self.clip,
             "base_model": self.plan.base_model,
             "labels": list(self.plan.labels),
             "lora_rank": self.plan.lora_rank,
@@ -117,7 +123,8 @@ def default_run_config(
     config: dict[str, Any] = {
         "database": database_url,
         "scenario": scenario,
-        "mode": "plain",
+        "mode": DEFAULT_MODE,
+        "clip": 0.5,
         "rounds": 3,
         "min-sites": 3,
         "sites-per-round": 0,
@@ -131,7 +138,7 @@ def default_run_config(
         "lora-dropout": 0.0,
         "seed": 0,
         "steps": 30,
-        "learning-rate": 0.002,
+        "learning-rate": 0.005,
         "max-length": 32,
     }
     for key, value in overrides.items():

@@ -11,7 +11,7 @@ import logging
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedseal.coordinator.protocols import protocol_for_mode
+from fedseal.coordinator.protocols import RunContext, protocol_for_mode
 from fedseal.coordinator.registry import Registry, open_registry
 from fedseal.coordinator.round_loop import RunState, run_round
 from fedseal.coordinator.run_settings import RunSettings
@@ -45,7 +45,11 @@ def drive_run(grid: Grid, settings: RunSettings, registry: Registry) -> int:
     log.info("run %d (Flower run %d) started in mode %s", run_id, flower_run_id, settings.mode)
     try:
         protocol = protocol_for_mode(settings.mode)
-        directory = SiteDirectory(grid, identify_timeout_s=settings.round_timeout_s)
+        directory = SiteDirectory(
+            grid,
+            identify_timeout_s=settings.round_timeout_s,
+            identify_fields=settings.plan.to_config(),
+        )
         connected = directory.wait_for(settings.min_sites, settings.wait_for_sites_s)
         for site in directory.sites:
             registry.ensure_site(site)
@@ -54,6 +58,16 @@ def drive_run(grid: Grid, settings: RunSettings, registry: Registry) -> int:
                 f"only {len(connected)} of {settings.min_sites} sites connected within "
                 f"{settings.wait_for_sites_s:g} s"
             )
+        protocol.prepare_run(
+            grid,
+            RunContext(
+                run_id=flower_run_id,
+                sites=connected,
+                enrolled_keys=registry.site_public_keys(),
+                clip=settings.clip,
+                timeout_s=settings.round_timeout_s,
+            ),
+        )
         state = RunState(run_id=run_id, flower_run_id=flower_run_id)
         completed = 0
         for number in range(1, settings.rounds + 1):

@@ -30,13 +30,22 @@ class SiteInfo:
     node_id: int
     train_examples: int
     test_examples: int
+    adapter_size: int | None = None
+    layout_digest: str | None = None
 
 
 class SiteDirectory:
     """The identified sites of this run, by name."""
 
-    def __init__(self, grid: Grid, *, identify_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        grid: Grid,
+        *,
+        identify_timeout_s: float = 120.0,
+        identify_fields: dict | None = None,
+    ) -> None:
         self._grid = grid
+        self._fields = dict(identify_fields or {})
         self._timeout = identify_timeout_s
         self._by_name: dict[str, SiteInfo] = {}
         self._seen_nodes: set[int] = set()
@@ -62,7 +71,11 @@ class SiteDirectory:
         messages = [
             Message(
                 RecordDict(
-                    {RecordName.CONFIG: ConfigRecord({Key.PROTOCOL_VERSION: PROTOCOL_VERSION})}
+                    {
+                        RecordName.CONFIG: ConfigRecord(
+                            {Key.PROTOCOL_VERSION: PROTOCOL_VERSION, **self._fields}
+                        )
+                    }
                 ),
                 dst_node_id=node,
                 message_type=MessageType.IDENTIFY,
@@ -83,6 +96,8 @@ class SiteDirectory:
                     node_id=node,
                     train_examples=int(result[Key.TRAIN_EXAMPLES]),
                     test_examples=int(result[Key.TEST_EXAMPLES]),
+                    adapter_size=_optional_int(result.get(Key.ADAPTER_SIZE)),
+                    layout_digest=_optional_str(result.get(Key.LAYOUT_DIGEST)),
                 )
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("node %s sent a malformed identity: %s", node, exc)
@@ -117,3 +132,11 @@ class SiteDirectory:
                 return connected
             report(f"waiting for sites: {len(connected)} of {count} connected")
             time.sleep(2.0)
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)

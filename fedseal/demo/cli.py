@@ -37,13 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="demo federation: hospitals (ICD-10-CM coding, default), heart (UCI heart disease, "
         "4 real hospitals) or banks (Lending Club credit risk by region)",
     )
+    parser.add_argument(
+        "--mode",
+        default="he+ss",
+        choices=("he+ss", "he", "plain"),
+        help="aggregation: he+ss (default; BFV-encrypted, SecAgg-masked: the coordinator sees "
+        "no update and no aggregate), he (BFV only) or plain (FedAvg in the clear, for comparison)",
+    )
+    parser.add_argument(
+        "--clip",
+        type=float,
+        default=0.5,
+        help="largest change per adapter coordinate per round that the secure modes encode "
+        "exactly; larger ones are clipped and counted (default 0.5)",
+    )
     parser.add_argument("--sites", type=int, default=3, help="number of sites (default 3)")
     parser.add_argument("--rounds", type=int, default=3, help="federated rounds (default 3)")
     parser.add_argument(
         "--steps", type=int, default=30, help="local training steps per site per round (default 30)"
     )
     parser.add_argument(
-        "--learning-rate", type=float, default=0.002, help="local learning rate (default 0.002)"
+        "--learning-rate", type=float, default=0.005, help="local learning rate (default 0.005)"
     )
     parser.add_argument("--batch-size", type=int, default=32, help="local batch size (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="data split and model seed (default 0)")
@@ -109,6 +123,8 @@ def _validate(args: argparse.Namespace) -> list[str]:
         raise UserError("--learning-rate must be between 0 and 1")
     if not 0 <= args.port < 65536:
         raise UserError("--port must be between 0 and 65535")
+    if not 0 < args.clip < 1e6:
+        raise UserError("--clip must be positive")
     if args.eval_limit < 0:
         raise UserError("--eval-limit must be 0 (all) or positive")
     if args.round_timeout <= 0 or args.timeout <= 0:
@@ -133,7 +149,7 @@ def _main(argv: Sequence[str] | None) -> int:
     from fedseal.coordinator.run_settings import RunSettings, default_run_config
     from fedseal.demo.federation import FederationError, LocalFederation
     from fedseal.demo.progress import ProgressTable
-    from fedseal.models.data import load_site_data
+    from fedseal.models.data import get_scenario, load_site_data
 
     workdir = args.workdir.expanduser().resolve()
     try:
@@ -146,7 +162,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except RegistryUnavailable as exc:
         raise UserError(str(exc)) from None
 
-    _say(f"preparing the {args.scenario} federation: {', '.join(sites)}")
+    _say(f"preparing the {args.scenario} federation ({args.mode}): {', '.join(sites)}")
     federation = LocalFederation(
         workdir=workdir,
         scenario=args.scenario,
@@ -174,9 +190,13 @@ def _main(argv: Sequence[str] | None) -> int:
         learning_rate=args.learning_rate,
         seed=args.seed,
         round_timeout=args.round_timeout,
+        max_length=get_scenario(args.scenario).max_length,
+        mode=args.mode,
+        clip=args.clip,
     )
     plan = RunSettings.from_run_config(run_config).plan
 
+    federation.enroll_sites()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         federation.start_superlink()
@@ -242,7 +262,9 @@ def _compare_with_solo(args, sites, plan, last_round, workdir: Path) -> dict:
 
     torch.set_num_threads(2)
     steps = plan.steps * args.rounds
-    metric = "auc" if len(plan.labels) == 2 else "accuracy"
+    from fedseal.models.data import get_scenario
+
+    metric = get_scenario(args.scenario).primary_metric
     federated = last_round.global_auc if metric == "auc" else last_round.global_accuracy
     _say(f"training each site alone for {steps} steps for comparison ...")
     solo = {}

@@ -79,6 +79,14 @@ class LocalFederation:
             max_eval_examples=self.max_eval_examples,
         )
 
+    def enroll_sites(self) -> None:
+        """What the operator does for each site: `fl-client enroll`, then register its keys."""
+        from fedseal.client.site_keys import create_site_keys
+
+        for site in self.sites:
+            keys, _made = create_site_keys(site, self.state_root / site)
+            self.registry.enroll_site(site, keys.public().to_bundle())
+
     def environment(self) -> dict[str, str]:
         env = flwr_environment(self.flwr_home)
         env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})

@@ -9,16 +9,21 @@ from fedseal.coordinator.protocols.base import (
     AggregationResult,
     ContributionStatus,
     RoundRequest,
+    RunContext,
     SiteContribution,
 )
 from fedseal.coordinator.protocols.plain import PlainFedAvg
+from fedseal.coordinator.protocols.secure import HeAggregation, SecureAggregation
 
 __all__ = [
     "AggregationProtocol",
     "AggregationResult",
     "ContributionStatus",
+    "HeAggregation",
     "PlainFedAvg",
     "RoundRequest",
+    "RunContext",
+    "SecureAggregation",
     "SiteContribution",
     "protocol_for_mode",
 ]
@@ -26,7 +31,9 @@ __all__ = [
 
 def protocol_for_mode(mode: str) -> AggregationProtocol:
     """The protocol implementation of a run's mode; unknown modes are an error, not a fallback."""
-    protocols: dict[str, type[AggregationProtocol]] = {PlainFedAvg.mode: PlainFedAvg}
+    protocols: dict[str, type[AggregationProtocol]] = {
+        cls.mode: cls for cls in (PlainFedAvg, HeAggregation, SecureAggregation)
+    }
     try:
         return protocols[mode]()
     except KeyError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from flwr.serverapp import Grid
 
@@ -17,6 +17,7 @@ __all__ = [
     "AggregationResult",
     "ContributionStatus",
     "RoundRequest",
+    "RunContext",
     "SiteContribution",
 ]
 
@@ -33,6 +34,22 @@ class RoundRequest:
     timeout_s: float
     expected_digest: str | None
     catchup: Mapping[str, tuple[list[int], list[bytes]]] = field(default_factory=dict)
+    catchup_fields: Mapping[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a protocol may need at run start: the sites, their enrolled keys, the limits.
+
+    `run_id` is Flower's run id: unique across registries, it is what sites key their state by
+    and what every signed protocol message is bound to.
+    """
+
+    run_id: int
+    sites: Mapping[str, Any]  # name -> SiteInfo (node id, sizes)
+    enrolled_keys: Mapping[str, bytes]
+    clip: float
+    timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,13 @@ class AggregationProtocol(ABC):
     """Collects the sampled sites' updates for a round and produces the aggregate."""
 
     mode: ClassVar[str]
+
+    def prepare_run(self, grid: Grid, run: RunContext) -> None:  # noqa: B027 - optional hook
+        """Run-level set-up before the first round (e.g. a key ceremony); nothing by default."""
+
+    def apply_fields(self, round_number: int, contributors: list[str], sampled: list[str]) -> dict:
+        """Extra fields the sites need to apply this round's aggregate (and to catch up on it)."""
+        return {}
 
     @abstractmethod
     def aggregate(

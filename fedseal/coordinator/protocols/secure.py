@@ -1,0 +1,387 @@
+"""`he` and `he+ss` modes: the coordinator relays and sums ciphertexts it cannot decrypt.
+
+Run start (key ceremony): the custodian site — the first enrolled participant by name — makes
+the run's BFV key, seals it to every participant and returns a signed parameters-only context; the
+coordinator keeps only that context (`is_private()` is False) and relays each sealed key.
+
+One `he+ss` round (Bonawitz et al. 2017, with every message signed and bound to run, round and
+stage): advertise → share → train and upload (masked, encrypted) → consistency → release →
+unmask. The coordinator ends with `Enc(Σ n_i·Δ_i ‖ Σ n_i)` and never a plaintext. `he` skips the
+key stages and masks (the NVFlare-style threat model: any site could decrypt any upload).
+A misbehaving site is dropped from the round; fewer than `k` survivors abort it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flwr.serverapp import Grid
+
+from fedseal.client.site_keys import SiteKeyError, SitePublicKeys
+from fedseal.coordinator.messaging import StageResult, send_stage
+from fedseal.coordinator.protocols.base import (
+    AggregationProtocol,
+    AggregationResult,
+    ContributionStatus,
+    RoundRequest,
+    RunContext,
+    SiteContribution,
+)
+from fedseal.secure_agg import recipe
+from fedseal.secure_agg.errors import InsufficientSurvivors, SecureAggError
+from fedseal.secure_agg.messages import Signed
+from fedseal.secure_agg.params import Mode, ProtocolParams, params_to_json, plan
+from fedseal.wire import Key, MessageType
+
+__all__ = ["HeAggregation", "SecureAggregation"]
+
+log = logging.getLogger("fedseal.coordinator")
+
+
+class SecureAggregation(AggregationProtocol):
+    """`he+ss`: BFV encryption of SecAgg-masked updates with Shamir-shared seeds."""
+
+    mode = "he+ss"
+
+    def __init__(self) -> None:
+        self.params: ProtocolParams | None = None
+        self.context: Any = None
+        self.directory: dict[str, SitePublicKeys] = {}
+        self.participants: list[str] = []
+        self.run_id = 0
+
+    # -- run start -------------------------------------------------------------------------
+
+    def prepare_run(self, grid: Grid, run: RunContext) -> None:
+        """Check enrolment, size the parameters, and run the key ceremony."""
+        self.run_id = run.run_id
+        directory: dict[str, SitePublicKeys] = {}
+        for site, bundle in run.enrolled_keys.items():
+            try:
+                directory[site] = SitePublicKeys.from_bundle(site, bundle)
+            except SiteKeyError as exc:
+                log.error("%s", exc)
+        unenrolled = sorted(set(run.sites) - set(directory))
+        if unenrolled:
+            log.error("sites not enrolled, left out of the run: %s", ", ".join(unenrolled))
+        participants = sorted(set(run.sites) & set(directory))
+        sizes = {run.sites[s].adapter_size for s in participants}
+        if len(sizes) != 1 or None in sizes:
+            raise RuntimeError(f"sites disagree on the adapter size: {sorted(map(str, sizes))}")
+        min_sites = 2 if self.mode == "he+ss" else 1
+        if len(participants) < min_sites:
+            raise RuntimeError(f"{self.mode} needs at least {min_sites} enrolled sites")
+        self.params = plan(
+            vector_length=int(sizes.pop()),
+            clip=run.clip,
+            max_weight=max(run.sites[s].train_examples for s in participants),
+            n_sites=len(participants),
+            mode=Mode(self.mode),
+        )
+        self.directory = {s: directory[s] for s in participants}
+        log.info(
+            "run %d: %s with k=%d of %d sites, clip %g, scale %g, BFV N=%d coeff %s t=%d",
+            run.run_id,
+            self.mode,
+            self.params.threshold,
+            self.params.n_sites,
+            self.params.clip,
+            self.params.scale,
+            self.params.bfv.poly_modulus_degree,
+            self.params.bfv.coeff_mod_bit_sizes,
+            self.params.bfv.plain_modulus,
+        )
+        self.participants = self._ceremony(grid, run, participants)
+
+    def _common(self) -> dict[str, Any]:
+        from fedseal.client.secure_stages import encode_directory
+
+        assert self.params is not None
+        return {
+            Key.RUN_ID: self.run_id,
+            Key.MODE: self.mode,
+            Key.PROTOCOL_PARAMS: params_to_json(self.params),
+            Key.DIRECTORY: encode_directory(self.directory),
+        }
+
+    def _identity_directory(self) -> dict[str, bytes]:
+        return {s: k.identity for s, k in self.directory.items()}
+
+    def _ceremony(self, grid: Grid, run: RunContext, participants: list[str]) -> list[str]:
+        assert self.params is not None
+        custodian = participants[0]
+        nodes = {s: run.sites[s].node_id for s in participants}
+        keygen = send_stage(
+            grid, MessageType.KEYGEN, {custodian: self._common()}, nodes, run.timeout_s
+        )
+        reply = keygen.replies.get(custodian)
+        if reply is None:
+            reason = keygen.failed.get(custodian, "no reply")
+            raise RuntimeError(f"key ceremony: custodian {custodian} failed: {reason}")
+        try:
+            self.context = recipe.aggregator_load_context(
+                Signed.from_bytes(bytes(reply.result[Key.PUBLIC_CONTEXT])),
+                custodian_id=custodian,
+                directory=self._identity_directory(),
+                run_id=str(self.run_id),
+                params=self.params.bfv,
+            )
+            sealed_sites = json.loads(str(reply.result[Key.SEALED_SITES]))
+            sealed = dict(zip(sealed_sites, reply.result[Key.SEALED_KEYS], strict=True))
+        except (SecureAggError, KeyError, ValueError) as exc:
+            raise RuntimeError(
+                f"key ceremony: custodian {custodian}'s reply refused: {exc}"
+            ) from None
+        if self.context.is_private():  # never hold a secret key
+            raise RuntimeError("key ceremony: the public context holds a secret key")
+        others = {
+            site: {**self._common(), Key.CUSTODIAN: custodian, Key.SEALED_KEY: bytes(sealed[site])}
+            for site in participants
+            if site != custodian and site in sealed
+        }
+        installed = send_stage(grid, MessageType.INSTALL, others, nodes, run.timeout_s)
+        for site, reason in installed.failed.items():
+            log.error("key ceremony: site %s could not install the key: %s", site, reason)
+        ready = sorted([custodian, *installed.replies])
+        log.info("key ceremony done: custodian %s, %d sites hold the key", custodian, len(ready))
+        return ready
+
+    # -- one round -------------------------------------------------------------------------
+
+    def apply_fields(self, round_number: int, contributors: list[str], sampled: list[str]) -> dict:
+        assert self.params is not None
+        return {
+            Key.PROTOCOL_PARAMS: params_to_json(self.params),
+            Key.SAMPLED: json.dumps(sorted(sampled)),
+        }
+
+    def aggregate(
+        self, grid: Grid, request: RoundRequest, min_contributors: int
+    ) -> AggregationResult:
+        assert self.params is not None and self.context is not None
+        tracker = _Tracker(request)
+        sampled = sorted(s for s in request.sites if s in self.participants)
+        for site in sorted(set(request.sites) - set(sampled)):
+            tracker.fail(site, "holds no federation key for this run")
+        try:
+            info = recipe.RoundInfo(str(self.run_id), request.round_number, self.params, sampled)
+            fields = {
+                **self._common(),
+                Key.ROUND: request.round_number,
+                Key.SAMPLED: json.dumps(sampled),
+            }
+            return self._round(grid, request, info, fields, sampled, tracker, min_contributors)
+        except InsufficientSurvivors as exc:
+            return tracker.result(None, f"round aborted: {exc}")
+
+    def _round(
+        self, grid, request, info, fields, sampled, tracker, min_contributors: int
+    ) -> AggregationResult:
+        directory = self._identity_directory()
+        book = None
+        uploaders = sampled
+        if info.mode is Mode.HE_SS:
+            stage = tracker.stage(grid, MessageType.ADVERTISE, dict.fromkeys(sampled, fields))
+            adverts, rejected = recipe.collect_adverts(
+                info, tracker.signed(stage, Key.SIGNED), directory=directory
+            )
+            tracker.reject(rejected)
+            relayed = [adverts[s].to_bytes() for s in sorted(adverts)]
+            stage = tracker.stage(
+                grid,
+                MessageType.SHARE,
+                {s: {**fields, Key.RELAYED: relayed} for s in sorted(adverts)},
+            )
+            bundles = {}
+            for site, reply in stage.replies.items():
+                try:
+                    bundles[site] = [
+                        Signed.from_bytes(bytes(b)) for b in reply.result[Key.SIGNED_LIST]
+                    ]
+                except (SecureAggError, KeyError, TypeError) as exc:
+                    tracker.fail(site, f"share stage: {exc}")
+            book = recipe.collect_envelopes(info, bundles, adverts=adverts, directory=directory)
+            tracker.reject(book.rejected)
+            uploaders = list(book.senders)
+
+        configs = {}
+        for site in uploaders:
+            rounds, payloads = request.catchup.get(site, ([], []))
+            configs[site] = {
+                **fields,
+                **request.plan.to_config(),
+                Key.EXPECTED_DIGEST: request.expected_digest or "",
+                Key.CATCHUP_ROUNDS: [int(r) for r in rounds],
+                Key.CATCHUP_PAYLOADS: list(payloads),
+                Key.CATCHUP_FIELDS: request.catchup_fields.get(site, []),
+            }
+            if book is not None:
+                configs[site][Key.RELAYED] = [e.to_bytes() for e in book.for_recipient(site)]
+        stage = tracker.stage(grid, MessageType.TRAIN, configs)
+        total = recipe.UploadSum(
+            info, directory=directory, context=self.context, expected=uploaders
+        )
+        start_digest = tracker.start_digest(stage)
+        for site, reply in sorted(stage.replies.items()):
+            try:
+                if str(reply.result.get(Key.START_DIGEST)) != start_digest:
+                    raise ValueError("trained from a different global adapter")
+                total.add(Signed.from_bytes(bytes(reply.result[Key.UPDATE])))
+            except (SecureAggError, KeyError, TypeError, ValueError) as exc:
+                tracker.fail(site, f"upload refused: {exc}")
+                continue
+            tracker.uploaded(site, reply, start_digest)
+
+        if info.mode is Mode.HE_SS:
+            survivors = list(total.contributors)
+            stage = tracker.stage(
+                grid,
+                MessageType.CONSISTENCY,
+                {s: {**fields, Key.SURVIVORS: json.dumps(survivors)} for s in survivors},
+                after_upload=True,
+            )
+            acks, rejected = recipe.collect_acks(
+                info, tracker.signed(stage, Key.SIGNED), survivors=survivors, directory=directory
+            )
+            tracker.reject(rejected, after_upload=True)
+            relayed = [acks[s].to_bytes() for s in sorted(acks)]
+            stage = tracker.stage(
+                grid,
+                MessageType.RELEASE,
+                {s: {**fields, Key.RELAYED: relayed} for s in sorted(acks)},
+                after_upload=True,
+            )
+            aggregate, rejected = recipe.aggregator_unmask(
+                info,
+                total,
+                book=book,
+                acks=acks,
+                releases=tracker.signed(stage, Key.SIGNED),
+                directory=directory,
+            )
+            tracker.reject(rejected, after_upload=True)
+        else:
+            aggregate, _ = recipe.aggregator_unmask(info, total)
+        if len(aggregate.contributors) < min_contributors:
+            return tracker.result(None, f"{len(aggregate.contributors)} contributors, too few")
+        return tracker.result(aggregate.to_bytes(), None, start_digest, aggregate.contributors)
+
+
+class HeAggregation(SecureAggregation):
+    """`he`: BFV encryption without masks (every site holds the key that opens every upload)."""
+
+    mode = "he"
+
+
+class _Tracker:
+    """Who dropped, failed or contributed across a round's stages, for the registry."""
+
+    def __init__(self, request: RoundRequest) -> None:
+        self.request = request
+        self.status: dict[str, SiteContribution] = {}
+        self.digest: str | None = request.expected_digest
+
+    def fail(self, site: str, reason: str) -> None:
+        if site not in self.status or self.status[site].status is ContributionStatus.CONTRIBUTED:
+            previous = self.status.get(site)
+            self.status[site] = SiteContribution(
+                site,
+                ContributionStatus.FAILED,
+                num_examples=previous.num_examples if previous else None,
+                train_loss=previous.train_loss if previous else None,
+                train_seconds=previous.train_seconds if previous else None,
+                error=reason[:500],
+            )
+        log.warning("round %d: site %s: %s", self.request.round_number, site, reason)
+
+    def reject(self, rejected: Mapping[str, str], *, after_upload: bool = False) -> None:
+        for site, reason in rejected.items():
+            if after_upload:  # its upload is in the sum; record the problem, keep it counted
+                log.warning("round %d: site %s: %s", self.request.round_number, site, reason)
+            else:
+                self.fail(site, reason or "message refused")
+
+    def stage(
+        self, grid: Grid, message_type: str, configs: dict, *, after_upload: bool = False
+    ) -> StageResult:
+        result = send_stage(grid, message_type, configs, self.request.nodes, self.request.timeout_s)
+        name = message_type.split(".")[-1]
+        for site, reason in result.failed.items():
+            if after_upload:
+                log.warning(
+                    "round %d: site %s failed %s: %s", self.request.round_number, site, name, reason
+                )
+            else:
+                self.fail(site, f"{name}: {reason}")
+        for site in result.missing:
+            if after_upload:
+                log.warning(
+                    "round %d: site %s dropped at %s", self.request.round_number, site, name
+                )
+            elif site not in self.status:
+                self.status[site] = SiteContribution(
+                    site, ContributionStatus.DROPPED, error=f"no reply at {name}"
+                )
+        return result
+
+    @staticmethod
+    def signed(stage: StageResult, key: str) -> list[Signed]:
+        messages = []
+        for reply in stage.replies.values():
+            try:
+                messages.append(Signed.from_bytes(bytes(reply.result[key])))
+            except (SecureAggError, KeyError, TypeError):
+                continue  # missing from the list: the collect step treats it as absent
+        return messages
+
+    def start_digest(self, stage: StageResult) -> str | None:
+        if self.digest:
+            return self.digest
+        from collections import Counter
+
+        counts = Counter(str(r.result.get(Key.START_DIGEST, "")) for r in stage.replies.values())
+        return counts.most_common(1)[0][0] if counts else None
+
+    def uploaded(self, site: str, reply, start_digest: str | None) -> None:
+        self.status[site] = SiteContribution(
+            site,
+            ContributionStatus.CONTRIBUTED,
+            num_examples=int(reply.result.get(Key.NUM_EXAMPLES, 0)) or None,
+            train_loss=reply.metrics.get(Key.TRAIN_LOSS),
+            train_seconds=reply.metrics.get(Key.TRAIN_SECONDS),
+            start_digest=start_digest,
+        )
+
+    def result(
+        self,
+        payload: bytes | None,
+        error: str | None,
+        start_digest: str | None = None,
+        contributors: tuple[str, ...] = (),
+    ) -> AggregationResult:
+        for site in self.request.sites:
+            if site not in self.status:
+                self.status[site] = SiteContribution(
+                    site, ContributionStatus.DROPPED, error="left the round before uploading"
+                )
+        if payload is not None:
+            for site, entry in list(self.status.items()):
+                if entry.status is ContributionStatus.CONTRIBUTED and site not in contributors:
+                    self.status[site] = SiteContribution(
+                        site, ContributionStatus.FAILED, error="upload not in the aggregate"
+                    )
+        else:
+            for site, entry in list(self.status.items()):
+                if entry.status is ContributionStatus.CONTRIBUTED:
+                    self.status[site] = SiteContribution(
+                        site,
+                        ContributionStatus.FAILED,
+                        num_examples=entry.num_examples,
+                        train_loss=entry.train_loss,
+                        train_seconds=entry.train_seconds,
+                        error=error,
+                    )
+        return AggregationResult(payload, dict(self.status), start_digest or self.digest, error)
