@@ -63,6 +63,11 @@ def _rng_devices(device: torch.device) -> list[int]:
     return []
 
 
+def _poisson_batch(n: int, sample_rate: float, generator: torch.Generator) -> torch.Tensor:
+    """Indices of the records that join this batch, each independently with probability q."""
+    return torch.nonzero(torch.rand(n, generator=generator) < sample_rate).flatten()
+
+
 def _secret_generator(device: torch.device) -> torch.Generator:
     generator = torch.Generator(device=device)
     generator.manual_seed(secrets.randbits(63))
@@ -129,9 +134,7 @@ def train_steps_dp(
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             torch.manual_seed(settings.seed)  # dropout only
             for _ in range(event.steps):
-                chosen = torch.nonzero(
-                    torch.rand(n, generator=sampler) < event.sample_rate
-                ).flatten()
+                chosen = _poisson_batch(n, event.sample_rate, sampler)
                 dp_optimizer.zero_grad(set_to_none=True)
                 if chosen.numel() == 0:
                     # HF BERT cannot run an empty batch: give the optimizer empty per-example
