@@ -52,6 +52,7 @@ class SecureAggregation(AggregationProtocol):
         self.directory: dict[str, SitePublicKeys] = {}
         self.participants: list[str] = []
         self.run_id = 0
+        self._sampled: dict[int, list[str]] = {}  # round -> sites the round's RoundInfo names
 
     # -- run start -------------------------------------------------------------------------
 
@@ -155,7 +156,7 @@ class SecureAggregation(AggregationProtocol):
         assert self.params is not None
         return {
             Key.PROTOCOL_PARAMS: params_to_json(self.params),
-            Key.SAMPLED: json.dumps(sorted(sampled)),
+            Key.SAMPLED: json.dumps(self._sampled.get(round_number, sorted(sampled))),
         }
 
     def aggregate(
@@ -166,6 +167,7 @@ class SecureAggregation(AggregationProtocol):
         sampled = sorted(s for s in request.sites if s in self.participants)
         for site in sorted(set(request.sites) - set(sampled)):
             tracker.fail(site, "holds no federation key for this run")
+        self._sampled = {request.round_number: sampled}
         try:
             info = recipe.RoundInfo(str(self.run_id), request.round_number, self.params, sampled)
             fields = {

@@ -1,0 +1,177 @@
+"""A whole federation in one process: the real ServerApp logic against real site workers.
+
+`InProcessGrid` stands in for Flower's Grid: it hands each message to the addressed site's real
+`SiteService` (real model, real training, real TenSEAL, real signatures) and returns the reply as
+a Flower Message. Every reply the coordinator handles passes through `replies_seen`, and hooks let
+a test tamper with a site's reply or take a site offline at a given stage. The processes and
+sockets of a real deployment are covered by tests/e2e; this harness makes protocol checks fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import tomli_w
+from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedseal.client.site_config import load_site_config
+from fedseal.client.site_keys import create_site_keys
+from fedseal.client.site_service import SiteService
+from fedseal.coordinator import server_app
+from fedseal.coordinator.registry import Registry, open_registry
+from fedseal.coordinator.run_settings import RunSettings, default_run_config
+from fedseal.models.data import load_site_data, scenario_site_names
+from fedseal.wire import RecordName
+
+__all__ = ["InProcessGrid", "Outcome", "run_inprocess"]
+
+_OPERATIONS = {
+    "query.identify": "identify",
+    "query.keygen": "keygen",
+    "query.install": "install",
+    "train.advertise": "advertise",
+    "train.share": "share",
+    "train": "train",
+    "train.consistency": "consistency",
+    "train.release": "release",
+    "evaluate.apply": "apply",
+}
+
+Tamper = Callable[[str, str, dict[str, Any]], dict[str, Any] | None]
+
+
+@dataclass
+class InProcessGrid:
+    """Delivers messages to site services in this process."""
+
+    services: dict[str, SiteService]
+    run_id: int
+    tamper: Tamper | None = None
+    offline_at: dict[str, str] = field(default_factory=dict)  # site -> message type
+    replies_seen: list[Message] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.node_of = {site: index + 101 for index, site in enumerate(sorted(self.services))}
+        self.site_of = {node: site for site, node in self.node_of.items()}
+        self.offline: set[str] = set()
+        self.run = SimpleNamespace(run_id=self.run_id)
+        TaskIdentity.run_id = self.run_id
+        TaskIdentity.node_id = 1
+        TaskIdentity.task_id = 1
+
+    def get_node_ids(self) -> Iterable[int]:
+        return [node for site, node in self.node_of.items() if site not in self.offline]
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterator[Message]:
+        for message in list(messages):
+            site = self.site_of[message.metadata.dst_node_id]
+            kind = message.metadata.message_type
+            if self.offline_at.get(site) == kind:
+                self.offline.add(site)
+            if site in self.offline:
+                continue
+            reply = self._handle(site, kind, message)
+            self.replies_seen.append(reply)
+            yield reply
+
+    def _handle(self, site: str, kind: str, message: Message) -> Message:
+        service = self.services[site]
+        fields = dict(message.content.config_records[RecordName.CONFIG].items())
+        operation = _OPERATIONS[kind]
+        try:
+            if operation in {"keygen", "install", "advertise", "share", "consistency", "release"}:
+                result, metrics = service.secure_stage(operation, self.run_id, fields)
+            else:
+                result, metrics = getattr(service, operation)(self.run_id, fields)
+        except Exception as exc:
+            return Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
+        if self.tamper is not None:
+            changed = self.tamper(site, kind, dict(result))
+            if changed is not None:
+                result = changed
+        records = RecordDict({RecordName.RESULT: ConfigRecord(result)})
+        if metrics:
+            records[RecordName.METRICS] = MetricRecord(metrics)
+        return Message(records, reply_to=message)
+
+
+@dataclass
+class Outcome:
+    registry: Registry
+    grid: InProcessGrid
+    run_id: int
+    protocol: Any
+    services: dict[str, SiteService]
+
+
+def run_inprocess(
+    tmp_path: Path,
+    *,
+    mode: str = "he+ss",
+    sites: int = 3,
+    rounds: int = 1,
+    steps: int = 1,
+    tamper: Tamper | None = None,
+    offline_at: dict[str, str] | None = None,
+    run_id: int = 4242,
+    enroll: Iterable[str] | None = None,
+) -> Outcome:
+    """Run `rounds` rounds of a tiny hospitals federation through the real round loop."""
+    names = scenario_site_names("hospitals", sites)
+    services: dict[str, SiteService] = {}
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    for site in names:
+        state_dir = tmp_path / "state" / site
+        path = tmp_path / "sites" / f"{site}.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            tomli_w.dumps(
+                {
+                    "site": {"name": site, "state_dir": str(state_dir), "device": "cpu"},
+                    "coordinator": {"address": "127.0.0.1:1"},
+                    "data": {"source": "demo", "scenario": "hospitals", "num_sites": sites},
+                    "training": {"batch_size": 8, "max_eval_examples": 16},
+                }
+            ),
+            encoding="utf-8",
+        )
+        keys, _ = create_site_keys(site, state_dir)
+        if enroll is None or site in set(enroll):
+            registry.enroll_site(site, keys.public().to_bundle())
+        services[site] = SiteService(load_site_config(path), keys)
+    _split, _test, labels = load_site_data("hospitals", names[0], sites, 0)
+    settings = RunSettings.from_run_config(
+        default_run_config(
+            database_url="sqlite://",
+            scenario="hospitals",
+            labels=list(labels),
+            mode=mode,
+            rounds=rounds,
+            min_sites=sites,
+            steps=steps,
+            round_timeout=30.0,
+            wait_for_sites=5.0,
+        )
+    )
+    grid = InProcessGrid(services, run_id, tamper=tamper, offline_at=dict(offline_at or {}))
+    captured: dict[str, Any] = {}
+    original = server_app.protocol_for_mode
+
+    def capture(selected: str) -> Any:
+        captured["protocol"] = original(selected)
+        return captured["protocol"]
+
+    server_app.protocol_for_mode = capture
+    try:
+        registry_run = server_app.drive_run(grid, settings, registry)
+    finally:
+        server_app.protocol_for_mode = original
+    return Outcome(registry, grid, registry_run, captured.get("protocol"), services)
