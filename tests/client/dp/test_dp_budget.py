@@ -200,3 +200,31 @@ def test_reports_carry_the_mechanism_and_recomputable_epsilons(tmp_path: Path) -
     declined = declined_report(decision, DpEvent(1.1, Q, 400), dp)
     assert declined.status is LedgerStatus.DECLINED and declined.epsilon_round == 0.0
     assert declined.epsilon_cumulative == pytest.approx(report.epsilon_cumulative)
+
+
+def test_reports_are_what_the_registry_ledger_takes(tmp_path: Path) -> None:
+    """The site's report fields are `Registry.record_privacy`'s keyword arguments."""
+    from fedseal.coordinator.registry import PrivacyStatus, open_registry
+
+    store = AccountantStore.open(tmp_path / "site")
+    dp = _settings(epsilon=1.0)
+    event = DpEvent(1.1, Q, 20)
+    store.record(event, 1, 1)
+    charged = charged_report(store, event, dp)
+    planned = DpEvent(1.1, Q, 400)
+    decision = check_round(store, planned, dp, run_id=1, round_number=2)
+    declined = declined_report(decision, planned, dp)
+    with open_registry(f"sqlite:///{tmp_path / 'registry.db'}") as registry:
+        run_id = registry.start_run(
+            scenario="hospitals", protocol_mode="plain", config={}, rounds_planned=2
+        )
+        for number, report in ((1, charged), (2, declined)):
+            registry.record_privacy(
+                run_id=run_id, round_number=number, site="hospital_c", **report.as_fields()
+            )
+        ledger = registry.privacy_ledger(site="hospital_c")
+        assert [e.status for e in ledger] == [PrivacyStatus.CHARGED, PrivacyStatus.DECLINED]
+        assert registry.site_epsilon_spent("hospital_c") == pytest.approx(
+            store.spent_epsilon(DELTA)
+        )
+        assert registry.exhausted_sites(run_id) == ["hospital_c"]
