@@ -26,7 +26,7 @@ FL_DEMO = str(Path(sys.executable).with_name("fl-demo"))
 
 
 def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
-    """`fl-demo` runs 2 rounds on 3 sites; the registry holds 1 completed run, 2 rounds."""
+    """`fl-demo` runs 2 he+ss rounds on 3 sites; the registry holds 1 completed run, 2 rounds."""
     workdir = tmp_path / "demo"
     done = subprocess.run(
         [
@@ -53,12 +53,14 @@ def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "round  status" in done.stdout  # the live table was printed
+    assert "(he+ss)" in done.stdout  # the default mode
 
     registry = open_registry(f"sqlite:///{workdir / 'registry.db'}")
     runs = registry.list_runs()
     assert len(runs) == 1
     run = runs[0]
     assert str(run.status) == "completed"
+    assert run.protocol_mode == "he+ss"
     assert run.rounds_completed == 2
     rounds = registry.rounds(run.id)
     assert [r.number for r in rounds] == [1, 2]
@@ -84,7 +86,7 @@ def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
 
 
 def test_killed_site_is_recorded_as_dropped(tmp_path: Path) -> None:
-    """A site killed mid-run: its round completes without it and says so; the run goes on."""
+    """A site killed mid-run (he+ss, k = 2 of 3): the round completes without it, recorded."""
     sites = scenario_site_names("hospitals", 3)
     registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
     federation = LocalFederation(
@@ -107,6 +109,7 @@ def test_killed_site_is_recorded_as_dropped(tmp_path: Path) -> None:
         round_timeout=60.0,
     )
     victim = sites[-1]
+    federation.enroll_sites()
     try:
         federation.start_superlink()
         for site in sites:
