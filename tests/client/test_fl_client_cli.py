@@ -61,6 +61,7 @@ def test_help_describes_every_option() -> None:
     ):
         assert option in result.stdout
     assert "Exit codes" in result.stdout
+    assert "enroll" in result.stdout
 
 
 def test_unknown_site_names_the_known_ones(tmp_path: Path) -> None:
@@ -127,3 +128,15 @@ def test_unreachable_coordinator_retries_visibly_then_gives_up(tmp_path: Path) -
     assert result.returncode == 3
     assert "waiting for coordinator" in result.stderr
     assert "unreachable after 3 s" in one_line_error(result)
+
+
+def test_enroll_makes_private_keys_once_and_prints_the_public_ones(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    first = run("--site", "hospital_a", "enroll", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "identity_ed25519" in first.stdout and "made new keys" in first.stderr
+    keys = tmp_path / "state" / "hospital_a" / "keys"
+    assert (keys / "identity.key").stat().st_mode & 0o077 == 0
+    again = run("--site", "hospital_a", "enroll", cwd=tmp_path)
+    assert again.returncode == 0 and "already has keys" in again.stderr
+    assert again.stdout == first.stdout  # the same keys, not new ones

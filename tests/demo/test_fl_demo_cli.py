@@ -35,6 +35,8 @@ def test_help_describes_every_option(tmp_path: Path) -> None:
         "--timeout",
         "--eval-limit",
         "--no-baseline",
+        "--mode",
+        "--clip",
     ):
         assert option in result.stdout
 
