@@ -23,10 +23,12 @@ def test_running_sum_is_weighted_fedavg() -> None:
 
 def test_modes_are_explicit() -> None:
     assert isinstance(protocol_for_mode("plain"), PlainFedAvg)
+    assert protocol_for_mode("he+ss").mode == "he+ss"
+    assert protocol_for_mode("he").mode == "he"
     try:
-        protocol_for_mode("he+ss")
+        protocol_for_mode("he-lite")
     except ValueError as exc:
-        assert "he+ss" in str(exc)
+        assert "he-lite" in str(exc)
     else:  # pragma: no cover - the point of the test
         raise AssertionError("an unknown mode must not fall back to another")
 

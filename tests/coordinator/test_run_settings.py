@@ -15,14 +15,15 @@ def config(**overrides):
 
 def test_defaults_are_valid_and_summary_hides_the_database() -> None:
     settings = RunSettings.from_run_config(config())
-    assert settings.mode == "plain" and settings.rounds == 3
+    assert settings.mode == "he+ss" and settings.rounds == 3
     assert "database" not in str(settings.public_summary())
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"mode": "he+ss"}, "not available"),
+        ({"mode": "he-lite"}, "not available"),
+        ({"clip": 0.0}, "clip"),
         ({"rounds": 0}, "rounds"),
         ({"min_sites": 0}, "min-sites"),
         ({"round_timeout": 0.0}, "round-timeout"),
