@@ -2,10 +2,12 @@
 
 Two parts, both on all-MiniLM-L6-v2 + LoRA r=8 (the demo model), batch 32, max_length 32:
 
-* ``steps``: seconds per DP-SGD step (Opacus hooks, Poisson sampling, clipping, noise) over
-  seconds per non-private step, with 1 and 2 torch threads. Plain and DP calls alternate on the
-  same model so a change of machine load hits both; the figure is the median of the paired
-  ratios. The Opacus wrapping done once per call (per round) is reported apart.
+* ``steps``: cost of a DP-SGD step (Opacus hooks, Poisson sampling, clipping, noise) over a
+  non-private step, with 1 and 2 torch threads. The primary figure is process CPU time per step
+  (a shared machine's wall time follows other people's load), from the difference between a
+  ``--steps`` call and a 1-step call, so fixed per-call work drops out; wall time is reported too.
+  Plain and DP calls alternate on the same model; figures are medians of the paired ratios. The
+  Opacus wrapping done once per call (per round) is reported apart.
 * ``federated``: an in-process federation of the ``hospitals`` scenario (3 sites) doing exactly
   what the real one does each round -- every site starts from the global adapter, trains
   ``--local-steps`` steps, and the global adapter moves by sum(n_i * delta_i) / sum(n_i) -- without
@@ -26,6 +28,7 @@ Add ``--json PATH`` to keep the figures.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -77,16 +80,32 @@ def machine() -> str:
 @dataclass
 class StepTiming:
     threads: int
-    plain_s_per_step: float
-    dp_s_per_step: float
-    ratio: float
-    ratios: list[float]
+    plain_cpu_s_per_step: float
+    dp_cpu_s_per_step: float
+    cpu_ratio: float
+    cpu_ratios: list[float]
+    plain_wall_s_per_step: float
+    dp_wall_s_per_step: float
+    wall_ratio: float
     dp_wrap_s: float
     load_before: str
     load_after: str
 
 
+def _cpu_call(fn) -> tuple[float, float, object]:
+    """(process CPU seconds, wall seconds, result) of one call."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = fn()
+    return time.process_time() - cpu, time.perf_counter() - wall, result
+
+
 def time_steps(threads: int, steps: int, repeats: int) -> StepTiming:
+    """Per-step cost of plain and DP training, as CPU time and wall time.
+
+    On a shared machine wall time follows everyone else's load, so the primary figure is the
+    process's CPU time per step: (CPU of a call of `steps` steps - CPU of a 1-step call) /
+    (steps - 1), which also removes the fixed per-call work (tokenising, Opacus wrapping).
+    """
     torch.set_num_threads(threads)
     data = load_federated_dataset(SCENARIO, NUM_SITES, 0)
     examples = data.sites["hospital_a"].train
@@ -102,32 +121,43 @@ def time_steps(threads: int, steps: int, repeats: int) -> StepTiming:
             steps=n, batch_size=BATCH, learning_rate=5e-4, max_length=MAX_LENGTH, seed=seed
         )
 
-    train_steps(model, tokenizer, examples, settings(2, 0), "cpu")  # warm-up
-    train_steps_dp(model, tokenizer, examples, settings(2, 0), dp, 1.0, "cpu")
-    plain, private, ratios, wraps = [], [], [], []
+    def plain(n: int, seed: int):
+        return train_steps(model, tokenizer, examples, settings(n, seed), "cpu")
+
+    def private(n: int, seed: int):
+        return train_steps_dp(model, tokenizer, examples, settings(n, seed), dp, 1.0, "cpu")
+
+    plain(2, 0)  # warm-up
+    private(2, 0)
+    cpu = {"plain": [], "dp": []}
+    wall = {"plain": [], "dp": []}
+    wraps: list[float] = []
     for repeat in range(repeats):
-        first = train_steps(model, tokenizer, examples, settings(steps, repeat), "cpu")
-        started = time.perf_counter()
-        noisy = train_steps_dp(model, tokenizer, examples, settings(steps, repeat), dp, 1.0, "cpu")
-        wall = time.perf_counter() - started
-        second = train_steps(model, tokenizer, examples, settings(steps, repeat + 100), "cpu")
-        plain_step = (first.seconds + second.seconds) / (2 * steps)
-        dp_step = noisy.seconds / steps
-        plain.append(plain_step)
-        private.append(dp_step)
-        ratios.append(dp_step / plain_step)
-        wraps.append(wall - noisy.seconds)
+        order = (("plain", plain), ("dp", private))
+        for name, call in order if repeat % 2 == 0 else order[::-1]:
+            one_cpu, _, _ = _cpu_call(functools.partial(call, 1, repeat))
+            many_cpu, many_wall, result = _cpu_call(functools.partial(call, steps, repeat))
+            cpu[name].append((many_cpu - one_cpu) / (steps - 1))
+            wall[name].append(result.seconds / steps)
+            if name == "dp":
+                wraps.append(many_wall - result.seconds)
         print(
-            f"  threads={threads} repeat {repeat}: plain {plain_step:.3f} s/step, "
-            f"DP {dp_step:.3f} s/step, x{dp_step / plain_step:.2f}",
+            f"  threads={threads} repeat {repeat}: CPU plain {cpu['plain'][-1]:.3f} s/step, "
+            f"DP {cpu['dp'][-1]:.3f} s/step, x{cpu['dp'][-1] / cpu['plain'][-1]:.2f}; "
+            f"wall x{wall['dp'][-1] / wall['plain'][-1]:.2f} (load {load_average()})",
             flush=True,
         )
+    ratios = [d / p for d, p in zip(cpu["dp"], cpu["plain"], strict=True)]
+    wall_ratios = [d / p for d, p in zip(wall["dp"], wall["plain"], strict=True)]
     return StepTiming(
         threads=threads,
-        plain_s_per_step=statistics.median(plain),
-        dp_s_per_step=statistics.median(private),
-        ratio=statistics.median(ratios),
-        ratios=ratios,
+        plain_cpu_s_per_step=statistics.median(cpu["plain"]),
+        dp_cpu_s_per_step=statistics.median(cpu["dp"]),
+        cpu_ratio=statistics.median(ratios),
+        cpu_ratios=ratios,
+        plain_wall_s_per_step=statistics.median(wall["plain"]),
+        dp_wall_s_per_step=statistics.median(wall["dp"]),
+        wall_ratio=statistics.median(wall_ratios),
         dp_wrap_s=statistics.median(wraps),
         load_before=load_before,
         load_after=load_average(),
@@ -327,15 +357,16 @@ def run_federated(args: argparse.Namespace) -> dict[str, object]:
 
 def print_steps(timings: list[StepTiming]) -> None:
     print(
-        "\n| torch threads | non-private s/step | DP-SGD s/step | DP / non-private | "
-        "Opacus wrap per round |"
+        "\n| torch threads | non-private CPU s/step | DP-SGD CPU s/step | DP / non-private (CPU) "
+        "| wall s/step, plain / DP | DP / non-private (wall) | Opacus wrap per call |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for t in timings:
-        spread = ", ".join(f"{r:.2f}" for r in t.ratios)
+        spread = ", ".join(f"{r:.2f}" for r in t.cpu_ratios)
         print(
-            f"| {t.threads} | {t.plain_s_per_step:.3f} | {t.dp_s_per_step:.3f} | "
-            f"**x{t.ratio:.2f}** ({spread}) | {t.dp_wrap_s:.2f} s |"
+            f"| {t.threads} | {t.plain_cpu_s_per_step:.3f} | {t.dp_cpu_s_per_step:.3f} | "
+            f"**x{t.cpu_ratio:.2f}** ({spread}) | {t.plain_wall_s_per_step:.2f} / "
+            f"{t.dp_wall_s_per_step:.2f} | x{t.wall_ratio:.2f} | {t.dp_wrap_s:.2f} s |"
         )
 
 

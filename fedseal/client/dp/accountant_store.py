@@ -45,11 +45,12 @@ STORE_RELATIVE_PATH = Path("dp") / "accountant.json"
 
 @dataclass(frozen=True)
 class Charge:
-    """The event one round of one run released."""
+    """The event one round of one run released; `release_id` names the training call."""
 
     run_id: int
     round: int
     event: DpEvent
+    release_id: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("run_id", "round"):
@@ -58,11 +59,21 @@ class Charge:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
 
     def to_json(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "round": self.round, **self.event.to_json()}
+        data: dict[str, Any] = {"run_id": self.run_id, "round": self.round}
+        data.update(self.event.to_json())
+        if self.release_id is not None:
+            data["release_id"] = self.release_id
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Charge:
-        return cls(int(data["run_id"]), int(data["round"]), DpEvent.from_json(data))
+        release = data.get("release_id")
+        return cls(
+            int(data["run_id"]),
+            int(data["round"]),
+            DpEvent.from_json(data),
+            None if release is None else str(release),
+        )
 
 
 class AccountantStore:
@@ -116,14 +127,24 @@ class AccountantStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def record(self, event: DpEvent, run_id: int, round_number: int) -> bool:
+    def record(
+        self,
+        event: DpEvent,
+        run_id: int,
+        round_number: int,
+        *,
+        release_id: str | None = None,
+    ) -> bool:
         """Charge `event` for (run, round); False (and nothing written) if already charged.
 
-        Call it after the round trained and before its update is sent. Charging the same
-        (run, round) with a different event raises `DoubleCharge`: a retried round must resend
-        the update it already computed or decline, never train again.
+        Call it after the round trained and before its update is sent. Pass the training
+        call's `release_id` (`DpTrainResult.release_id`): charging a round again with the same
+        release (a retried report of the same update) is a no-op, but a DIFFERENT release of a
+        charged round -- the round trained twice, with fresh noise -- raises `DoubleCharge`, as
+        does a different event. A retried round must resend the update it already computed or
+        decline, never train again (`check_round` with run and round says so).
         """
-        charge = Charge(run_id, round_number, event)
+        charge = Charge(run_id, round_number, event, release_id)
         with self._locked():
             self._load()
             existing = self.charge_for(run_id, round_number)
@@ -132,6 +153,11 @@ class AccountantStore:
                     raise DoubleCharge(
                         f"run {run_id} round {round_number} was already charged with "
                         f"{existing.event}; it cannot be charged again with {event}"
+                    )
+                if release_id is not None and existing.release_id not in (None, release_id):
+                    raise DoubleCharge(
+                        f"run {run_id} round {round_number} was trained twice: a second noisy "
+                        "update of a charged round must not be sent"
                     )
                 return False
             self._charges.append(charge)

@@ -39,7 +39,9 @@ class DpTrainResult:
     """What one call to `train_steps_dp` did, and the privacy event it released.
 
     `mean_loss` is over the non-empty batches (NaN if every batch was empty); `steps` counts
-    every noisy step, empty batches included, and equals `event.steps`.
+    every noisy step, empty batches included, and equals `event.steps`. `release_id` is random
+    per call: pass it to `AccountantStore.record`, which then refuses a second training of a
+    round already charged.
     """
 
     steps: int
@@ -48,6 +50,7 @@ class DpTrainResult:
     seconds: float
     event: DpEvent
     empty_batches: int
+    release_id: str
 
 
 def poisson_sample_rate(batch_size: int, num_records: int) -> float:
@@ -106,25 +109,29 @@ def train_steps_dp(
     index_loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(torch.arange(n)), batch_size=settings.batch_size
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        engine = PrivacyEngine(accountant="rdp")
-        private_model, dp_optimizer, _ = engine.make_private(
-            module=model,
-            optimizer=optimizer,
-            data_loader=index_loader,
-            noise_multiplier=event.noise_multiplier,
-            max_grad_norm=dp.max_grad_norm,
-            poisson_sampling=False,
-            noise_generator=_secret_generator(target),
-            grad_sample_mode="hooks",
-        )
+    was_training = model.training
+    model.train()  # Opacus refuses to wrap a model in eval mode
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            engine = PrivacyEngine(accountant="rdp")
+            private_model, dp_optimizer, _ = engine.make_private(
+                module=model,
+                optimizer=optimizer,
+                data_loader=index_loader,
+                noise_multiplier=event.noise_multiplier,
+                max_grad_norm=dp.max_grad_norm,
+                poisson_sampling=False,
+                noise_generator=_secret_generator(target),
+                grad_sample_mode="hooks",
+            )
+    except BaseException:
+        model.train(was_training)
+        raise
     # the mean over a Poisson batch divides by its EXPECTED size q·n, not the drawn size
     dp_optimizer.expected_batch_size = event.sample_rate * n
     sampler = _secret_generator(torch.device("cpu"))
     before = [p.detach().clone() for p in params]
-    was_training = model.training
-    model.train()
     losses: list[float] = []
     seen = 0
     empty = 0
@@ -169,4 +176,5 @@ def train_steps_dp(
         seconds=seconds,
         event=event,
         empty_batches=empty,
+        release_id=secrets.token_hex(16),
     )

@@ -88,6 +88,15 @@ def test_a_round_is_charged_once(tmp_path: Path) -> None:
     assert len(store.charges) == 2
 
 
+def test_a_round_trained_twice_cannot_be_charged_as_one(tmp_path: Path) -> None:
+    store = AccountantStore.open(tmp_path)
+    assert store.record(ROUND, 1, 1, release_id="first")
+    assert store.record(ROUND, 1, 1, release_id="first") is False  # same update resent
+    with pytest.raises(DoubleCharge, match="trained twice"):
+        store.record(ROUND, 1, 1, release_id="second")  # fresh noise: a second release
+    assert AccountantStore.open(tmp_path).charge_for(1, 1).release_id == "first"
+
+
 def test_a_new_run_on_the_same_data_continues_the_history(tmp_path: Path) -> None:
     first = AccountantStore.open(tmp_path)
     first.record(ROUND, run_id=1, round_number=1)

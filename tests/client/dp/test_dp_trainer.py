@@ -87,7 +87,9 @@ def test_rounds_move_the_adapter_never_the_base_and_compose_in_the_store(
         assert np.all(after != before), "every LoRA and head value moves under noise"
         assert result.steps == 2 and result.event == DpEvent(1.0, 8 / 48, 2)
         assert math.isfinite(result.mean_loss) and result.examples_seen > 0
-        assert store.record(result.event, run_id=1, round_number=number)
+        assert store.record(
+            result.event, run_id=1, round_number=number, release_id=result.release_id
+        )
         for _ in range(result.steps):
             accountant.step(noise_multiplier=1.0, sample_rate=8 / 48)
         assert store.spent_epsilon(DELTA) == pytest.approx(accountant.get_epsilon(DELTA))
@@ -130,12 +132,16 @@ def test_a_declined_round_trains_nothing(tokenizer, examples, tmp_path) -> None:
 
 def test_refuses_disabled_settings_and_empty_data(tokenizer, examples) -> None:
     model = _model()
+    model.eval()
     settings = TrainSettings(steps=1, batch_size=8, max_length=16)
     off = DpSettings(epsilon=1.0, delta=DELTA, noise_multiplier=1.0, enabled=False)
     with pytest.raises(ValueError, match="disabled"):
         train_steps_dp(model, tokenizer, examples, settings, off, 1.0, "cpu")
     with pytest.raises(ValueError, match="no training examples"):
         train_steps_dp(model, tokenizer, examples.subset([]), settings, DP, 1.0, "cpu")
+    assert not model.training  # the caller's mode is left alone
+    result = train_steps_dp(model, tokenizer, examples, settings, DP, 1.0, "cpu")
+    assert not model.training and result.steps == 1  # an eval-mode model still trains
 
 
 def test_an_adapter_that_does_not_move_is_an_error(tokenizer, examples, monkeypatch) -> None:
