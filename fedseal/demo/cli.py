@@ -4,22 +4,39 @@ It starts a SuperLink and one `fl-client` per site, submits the run, prints a li
 from the registry, and at the end compares the federated model with each site's model trained
 alone. Every process it started is stopped on exit, Ctrl-C or SIGTERM; the exit code is non-zero
 when the run fails.
+
+Every site trains with DP-SGD unless `--no-dp` is given: `--epsilon` is what each site may spend
+in this run, `--dp-budget` what it may spend over all runs on the same workdir (its history is
+kept in the site's state directory), see `fedseal.demo.dp_budget`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedseal.cli_support import ExitCode, UserError, run_cli
+from fedseal.client.dp.settings import DEFAULT_MAX_GRAD_NORM, MAX_NOISE_MULTIPLIER
+
+if TYPE_CHECKING:
+    from fedseal.coordinator.registry import RoundView
+    from fedseal.demo.dp_budget import DemoDpOptions, SiteDpPlan
+    from fedseal.run_plan import RunPlan
 
 __all__ = ["main"]
 
 PROG = "fl-demo"
+
+DEFAULT_EPSILON = 3.0
+"""ε each site may spend in one fl-demo run."""
+DEFAULT_DP_BUDGET = 10.0
+"""Each site's budget over every run on the same workdir."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +117,91 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip training each site alone for comparison at the end",
     )
+    dp = parser.add_argument_group(
+        "differential privacy",
+        "Every site trains with DP-SGD (Opacus) by default. A site's spend is kept in its state "
+        "directory under WORKDIR, so later runs on the same workdir continue from it.",
+    )
+    dp.add_argument(
+        "--epsilon",
+        type=float,
+        metavar="E",
+        help=f"ε each site may spend in this run (default {DEFAULT_EPSILON:g}); each site "
+        "calibrates its noise so the run's planned rounds spend at most this",
+    )
+    dp.add_argument(
+        "--dp-budget",
+        type=float,
+        metavar="B",
+        help="each site's lifetime budget: ε over all runs on its data (default "
+        f"{DEFAULT_DP_BUDGET:g}, at least --epsilon); a site whose budget is spent declines "
+        "every round",
+    )
+    dp.add_argument(
+        "--noise-multiplier",
+        type=float,
+        metavar="SIGMA",
+        help="a fixed noise multiplier σ instead of calibrating to --epsilon; rounds then train "
+        "until the site has spent --epsilon (default: calibrated)",
+    )
+    dp.add_argument(
+        "--max-grad-norm",
+        type=float,
+        metavar="C",
+        help=f"per-example gradient clipping norm (default {DEFAULT_MAX_GRAD_NORM:g})",
+    )
+    dp.add_argument(
+        "--delta",
+        type=float,
+        metavar="D",
+        help="δ of every site (default: each site's own, min(1e-5, 1/(10 n)) for n records)",
+    )
+    dp.add_argument(
+        "--no-dp",
+        action="store_true",
+        help="train WITHOUT differential privacy: the adapter can then memorise training records",
+    )
     return parser
+
+
+def _dp_options(args: argparse.Namespace) -> DemoDpOptions | None:
+    """The validated DP options, or None for --no-dp; each mistake is one UserError line."""
+    from fedseal.demo.dp_budget import DemoDpOptions
+
+    given = [
+        flag
+        for flag in ("--epsilon", "--dp-budget", "--noise-multiplier", "--max-grad-norm", "--delta")
+        if getattr(args, flag[2:].replace("-", "_")) is not None
+    ]
+    if args.no_dp:
+        if given:
+            raise UserError(f"--no-dp cannot be combined with {', '.join(given)}")
+        return None
+    epsilon = DEFAULT_EPSILON if args.epsilon is None else args.epsilon
+    budget = DEFAULT_DP_BUDGET if args.dp_budget is None else args.dp_budget
+    clip = DEFAULT_MAX_GRAD_NORM if args.max_grad_norm is None else args.max_grad_norm
+    for flag, value in (("--epsilon", epsilon), ("--dp-budget", budget), ("--max-grad-norm", clip)):
+        if not (math.isfinite(value) and value > 0):
+            raise UserError(f"{flag} must be a number > 0, got {value:g}")
+    if budget < epsilon:
+        raise UserError(
+            f"--dp-budget ({budget:g}) must be at least --epsilon ({epsilon:g}): a site cannot "
+            "spend more in one run than over all its runs"
+        )
+    if args.delta is not None and not 0 < args.delta < 1:
+        raise UserError(f"--delta must be between 0 and 1 (exclusive), got {args.delta:g}")
+    sigma = args.noise_multiplier
+    if sigma is not None and not 0 < sigma <= MAX_NOISE_MULTIPLIER:
+        raise UserError(
+            f"--noise-multiplier must be > 0 and at most {MAX_NOISE_MULTIPLIER:g}, got {sigma:g}"
+        )
+    return DemoDpOptions(
+        epsilon=epsilon,
+        budget=budget,
+        max_grad_norm=clip,
+        noise_multiplier=sigma,
+        delta=args.delta,
+    )
 
 
 def _validate(args: argparse.Namespace) -> list[str]:
@@ -142,6 +243,7 @@ def _say(message: str) -> None:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     sites = _validate(args)
+    dp_options = _dp_options(args)
 
     from fedseal.coordinator.flower_app import SubmitError
     from fedseal.coordinator.registry import RegistryUnavailable, open_registry
@@ -163,6 +265,16 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UserError(str(exc)) from None
 
     _say(f"preparing the {args.scenario} federation ({args.mode}): {', '.join(sites)}")
+    state_root = workdir / "state"
+    # The first load builds every site's cached split in this folder; the others read from it.
+    cache_dir = state_root / sites[0] / "cache"
+    num_records: dict[str, int] = {}
+    for site in sites:
+        split, _global_test, labels = load_site_data(
+            args.scenario, site, len(sites), args.seed, cache_dir=cache_dir
+        )
+        num_records[site] = len(split.train)
+    dp_plans = _plan_dp(dp_options, sites, state_root, num_records, args.batch_size)
     federation = LocalFederation(
         workdir=workdir,
         scenario=args.scenario,
@@ -172,13 +284,7 @@ def _main(argv: Sequence[str] | None) -> int:
         port=args.port,
         batch_size=args.batch_size,
         max_eval_examples=args.eval_limit,
-    )
-    _split, _global_test, labels = load_site_data(
-        args.scenario,
-        sites[0],
-        len(sites),
-        args.seed,
-        cache_dir=federation.state_root / sites[0] / "cache",
+        dp=None if dp_plans is None else {site: plan.table() for site, plan in dp_plans.items()},
     )
     run_config = default_run_config(
         database_url=url,
@@ -226,6 +332,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "status": str(run.status),
         "scenario": args.scenario,
         "sites": sites,
+        "dp": _dp_summary(dp_options, dp_plans),
         "rounds": [
             {
                 "round": r.number,
@@ -241,7 +348,9 @@ def _main(argv: Sequence[str] | None) -> int:
         ],
     }
     if completed and not args.no_baseline:
-        summary["comparison"] = _compare_with_solo(args, sites, plan, completed[-1], workdir)
+        summary["comparison"] = _compare_with_solo(
+            args, sites, plan, completed[-1], workdir, dp_options
+        )
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     _say(f"summary written to {workdir / 'summary.json'}")
     return ExitCode.OK if str(run.status) == "completed" else ExitCode.FAILURE
@@ -251,8 +360,107 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _compare_with_solo(args, sites, plan, last_round, workdir: Path) -> dict:
-    """Train each site alone for the same number of steps and print the comparison."""
+def _plan_dp(
+    options: DemoDpOptions | None,
+    sites: list[str],
+    state_root: Path,
+    num_records: dict[str, int],
+    batch_size: int,
+) -> dict[str, SiteDpPlan] | None:
+    """Each site's DP plan for this run, printed one line per site; None (and a warning) for
+    --no-dp. Every `[dp]` table is checked as the site will check it, so a setting the site
+    would refuse fails here, before any process starts."""
+    from fedseal.client.dp.errors import AccountantStoreError, DpConfigError
+    from fedseal.client.dp.settings import parse_dp_section
+    from fedseal.demo.dp_budget import plan_site_dp
+
+    if options is None:
+        _say(
+            "WARNING: --no-dp: the sites train WITHOUT differential privacy; the shared adapter "
+            "can memorise training records and reveal them to whoever sees an update or the model"
+        )
+        _warn_dp_history(sites, state_root)
+        return None
+    plans: dict[str, SiteDpPlan] = {}
+    for site in sites:
+        n = num_records[site]
+        if options.delta is not None and options.delta >= 1.0 / n:
+            raise UserError(
+                f"--delta {options.delta:g} must be below 1/n = {1.0 / n:.3g} for {site}'s "
+                f"{n} training records"
+            )
+        try:
+            plan = plan_site_dp(site, state_root / site, n, options)
+            parse_dp_section(plan.table(), Path(site), num_records=n, batch_size=batch_size)
+        except AccountantStoreError as exc:
+            raise UserError(f"{site}: {exc} (use a fresh --workdir)") from None
+        except DpConfigError as exc:
+            raise UserError(f"these DP options can never train: {exc}") from None
+        plans[site] = plan
+        _say(plan.describe())
+        if plan.exhausted:
+            _say(
+                f"{site}: its privacy budget (ε = {options.budget:g}) is already spent in this "
+                "workdir, so it will decline every round; use a fresh --workdir for a new budget"
+            )
+    return plans
+
+
+def _warn_dp_history(sites: list[str], state_root: Path) -> None:
+    """--no-dp on sites that trained with DP before voids the guarantee of those runs too."""
+    from fedseal.client.dp.accountant_store import AccountantStore
+    from fedseal.client.dp.errors import AccountantStoreError
+
+    for site in sites:
+        try:
+            charged = bool(AccountantStore.open(state_root / site).charges)
+        except AccountantStoreError:
+            charged = True
+        if charged:
+            _say(
+                f"WARNING: {site} trained with DP in this workdir before; training its data "
+                "without DP now voids that guarantee as well"
+            )
+
+
+def _dp_summary(
+    options: DemoDpOptions | None, plans: dict[str, SiteDpPlan] | None
+) -> dict[str, object]:
+    """What summary.json says about privacy: the options and each site's plan for this run."""
+    if options is None or plans is None:
+        return {"enabled": False}
+    return {
+        "enabled": True,
+        "epsilon_this_run": options.epsilon,
+        "budget": options.budget,
+        "max_grad_norm": options.max_grad_norm,
+        "noise_multiplier": options.noise_multiplier,
+        "sites": {
+            site: {
+                "records": plan.num_records,
+                "delta": plan.delta,
+                "spent_before": plan.spent,
+                "epsilon_this_run": plan.this_run,
+                "target_epsilon": plan.target,
+            }
+            for site, plan in plans.items()
+        },
+    }
+
+
+def _compare_with_solo(
+    args: argparse.Namespace,
+    sites: list[str],
+    plan: RunPlan,
+    last_round: RoundView,
+    workdir: Path,
+    dp_options: DemoDpOptions | None,
+) -> dict[str, object]:
+    """Train each site alone for the same number of steps and print the comparison.
+
+    The sites alone train without DP (`train_solo` has no DP), so when the federation used DP
+    the labels say so: the comparison is then DP federated against non-private solo models.
+    """
     import os
 
     from fedseal.demo.baseline import train_solo
@@ -266,7 +474,7 @@ def _compare_with_solo(args, sites, plan, last_round, workdir: Path) -> dict:
 
     metric = get_scenario(args.scenario).primary_metric
     federated = last_round.global_auc if metric == "auc" else last_round.global_accuracy
-    _say(f"training each site alone for {steps} steps for comparison ...")
+    _say(f"training each site alone (without DP) for {steps} steps for comparison ...")
     solo = {}
     for site in sites:
         score = train_solo(
@@ -280,15 +488,35 @@ def _compare_with_solo(args, sites, plan, last_round, workdir: Path) -> dict:
             cache_dir=workdir / "state" / site / "cache",
         )
         solo[site] = {"accuracy": score.accuracy, "auc": score.auc, "seconds": score.seconds}
-    print(f"\nscore on the global test set ({metric}):", flush=True)
-    print(f"  {'federated (all sites)':<24} {federated:.4f}", flush=True)
-    for site, score in solo.items():
-        value = score[metric]
-        print(f"  {site + ' alone':<24} {value:.4f}" if value is not None else site, flush=True)
+    if dp_options is None:
+        header = "neither the federated model nor the sites alone were trained with DP"
+        federated_label = "federated (all sites)"
+    else:
+        header = (
+            f"federated model trained with DP, ε ≤ {dp_options.epsilon:g} per site this run; "
+            "each site alone trained WITHOUT DP"
+        )
+        federated_label = "federated (all sites, DP)"
+    print(f"\nscore on the global test set ({metric}); {header}:", flush=True)
+    print(f"  {federated_label:<26} {_score(federated)}", flush=True)
+    for site, values in solo.items():
+        print(f"  {site + ' alone (no DP)':<26} {_score(values[metric])}", flush=True)
     best_solo = max((s[metric] or 0.0) for s in solo.values())
     verdict = "beats" if federated is not None and federated > best_solo else "does NOT beat"
-    print(f"  the federated model {verdict} every site trained alone\n", flush=True)
-    return {"metric": metric, "federated": federated, "solo": solo, "steps_alone": steps}
+    subject = "the federated model" if dp_options is None else "the federated model (DP)"
+    print(f"  {subject} {verdict} every site trained alone (no DP)\n", flush=True)
+    return {
+        "metric": metric,
+        "federated": federated,
+        "federated_dp": dp_options is not None,
+        "solo": solo,
+        "solo_dp": False,
+        "steps_alone": steps,
+    }
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

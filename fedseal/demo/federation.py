@@ -58,6 +58,8 @@ class LocalFederation:
     port: int = 0
     batch_size: int = 32
     max_eval_examples: int = 0
+    dp: dict[str, dict[str, Any]] | None = None
+    """Each site's `[dp]` table for its config; None: the sites train without DP."""
     processes: ProcessGroup = field(init=False)
     flower_run_id: int | None = field(init=False, default=None)
 
@@ -77,6 +79,7 @@ class LocalFederation:
             state_root=self.state_root,
             batch_size=self.batch_size,
             max_eval_examples=self.max_eval_examples,
+            dp=self.dp,
         )
 
     def enroll_sites(self) -> None:

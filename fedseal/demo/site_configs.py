@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
@@ -20,8 +21,18 @@ def write_demo_site_configs(
     threads: int = 1,
     batch_size: int = 32,
     max_eval_examples: int = 0,
+    dp: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Path]:
-    """Write `folder/<site>.toml` for each demo site; returns the paths by site."""
+    """Write `folder/<site>.toml` for each demo site; returns the paths by site.
+
+    `dp` holds each site's `[dp]` table (see `fedseal.client.dp.settings`); None writes no
+    `[dp]` table, so the sites train without differential privacy. When `dp` is given, every
+    site must have a table: a site silently left out would train without DP.
+    """
+    if dp is not None:
+        missing = [site for site in sites if site not in dp]
+        if missing:
+            raise ValueError(f"no [dp] table for site(s) {', '.join(missing)}")
     folder.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for site in sites:
@@ -40,6 +51,8 @@ def write_demo_site_configs(
                 "max_eval_examples": max_eval_examples,
             },
         }
+        if dp is not None:
+            document["dp"] = dict(dp[site])
         path = folder / f"{site}.toml"
         path.write_text(tomli_w.dumps(document), encoding="utf-8")
         paths[site] = path
