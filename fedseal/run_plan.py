@@ -21,7 +21,7 @@ class RunPlanError(ValueError):
 
 @dataclass(frozen=True)
 class RunPlan:
-    """The model and per-round training budget every site of the run shares."""
+    """The model, per-round training budget and planned rounds every site of the run shares."""
 
     base_model: str
     labels: tuple[str, ...]
@@ -32,6 +32,7 @@ class RunPlan:
     steps: int
     learning_rate: float
     max_length: int
+    rounds: int
 
     @classmethod
     def from_config(cls, config: Any) -> RunPlan:
@@ -48,6 +49,7 @@ class RunPlan:
                 steps=int(config[Key.STEPS]),
                 learning_rate=float(config[Key.LEARNING_RATE]),
                 max_length=int(config[Key.MAX_LENGTH]),
+                rounds=int(config[Key.ROUNDS]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RunPlanError(f"malformed run plan in message: {exc}") from None
@@ -57,6 +59,8 @@ class RunPlan:
             raise RunPlanError("steps or learning rate out of range")
         if not 4 <= plan.max_length <= 512 or not 1 <= plan.lora_rank <= 256:
             raise RunPlanError("max_length or LoRA rank out of range")
+        if not 1 <= plan.rounds <= 100_000:
+            raise RunPlanError("planned rounds out of range")
         return plan
 
     def to_config(self) -> dict[str, Any]:
@@ -71,4 +75,5 @@ class RunPlan:
             Key.STEPS: self.steps,
             Key.LEARNING_RATE: self.learning_rate,
             Key.MAX_LENGTH: self.max_length,
+            Key.ROUNDS: self.rounds,
         }

@@ -53,6 +53,7 @@ class Key(StrEnum):
     STEPS = "steps"
     LEARNING_RATE = "learning-rate"
     MAX_LENGTH = "max-length"
+    ROUNDS = "rounds"  # planned rounds of the run (a site calibrates its DP noise for them)
     # adapter state
     EXPECTED_DIGEST = "expected-digest"
     START_DIGEST = "start-digest"
@@ -80,6 +81,9 @@ class Key(StrEnum):
     SURVIVORS = "survivors"
     CLIPPED = "clipped"
     CATCHUP_FIELDS = "catchup-fields"
+    # differential privacy (the site's ledger entry for the round, and a refusal to train)
+    PRIVACY = "privacy"
+    DECLINED = "declined"
     # site facts
     ADAPTER_SIZE = "adapter-size"
     LAYOUT_DIGEST = "layout-digest"

@@ -144,6 +144,11 @@ def _main(argv: Sequence[str] | None) -> int:
         f"site {config.site.name}: {len(data.train)} training and {len(data.test)} test records, "
         f"{len(data.labels)} classes, device {config.site.device}"
     )
+    try:
+        dp = config.resolve_dp(len(data.train))
+    except SiteConfigError as exc:
+        raise UserError(str(exc)) from None
+    _say(f"site {config.site.name}: {_describe_dp(config, dp)}")
     if args.check:
         _say(f"site {config.site.name}: configuration OK ({path})")
         return ExitCode.OK
@@ -159,6 +164,33 @@ def _main(argv: Sequence[str] | None) -> int:
     if code not in (0, -2, -15, 130):
         raise UserError(f"the Flower SuperNode exited with code {code}", ExitCode.CHILD_FAILED)
     return ExitCode.OK
+
+
+def _describe_dp(config, dp) -> str:
+    """One line on the site's differential privacy, with what its history has spent so far."""
+    if dp is None or not dp.enabled:
+        return (
+            "WARNING: differential privacy is OFF ([dp] missing or disabled): the shared "
+            "adapter can memorise individual records"
+        )
+    from fedseal.client.dp.accountant_store import AccountantStore
+    from fedseal.client.dp.errors import AccountantStoreError
+
+    try:
+        spent = AccountantStore.open(config.site.state_dir).spent_epsilon(
+            dp.require_delta(), dp.accountant
+        )
+    except AccountantStoreError as exc:
+        raise UserError(f"site {config.site.name}: {exc}") from None
+    mechanism = (
+        f"σ = {dp.noise_multiplier:g}"
+        if dp.noise_multiplier is not None
+        else f"σ calibrated per run for cumulative ε {dp.target_epsilon:g}"
+    )
+    return (
+        f"DP-SGD on, budget ε = {dp.epsilon:g} at δ = {dp.require_delta():.3g} "
+        f"({dp.accountant}), spent so far {spent:.4g}; clipping {dp.max_grad_norm:g}, {mechanism}"
+    )
 
 
 def _enroll(config) -> int:

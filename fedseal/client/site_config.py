@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from fedseal.client.dp.errors import DpConfigError
+from fedseal.client.dp.settings import DpSettings, parse_dp_section
+
 __all__ = [
     "SITE_NAME_PATTERN",
     "CoordinatorSettings",
@@ -98,6 +101,19 @@ class SiteConfig:
     coordinator: CoordinatorSettings
     data: DataSettings
     training: TrainingLimits
+    dp: DpSettings | None = None
+    """The `[dp]` table; None trains without differential privacy. δ and the "could this noise
+    level ever fit the budget" check depend on the site's number of records, so they are
+    completed by `resolve_dp` once the data is loaded (before the site joins)."""
+
+    def resolve_dp(self, num_records: int) -> DpSettings | None:
+        """The `[dp]` settings for `num_records` training records, or a `SiteConfigError`."""
+        if self.dp is None:
+            return None
+        try:
+            return self.dp.resolved(num_records, self.training.batch_size)
+        except DpConfigError as exc:
+            raise SiteConfigError(f"{self.path}: {exc}") from None
 
 
 def load_site_config(path: Path) -> SiteConfig:
@@ -118,7 +134,7 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
     """Validate an already-parsed TOML document; relative paths are resolved against its folder."""
     reader = _Reader(raw, path)
     base_dir = path.resolve().parent
-    reader.only_sections("site", "coordinator", "data", "training")
+    reader.only_sections("site", "coordinator", "data", "training", "dp")
 
     site_raw = reader.section("site", required=True)
     site_raw.only("name", "state_dir", "device")
@@ -177,8 +193,18 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
         max_eval_examples=max_eval,
     )
 
+    try:
+        dp = parse_dp_section(raw.get("dp"), path)
+    except DpConfigError as exc:
+        raise SiteConfigError(str(exc)) from None
+
     return SiteConfig(
-        path=path.resolve(), site=site, coordinator=coordinator, data=data, training=training
+        path=path.resolve(),
+        site=site,
+        coordinator=coordinator,
+        data=data,
+        training=training,
+        dp=dp,
     )
 
 

@@ -8,7 +8,9 @@ site's state directory, so a restarted site picks up where it was.
 
 One round, seen from a site:
 1. `train`: bring the global adapter up to date (catch-up aggregates for rounds it missed), check
-   its digest against the coordinator's, train locally, and return `n · Δ` (plain mode).
+   its digest against the coordinator's, train locally, and return `n · Δ` (plain mode). Under
+   `[dp]` the round trains with DP-SGD only if the site's budget allows it and is charged before
+   the update leaves; otherwise the site declines, and either way its ledger entry goes along.
 2. `apply`: add the round's aggregate to the global adapter, store it, evaluate it on the site's
    held-out test set (and the global test set when asked), and report the new digest.
 The locally trained adapter is never kept as the global one: only aggregates change it.
@@ -22,7 +24,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +36,11 @@ from fedseal.client.site_keys import SiteKeys
 from fedseal.models.data.types import TextExamples
 from fedseal.run_plan import RunPlan
 from fedseal.wire import PROTOCOL_VERSION, Key
+
+if TYPE_CHECKING:
+    from fedseal.client.dp.private_round import PrivateRound
+    from fedseal.client.dp.settings import DpSettings
+    from fedseal.client.training import TrainSettings
 
 __all__ = ["SiteRefusal", "SiteService", "derive_seed", "resolve_device"]
 
@@ -219,8 +226,28 @@ class SiteService:
             max_length=plan.max_length,
             seed=derive_seed(plan.seed, self.config.site.name, round_number),
         )
+        dp = self.config.resolve_dp(len(data.train))
         started = time.perf_counter()
-        result = train_steps(loaded.model, loaded.tokenizer, data.train, settings, self.device())
+        privacy: Fields = {}
+        if dp is not None and dp.enabled:
+            private = self._train_private(run_id, round_number, plan, loaded, data, settings, dp)
+            privacy[Key.PRIVACY] = json.dumps(private.report.as_fields())
+            if not private.trained:
+                log.warning("round %d: declined: %s", round_number, private.reason)
+                return {
+                    Key.PROTOCOL_VERSION: PROTOCOL_VERSION,
+                    Key.SITE: self.config.site.name,
+                    Key.ROUND: round_number,
+                    Key.START_DIGEST: state.digest,
+                    Key.APPLIED_ROUND: state.applied_round,
+                    Key.DECLINED: private.reason,
+                    **privacy,
+                }, {}
+            loss = None  # a statistic of the training records, outside the DP guarantee
+        else:
+            loss = train_steps(
+                loaded.model, loaded.tokenizer, data.train, settings, self.device()
+            ).mean_loss
         seconds = time.perf_counter() - started
         weight = len(data.train)
         delta = adapter_to_vector(loaded.model) - vector
@@ -230,12 +257,15 @@ class SiteService:
         else:
             upload, clipped = self.secure.prepare_upload(run_id, config, delta, weight)
         log.info(
-            "round %d: trained %d steps in %.1f s, loss %.4f",
+            "round %d: trained %d steps in %.1f s%s",
             round_number,
             steps,
             seconds,
-            result.mean_loss,
+            "" if loss is None else f", loss {loss:.4f}",
         )
+        metrics: Fields = {Key.TRAIN_SECONDS: seconds, Key.CLIPPED: float(clipped)}
+        if loss is not None:
+            metrics[Key.TRAIN_LOSS] = float(loss)
         return {
             Key.PROTOCOL_VERSION: PROTOCOL_VERSION,
             Key.SITE: self.config.site.name,
@@ -244,11 +274,51 @@ class SiteService:
             Key.APPLIED_ROUND: state.applied_round,
             Key.UPDATE: upload,
             Key.NUM_EXAMPLES: weight,
-        }, {
-            Key.TRAIN_LOSS: float(result.mean_loss),
-            Key.TRAIN_SECONDS: seconds,
-            Key.CLIPPED: float(clipped),
-        }
+            **privacy,
+        }, metrics
+
+    def _train_private(
+        self,
+        run_id: int,
+        round_number: int,
+        plan: RunPlan,
+        loaded: _LoadedModel,
+        data: SiteData,
+        settings: TrainSettings,
+        dp: DpSettings,
+    ) -> PrivateRound:
+        """One round under DP (`train_private_round`): declined, or trained and charged."""
+        from fedseal.client.dp.accountant_store import AccountantStore
+        from fedseal.client.dp.private_round import AlreadyCharged, train_private_round
+
+        try:
+            private = train_private_round(
+                loaded.model,
+                loaded.tokenizer,
+                data.train,
+                settings,
+                dp,
+                AccountantStore.open(self.config.site.state_dir),
+                self.device(),
+                run_id=run_id,
+                round_number=round_number,
+                rounds_planned=plan.rounds,
+            )
+        except AlreadyCharged as exc:
+            raise SiteRefusal(str(exc)) from None
+        if private.trained:
+            report = private.report
+            log.info(
+                "round %d: DP-SGD σ %.4g, q %.4g, %d steps: ε this round %.4g, spent %.4g of %g",
+                round_number,
+                report.noise_multiplier,
+                report.sample_rate,
+                report.steps,
+                report.epsilon_round,
+                report.epsilon_cumulative,
+                report.budget,
+            )
+        return private
 
     def _catch_up(
         self,

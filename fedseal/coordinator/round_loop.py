@@ -1,10 +1,12 @@
 """One federated round, from sampling to the registry record.
 
-1. sample the connected sites;
+1. sample the connected sites (not those that declined a round of this run for lack of privacy
+   budget: they would decline again);
 2. let the run's aggregation protocol collect their updates into an aggregate;
 3. send the aggregate to the contributors, which apply it, evaluate the new global adapter and
    report its digest (all digests must agree);
-4. record the round and every site's part in the registry.
+4. record the round, every site's part in it and every site's privacy-ledger entry (sites that
+   trained have spent budget even when the round aborts) in the registry.
 
 A round is `completed` only when an aggregate was produced and at least one site confirmed it
 applied it; otherwise it is `aborted` and the global adapter stays as it was.
@@ -24,9 +26,10 @@ from fedseal.coordinator.messaging import StageResult, send_stage
 from fedseal.coordinator.protocols import (
     AggregationProtocol,
     AggregationResult,
+    ContributionStatus,
     RoundRequest,
 )
-from fedseal.coordinator.registry import Registry
+from fedseal.coordinator.registry import RecordConflict, Registry
 from fedseal.coordinator.run_settings import RunSettings
 from fedseal.coordinator.site_directory import SiteDirectory
 from fedseal.update_codec import payload_digest
@@ -99,12 +102,21 @@ def run_round(
     """Run round `number` to its end and record it; never raises for a site's misbehaviour."""
     directory.refresh()
     connected = directory.connected()
-    sampled = _sample(list(connected), settings.sites_per_round, state.run_id, number)
+    exhausted = set(registry.exhausted_sites(state.run_id))
+    eligible = [site for site in connected if site not in exhausted]
+    sampled = _sample(eligible, settings.sites_per_round, state.run_id, number)
     round_id = registry.start_round(state.run_id, number, sampled)
     log.info("round %d: sampled %s", number, ", ".join(sampled) or "nobody")
+    if exhausted:
+        log.info(
+            "round %d: not sampled, privacy budget spent: %s", number, ", ".join(sorted(exhausted))
+        )
 
     if len(sampled) < settings.min_participants:
-        error = f"only {len(sampled)} sites connected, {settings.min_participants} required"
+        error = (
+            f"only {len(sampled)} sites connected with privacy budget left, "
+            f"{settings.min_participants} required"
+        )
         registry.finish_round(round_id, status="aborted", error=error)
         return RoundOutcome(number, "aborted", [], [], None, error)
 
@@ -127,6 +139,7 @@ def run_round(
         return RoundOutcome(number, "aborted", [], sampled, None, str(exc))
 
     _record_contributions(registry, round_id, result)
+    _record_privacy(registry, state.run_id, number, round_id, result)
     if result.payload is None:
         registry.finish_round(round_id, status="aborted", error=result.error)
         dropped = sorted(set(sampled) - set(result.contributors))
@@ -203,6 +216,31 @@ def _record_contributions(registry: Registry, round_id: int, result: Aggregation
             train_seconds=contribution.train_seconds,
             error=contribution.error,
         )
+
+
+def _record_privacy(
+    registry: Registry, run_id: int, number: int, round_id: int, result: AggregationResult
+) -> None:
+    """Each site's privacy-ledger entry for the round, whatever became of its update.
+
+    A site that trained has spent its budget even if its update was refused or the round
+    aborted, so its entry is recorded in every case; a declined round is an entry too.
+    """
+    for site, contribution in sorted(result.contributions.items()):
+        if contribution.privacy is None:
+            continue
+        try:
+            registry.record_privacy(
+                run_id=run_id, round_number=number, site=site, **contribution.privacy
+            )
+        except (RecordConflict, TypeError, ValueError) as exc:
+            log.error("round %d: site %s's privacy entry refused: %s", number, site, exc)
+            registry.record_contribution(
+                round_id,
+                site,
+                status=ContributionStatus.FAILED,
+                error=f"privacy entry refused: {exc}"[:500],
+            )
 
 
 def _apply(

@@ -58,6 +58,7 @@ class RunSettings:
                     "steps": get("steps"),
                     "learning-rate": get("learning-rate"),
                     "max-length": get("max-length"),
+                    "rounds": get("rounds"),
                 }
             )
             settings = cls(

@@ -75,6 +75,9 @@ def drive_run(grid: Grid, settings: RunSettings, registry: Registry) -> int:
             completed += outcome.status == "completed"
             for site in directory.sites:
                 registry.ensure_site(site)
+            if directory.sites and set(directory.sites) <= set(registry.exhausted_sites(run_id)):
+                log.warning("run %d: every site has spent its privacy budget; stopping", run_id)
+                break
     except Exception as exc:
         log.exception("run %d failed", run_id)
         registry.finish_run(run_id, status="failed", error=str(exc)[:1000])

@@ -119,6 +119,49 @@ def test_check_validates_config_and_data(tmp_path: Path) -> None:
     assert "configuration OK" in result.stderr
 
 
+def test_check_without_dp_warns_that_records_can_be_memorised(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    result = run("--site", "hospital_a", "--check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "differential privacy is OFF" in result.stderr
+
+
+def test_check_reports_the_dp_budget_and_what_is_spent(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("\n[dp]\nepsilon = 3.0\ntarget_epsilon = 1.0\nmax_grad_norm = 0.5\n")
+    result = run("--site", "hospital_a", "--check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "DP-SGD on, budget ε = 3" in result.stderr
+    assert "spent so far 0" in result.stderr and "clipping 0.5" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("dp", "expected"),
+    [
+        ("epsilon = 0\nnoise_multiplier = 1.0", "dp.epsilon must be > 0"),
+        ("epsilon = -2.0\nnoise_multiplier = 1.0", "dp.epsilon must be > 0"),
+        ("epsilon = 1.0\ndelta = 1.5\nnoise_multiplier = 1.0", "dp.delta must be in (0, 1)"),
+        ("epsilon = 1.0\ndelta = 0.0\nnoise_multiplier = 1.0", "dp.delta must be in (0, 1)"),
+        ("epsilon = 1.0\nmax_grad_norm = -1.0\nnoise_multiplier = 1.0", "dp.max_grad_norm"),
+        ("epsilon = 1.0", "exactly one of the two"),
+        ("epsilon = 1.0\ndelta = 0.01\nnoise_multiplier = 1.0", "must be below 1/n"),
+        ("epsilon = 0.01\nnoise_multiplier = 0.05", "could never fit the budget"),
+        ("epsilon = 1.0\nnoise = 1.0", "dp.noise is not a known setting"),
+    ],
+)
+def test_unusable_dp_settings_are_refused_before_anything_trains(
+    tmp_path: Path, dp: str, expected: str
+) -> None:
+    path = write_config(tmp_path)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(f"\n[dp]\n{dp}\n")
+    result = run("--site", "hospital_a", "--check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert expected in one_line_error(result)
+    assert not (tmp_path / "state" / "hospital_a" / "dp").exists()  # nothing charged or trained
+
+
 def test_unreachable_coordinator_retries_visibly_then_gives_up(tmp_path: Path) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))

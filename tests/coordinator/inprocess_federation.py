@@ -122,27 +122,32 @@ def run_inprocess(
     offline_at: dict[str, str] | None = None,
     run_id: int = 4242,
     enroll: Iterable[str] | None = None,
+    dp: dict[str, dict[str, Any]] | None = None,
+    registry: Registry | None = None,
 ) -> Outcome:
-    """Run `rounds` rounds of a tiny hospitals federation through the real round loop."""
+    """Run `rounds` rounds of a tiny hospitals federation through the real round loop.
+
+    `dp` gives sites a `[dp]` table (by site name). Calling it again with the same `tmp_path`
+    and `registry` is a second run on the same sites' state (their DP history included).
+    """
     names = scenario_site_names("hospitals", sites)
     services: dict[str, SiteService] = {}
     tmp_path.mkdir(parents=True, exist_ok=True)
-    registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    if registry is None:
+        registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
     for site in names:
         state_dir = tmp_path / "state" / site
         path = tmp_path / "sites" / f"{site}.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            tomli_w.dumps(
-                {
-                    "site": {"name": site, "state_dir": str(state_dir), "device": "cpu"},
-                    "coordinator": {"address": "127.0.0.1:1"},
-                    "data": {"source": "demo", "scenario": "hospitals", "num_sites": sites},
-                    "training": {"batch_size": 8, "max_eval_examples": 16},
-                }
-            ),
-            encoding="utf-8",
-        )
+        document: dict[str, Any] = {
+            "site": {"name": site, "state_dir": str(state_dir), "device": "cpu"},
+            "coordinator": {"address": "127.0.0.1:1"},
+            "data": {"source": "demo", "scenario": "hospitals", "num_sites": sites},
+            "training": {"batch_size": 8, "max_eval_examples": 16},
+        }
+        if dp and site in dp:
+            document["dp"] = dp[site]
+        path.write_text(tomli_w.dumps(document), encoding="utf-8")
         keys, _ = create_site_keys(site, state_dir)
         if enroll is None or site in set(enroll):
             registry.enroll_site(site, keys.public().to_bundle())

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from fedseal.client.dp.accountant_store import AccountantStore
+from fedseal.client.site_config import load_site_config
+from fedseal.client.site_data import load_site_records
 from fedseal.coordinator.registry import open_registry
 from fedseal.coordinator.run_settings import default_run_config
 from fedseal.demo.federation import LocalFederation
@@ -23,6 +26,7 @@ from fedseal.models.data import load_site_data, scenario_site_names
 pytestmark = pytest.mark.e2e
 
 FL_DEMO = str(Path(sys.executable).with_name("fl-demo"))
+FL_CLIENT = str(Path(sys.executable).with_name("fl-client"))
 
 
 def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
@@ -75,6 +79,15 @@ def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
         assert {str(c.status) for c in view.contributions} == {"contributed"}
         digests.append(view.global_digest)
     assert len(set(digests)) == 2, "the global adapter must change every round"
+    # DP is on by default: every site charged both rounds, within its run target and budget
+    ledger = registry.privacy_ledger(run_id=run.id)
+    sites = scenario_site_names("hospitals", 3)
+    assert sorted((e.site, e.round_number, str(e.status)) for e in ledger) == [
+        (site, number, "charged") for site in sites for number in (1, 2)
+    ]
+    for entry in ledger:
+        assert 0 < entry.epsilon_round <= entry.epsilon_cumulative <= entry.budget
+        assert entry.delta <= 1e-5 and entry.accountant == "rdp"
 
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["status"] == "completed" and len(summary["rounds"]) == 2
@@ -86,7 +99,8 @@ def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
 
 
 def test_killed_site_is_recorded_as_dropped(tmp_path: Path) -> None:
-    """A site killed mid-run (he+ss, k = 2 of 3): the round completes without it, recorded."""
+    """A site killed mid-run (he+ss, k = 2 of 3, DP on): the round completes without it,
+    recorded; the killed site's privacy spend survives the kill and a restart."""
     sites = scenario_site_names("hospitals", 3)
     registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
     federation = LocalFederation(
@@ -95,6 +109,7 @@ def test_killed_site_is_recorded_as_dropped(tmp_path: Path) -> None:
         sites=sites,
         registry=registry,
         max_eval_examples=32,
+        dp={site: {"epsilon": 50.0, "noise_multiplier": 1.0} for site in sites},
     )
     _split, _test, labels = load_site_data(
         "hospitals", sites[0], 3, 0, cache_dir=federation.state_root / sites[0] / "cache"
@@ -141,3 +156,38 @@ def test_killed_site_is_recorded_as_dropped(tmp_path: Path) -> None:
     assert str(rounds[3].status) == "completed"
     assert victim not in {c.site for c in rounds[3].contributions if str(c.status) == "contributed"}
     assert str(run.status) == "completed"
+
+    # privacy: every contribution has its charged ledger entry; ε composes over the rounds
+    ledger = registry.privacy_ledger(run_id=run.id)
+    charged = {(e.site, e.round_number) for e in ledger if str(e.status) == "charged"}
+    contributed = {
+        (c.site, n)
+        for n, view in rounds.items()
+        for c in view.contributions
+        if str(c.status) == "contributed"
+    }
+    assert contributed <= charged
+    for site in sites:
+        entries = [e for e in ledger if e.site == site]
+        cumulative = [e.epsilon_cumulative for e in entries]
+        assert cumulative == sorted(cumulative) and all(e.epsilon_cumulative <= 50 for e in entries)
+    # the killed site's own accountant kept every charge, including any made just before the
+    # kill whose update never arrived (charged, as the safe choice); a restarted fl-client reads
+    # the same spend back
+    config = load_site_config(federation.site_configs[victim])
+    dp = config.resolve_dp(len(load_site_records(config).train))
+    store = AccountantStore.open(config.site.state_dir)
+    victim_rounds = {n for (s, n) in charged if s == victim}
+    assert victim_rounds and victim_rounds <= {c.round for c in store.charges}
+    spent = store.spent_epsilon(dp.require_delta())
+    assert spent >= max(e.epsilon_cumulative for e in ledger if e.site == victim)
+    check = subprocess.run(
+        [FL_CLIENT, "--site", victim, "--config", str(federation.site_configs[victim]), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert check.returncode == 0, check.stderr
+    assert f"spent so far {spent:.4g}" in check.stderr

@@ -8,7 +8,8 @@ One module per job:
 - `calibration`: σ for a target ε with the site's history prepended;
 - `budget`: the check before a round (`check_round`);
 - `trainer`: `train_steps_dp`, Opacus DP-SGD on the PEFT model;
-- `report`: the round's entry for the coordinator's privacy ledger.
+- `report`: the round's entry for the coordinator's privacy ledger;
+- `private_round`: one round as the site worker runs it (plan, check, train, charge, report).
 
 Names are loaded on first use, so importing the package (as the site's config parser does) does
 not import torch or Opacus.
@@ -23,6 +24,7 @@ __all__ = [
     "Accountant",
     "AccountantStore",
     "AccountantStoreError",
+    "AlreadyCharged",
     "BudgetDecision",
     "BudgetReason",
     "CalibrationError",
@@ -35,6 +37,7 @@ __all__ = [
     "DpTrainResult",
     "LedgerStatus",
     "PrivacyReport",
+    "PrivateRound",
     "calibrate_noise",
     "charged_report",
     "check_round",
@@ -44,6 +47,7 @@ __all__ = [
     "noise_for_run",
     "parse_dp_section",
     "poisson_sample_rate",
+    "train_private_round",
     "train_steps_dp",
 ]
 
@@ -73,6 +77,9 @@ _HOME = {
     "DpTrainResult": "trainer",
     "poisson_sample_rate": "trainer",
     "train_steps_dp": "trainer",
+    "AlreadyCharged": "private_round",
+    "PrivateRound": "private_round",
+    "train_private_round": "private_round",
 }
 
 

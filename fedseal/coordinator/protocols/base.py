@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +21,23 @@ __all__ = [
     "RoundRequest",
     "RunContext",
     "SiteContribution",
+    "declined_contribution",
+    "privacy_report",
 ]
+
+PRIVACY_FIELDS = (
+    "status",
+    "noise_multiplier",
+    "sample_rate",
+    "steps",
+    "max_grad_norm",
+    "delta",
+    "accountant",
+    "epsilon_round",
+    "epsilon_cumulative",
+    "budget",
+)
+"""The fields of a site's privacy report: the keyword arguments of `Registry.record_privacy`."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,43 @@ class SiteContribution:
     train_seconds: float | None = None
     start_digest: str | None = None
     error: str | None = None
+    privacy: Mapping[str, Any] | None = None  # the site's ledger entry for the round, if DP
+
+
+def privacy_report(result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The privacy report a train reply carries (None without DP), or a ValueError.
+
+    Only the shape is checked here (known fields, JSON scalars); the registry validates ranges
+    when it records the entry.
+    """
+    from fedseal.wire import Key
+
+    if Key.PRIVACY not in result:
+        return None
+    try:
+        report = json.loads(str(result[Key.PRIVACY]))
+    except ValueError:
+        raise ValueError("privacy report is not JSON") from None
+    if not isinstance(report, dict) or set(report) != set(PRIVACY_FIELDS):
+        raise ValueError(f"privacy report must have exactly the fields {', '.join(PRIVACY_FIELDS)}")
+    for key, value in report.items():
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ValueError(f"privacy report field {key} has an unusable value")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"privacy report field {key} is not finite")
+    return report
+
+
+def declined_contribution(site: str, result: Mapping[str, Any]) -> SiteContribution:
+    """A site that answered the train stage by declining (its privacy budget is spent)."""
+    from fedseal.wire import Key
+
+    reason = str(result.get(Key.DECLINED, ""))[:500] or "declined"
+    try:
+        report = privacy_report(result)
+    except ValueError as exc:
+        return SiteContribution(site, ContributionStatus.FAILED, error=f"declined: {exc}")
+    return SiteContribution(site, ContributionStatus.DECLINED, error=reason, privacy=report)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from fedseal.coordinator.protocols.base import (
     ContributionStatus,
     RoundRequest,
     SiteContribution,
+    declined_contribution,
+    privacy_report,
 )
 from fedseal.update_codec import InvalidPayload, decode_update, encode_aggregate
 from fedseal.wire import Key, MessageType
@@ -77,7 +79,12 @@ class PlainFedAvg(AggregationProtocol):
         size: int | None = None
         for site, reply in sorted(stage.replies.items()):
             result = reply.result
+            if Key.DECLINED in result:
+                contributions[site] = declined_contribution(site, result)
+                continue
+            privacy = None
             try:
+                privacy = privacy_report(result)  # kept even if the update is refused
                 if int(result[Key.ROUND]) != request.round_number:
                     raise InvalidPayload("reply is for another round")
                 if str(result[Key.START_DIGEST]) != start_digest:
@@ -92,7 +99,10 @@ class PlainFedAvg(AggregationProtocol):
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("round %d: rejecting %s's update: %s", request.round_number, site, exc)
                 contributions[site] = SiteContribution(
-                    site, ContributionStatus.FAILED, error=f"update rejected: {exc}"
+                    site,
+                    ContributionStatus.FAILED,
+                    error=f"update rejected: {exc}",
+                    privacy=privacy,
                 )
                 continue
             running.add(update, weight)
@@ -103,6 +113,7 @@ class PlainFedAvg(AggregationProtocol):
                 train_loss=reply.metrics.get(Key.TRAIN_LOSS),
                 train_seconds=reply.metrics.get(Key.TRAIN_SECONDS),
                 start_digest=start_digest,
+                privacy=privacy,
             )
         contributed = sum(
             c.status is ContributionStatus.CONTRIBUTED for c in contributions.values()

@@ -13,6 +13,7 @@ A misbehaving site is dropped from the round; fewer than `k` survivors abort it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -29,6 +30,8 @@ from fedseal.coordinator.protocols.base import (
     RoundRequest,
     RunContext,
     SiteContribution,
+    declined_contribution,
+    privacy_report,
 )
 from fedseal.secure_agg import recipe
 from fedseal.secure_agg.errors import InsufficientSurvivors, SecureAggError
@@ -228,14 +231,19 @@ class SecureAggregation(AggregationProtocol):
         )
         start_digest = tracker.start_digest(stage)
         for site, reply in sorted(stage.replies.items()):
+            if Key.DECLINED in reply.result:  # its masks are removed like a dropped site's
+                tracker.declined(site, reply.result)
+                continue
+            privacy = None
             try:
+                privacy = privacy_report(reply.result)  # kept even if the upload is refused
                 if str(reply.result.get(Key.START_DIGEST)) != start_digest:
                     raise ValueError("trained from a different global adapter")
                 total.add(Signed.from_bytes(bytes(reply.result[Key.UPDATE])))
             except (SecureAggError, KeyError, TypeError, ValueError) as exc:
-                tracker.fail(site, f"upload refused: {exc}")
+                tracker.fail(site, f"upload refused: {exc}", privacy=privacy)
                 continue
-            tracker.uploaded(site, reply, start_digest)
+            tracker.uploaded(site, reply, start_digest, privacy)
 
         if info.mode is Mode.HE_SS:
             survivors = list(total.contributors)
@@ -286,18 +294,27 @@ class _Tracker:
         self.status: dict[str, SiteContribution] = {}
         self.digest: str | None = request.expected_digest
 
-    def fail(self, site: str, reason: str) -> None:
-        if site not in self.status or self.status[site].status is ContributionStatus.CONTRIBUTED:
-            previous = self.status.get(site)
+    def fail(self, site: str, reason: str, *, privacy: Mapping[str, Any] | None = None) -> None:
+        """Mark a site failed (keeping what it reported, its privacy spend included)."""
+        previous = self.status.get(site)
+        if previous is None:
             self.status[site] = SiteContribution(
-                site,
-                ContributionStatus.FAILED,
-                num_examples=previous.num_examples if previous else None,
-                train_loss=previous.train_loss if previous else None,
-                train_seconds=previous.train_seconds if previous else None,
-                error=reason[:500],
+                site, ContributionStatus.FAILED, error=reason[:500], privacy=privacy
+            )
+        elif previous.status is ContributionStatus.CONTRIBUTED:
+            self.status[site] = dataclasses.replace(
+                previous, status=ContributionStatus.FAILED, error=reason[:500]
             )
         log.warning("round %d: site %s: %s", self.request.round_number, site, reason)
+
+    def declined(self, site: str, result: Mapping[str, Any]) -> None:
+        self.status[site] = declined_contribution(site, result)
+        log.warning(
+            "round %d: site %s declined: %s",
+            self.request.round_number,
+            site,
+            self.status[site].error,
+        )
 
     def reject(self, rejected: Mapping[str, str], *, after_upload: bool = False) -> None:
         for site, reason in rejected.items():
@@ -347,7 +364,9 @@ class _Tracker:
         counts = Counter(str(r.result.get(Key.START_DIGEST, "")) for r in stage.replies.values())
         return counts.most_common(1)[0][0] if counts else None
 
-    def uploaded(self, site: str, reply, start_digest: str | None) -> None:
+    def uploaded(
+        self, site: str, reply, start_digest: str | None, privacy: Mapping[str, Any] | None
+    ) -> None:
         self.status[site] = SiteContribution(
             site,
             ContributionStatus.CONTRIBUTED,
@@ -355,6 +374,7 @@ class _Tracker:
             train_loss=reply.metrics.get(Key.TRAIN_LOSS),
             train_seconds=reply.metrics.get(Key.TRAIN_SECONDS),
             start_digest=start_digest,
+            privacy=privacy,
         )
 
     def result(
@@ -369,21 +389,18 @@ class _Tracker:
                 self.status[site] = SiteContribution(
                     site, ContributionStatus.DROPPED, error="left the round before uploading"
                 )
-        if payload is not None:
-            for site, entry in list(self.status.items()):
-                if entry.status is ContributionStatus.CONTRIBUTED and site not in contributors:
-                    self.status[site] = SiteContribution(
-                        site, ContributionStatus.FAILED, error="upload not in the aggregate"
-                    )
-        else:
-            for site, entry in list(self.status.items()):
-                if entry.status is ContributionStatus.CONTRIBUTED:
-                    self.status[site] = SiteContribution(
-                        site,
-                        ContributionStatus.FAILED,
-                        num_examples=entry.num_examples,
-                        train_loss=entry.train_loss,
-                        train_seconds=entry.train_seconds,
-                        error=error,
-                    )
+        for site, entry in list(self.status.items()):
+            if entry.status is not ContributionStatus.CONTRIBUTED:
+                continue
+            if payload is None:
+                self.status[site] = dataclasses.replace(
+                    entry, status=ContributionStatus.FAILED, start_digest=None, error=error
+                )
+            elif site not in contributors:
+                self.status[site] = SiteContribution(
+                    site,
+                    ContributionStatus.FAILED,
+                    error="upload not in the aggregate",
+                    privacy=entry.privacy,
+                )
         return AggregationResult(payload, dict(self.status), start_digest or self.digest, error)
