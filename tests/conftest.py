@@ -4,6 +4,10 @@ Registry databases: ``registry_database_url`` gives each test an empty database,
 a SQLite file always and, when ``FEDSEAL_TEST_DATABASE_URL`` names a PostgreSQL
 server (maintenance database, e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``),
 a fresh schema in a database created for this test session and dropped after it.
+
+Ledger keys: ``ledger_key`` is a coordinator ledger key for ``open_registry(..., ledger_key=)``;
+``site_signer`` makes site key pairs, enrols them and signs their privacy statements
+(``registry_signing.SiteSigner``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from registry_signing import SiteSigner
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
@@ -68,3 +74,15 @@ def registry_database_url(request: pytest.FixtureRequest, tmp_path_factory) -> I
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         admin.dispose()
+
+
+@pytest.fixture
+def ledger_key() -> Ed25519PrivateKey:
+    """A coordinator ledger key, new for each test."""
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def site_signer() -> SiteSigner:
+    """Sites with key pairs made on demand, to enrol and to sign privacy statements."""
+    return SiteSigner()

@@ -17,6 +17,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, event, inspect, text
@@ -66,11 +67,14 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def open_test_registry(registry_database_url: str) -> Iterator[Callable[..., Registry]]:
-    """Opens registries on the test database and closes them afterwards."""
+def open_test_registry(
+    registry_database_url: str, ledger_key: Ed25519PrivateKey
+) -> Iterator[Callable[..., Registry]]:
+    """Opens registries (with the test's ledger key) on the test database, closes them after."""
     opened: list[Registry] = []
 
     def _open(**kwargs: object) -> Registry:
+        kwargs.setdefault("ledger_key", ledger_key)
         registry = open_registry(registry_database_url, **kwargs)  # type: ignore[arg-type]
         opened.append(registry)
         return registry
@@ -253,6 +257,7 @@ def test_a_run_round_trips(registry: Registry, clock: FakeClock) -> None:
             eval_auc=0.9,
             eval_examples=30,
             adapter_digest="ab" * 32,
+            update_digest=None,
             error=None,
         ),
         ContributionView(
@@ -266,6 +271,7 @@ def test_a_run_round_trips(registry: Registry, clock: FakeClock) -> None:
             eval_auc=None,
             eval_examples=None,
             adapter_digest=None,
+            update_digest=None,
             error=None,
         ),
     )
@@ -441,9 +447,7 @@ def test_ensure_site_is_idempotent(registry: Registry) -> None:
 
 def test_revoked_sites_cannot_be_sampled(registry: Registry) -> None:
     registry.ensure_site("revoked-site")
-    with Session(registry.engine) as session, session.begin():
-        site = session.query(Site).filter_by(name="revoked-site").one()
-        site.status = SiteStatus.REVOKED
+    registry.revoke_site("revoked-site", "left the federation")
     run_id = _start_run(registry)
     with pytest.raises(RecordConflict, match="revoked-site"):
         registry.start_round(run_id, 1, ["a", "revoked-site"])
@@ -722,9 +726,11 @@ def test_sqlite_registry_uses_wal_and_foreign_keys(tmp_path: Path) -> None:
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
-def test_sqlite_readers_are_not_blocked_by_a_writer(tmp_path: Path) -> None:
+def test_sqlite_readers_are_not_blocked_by_a_writer(
+    tmp_path: Path, ledger_key: Ed25519PrivateKey
+) -> None:
     path = tmp_path / "r.db"
-    with open_registry(f"sqlite:///{path}") as registry:
+    with open_registry(f"sqlite:///{path}", ledger_key=ledger_key) as registry:
         run_id = _start_run(registry)
         other_process = sqlite3.connect(path, isolation_level=None)
         try:
@@ -737,9 +743,9 @@ def test_sqlite_readers_are_not_blocked_by_a_writer(tmp_path: Path) -> None:
             other_process.close()
 
 
-def test_sqlite_writers_wait_for_each_other(tmp_path: Path) -> None:
+def test_sqlite_writers_wait_for_each_other(tmp_path: Path, ledger_key: Ed25519PrivateKey) -> None:
     path = tmp_path / "r.db"
-    with open_registry(f"sqlite:///{path}") as registry:
+    with open_registry(f"sqlite:///{path}", ledger_key=ledger_key) as registry:
         other_process = sqlite3.connect(path, isolation_level=None)
         other_process.execute("BEGIN IMMEDIATE")
         with ThreadPoolExecutor(max_workers=1) as pool:

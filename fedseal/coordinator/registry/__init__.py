@@ -1,28 +1,45 @@
 """Registry of runs, rounds and per-site contributions (SQLite by default, PostgreSQL by URL).
 
 The ServerApp and the CLIs use :class:`Registry` only; open one with
-:func:`open_registry`, which also migrates the schema. See docs/registry.md.
+:func:`open_registry`, which also migrates the schema. See docs/registry.md; the ledger chain's
+format, which auditors recompute with :func:`entry_content`, is docs/ledger-format.md.
 """
 
+from .chain import entry_content, entry_rows
 from .database import DEFAULT_DATABASE_ENV, open_registry, resolve_database_url, sqlite_url
-from .errors import RecordConflict, RecordNotFound, RegistryError, RegistryUnavailable
+from .errors import (
+    ChainBusy,
+    LedgerKeyMissing,
+    RecordConflict,
+    RecordNotFound,
+    RegistryError,
+    RegistryUnavailable,
+    StatementRefused,
+)
 from .migrate import upgrade_to_head
 from .registry import Clock, Registry, utc_now
 from .statuses import (
+    ChainTable,
     ContributionStatus,
+    EventAction,
     PrivacyAccountant,
     PrivacyStatus,
     RoundStatus,
     RunStatus,
     SiteStatus,
 )
-from .views import ContributionView, PrivacyEntryView, RoundView, RunView
+from .views import ContributionView, EventView, PrivacyEntryView, RoundView, RunView
 
 __all__ = [
     "DEFAULT_DATABASE_ENV",
+    "ChainBusy",
+    "ChainTable",
     "Clock",
     "ContributionStatus",
     "ContributionView",
+    "EventAction",
+    "EventView",
+    "LedgerKeyMissing",
     "PrivacyAccountant",
     "PrivacyEntryView",
     "PrivacyStatus",
@@ -36,6 +53,9 @@ __all__ = [
     "RunStatus",
     "RunView",
     "SiteStatus",
+    "StatementRefused",
+    "entry_content",
+    "entry_rows",
     "open_registry",
     "resolve_database_url",
     "sqlite_url",

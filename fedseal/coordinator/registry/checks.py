@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .schema import DIGEST_LENGTH, NAME_LENGTH
 
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
 __all__ = [
+    "check_budget",
     "check_config",
     "check_count",
     "check_digest",
@@ -18,6 +22,7 @@ __all__ = [
     "check_metric",
     "check_name",
     "check_names",
+    "check_sha256",
     "check_text",
     "load_config",
 ]
@@ -82,6 +87,25 @@ def check_digest(value: object, what: str) -> str:
     if not value or len(value) > DIGEST_LENGTH:
         raise ValueError(f"{what} must be 1 to {DIGEST_LENGTH} characters")
     return value
+
+
+def check_sha256(value: object, what: str) -> str:
+    """A SHA-256 digest as 64 lower-case hex characters."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str")
+    if not _SHA256_HEX.fullmatch(value):
+        raise ValueError(f"{what} must be a SHA-256 digest: 64 lower-case hex characters")
+    return value
+
+
+def check_budget(value: object, what: str) -> float:
+    """A privacy budget ε: a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} must be a float")
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{what} must be finite and > 0, got {number}")
+    return number
 
 
 def check_text(value: object, what: str) -> str:

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError
@@ -48,14 +49,20 @@ def resolve_database_url(
     return sqlite_url(default_sqlite_path)
 
 
-def open_registry(url: str, *, clock: Clock = utc_now) -> Registry:
+def open_registry(
+    url: str, *, clock: Clock = utc_now, ledger_key: Ed25519PrivateKey | None = None
+) -> Registry:
     """Connect to the registry at ``url``, migrate it to the newest schema and return it.
 
-    Any failure raises :class:`RegistryUnavailable` with one line naming the URL
-    (password redacted) and the reason; the caller prints it and exits.
+    ``ledger_key`` is the coordinator's key (``fedseal.coordinator.ledger_key``): writes that
+    append to the ledger chain need it, reads do not. Any failure raises
+    :class:`RegistryUnavailable` with one line naming the URL (password redacted) and the
+    reason; the caller prints it and exits.
     """
     if not isinstance(url, str):
         raise TypeError("url must be a str")
+    if ledger_key is not None and not isinstance(ledger_key, Ed25519PrivateKey):
+        raise TypeError("ledger_key must be an Ed25519PrivateKey or None")
     try:
         parsed = normalise_url(url)
     except ArgumentError:
@@ -73,7 +80,7 @@ def open_registry(url: str, *, clock: Clock = utc_now) -> Registry:
         if engine is not None:
             engine.dispose()
         raise unavailable(url, exc) from exc
-    return Registry(engine, clock=clock, url=url)
+    return Registry(engine, clock=clock, url=url, ledger_key=ledger_key)
 
 
 def _missing_sqlite_directory(url: URL) -> Path | None:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["RecordConflict", "RecordNotFound", "RegistryError", "RegistryUnavailable"]
+__all__ = [
+    "ChainBusy",
+    "LedgerKeyMissing",
+    "RecordConflict",
+    "RecordNotFound",
+    "RegistryError",
+    "RegistryUnavailable",
+    "StatementRefused",
+]
 
 
 class RegistryError(Exception):
@@ -19,3 +27,17 @@ class RecordNotFound(RegistryError, LookupError):
 
 class RecordConflict(RegistryError, ValueError):
     """A write that would break the registry's rules (duplicate round, finishing twice...)."""
+
+
+class LedgerKeyMissing(RegistryError):
+    """A write that appends to the ledger chain, on a registry opened without the coordinator's
+    ledger key (reading never needs it)."""
+
+
+class StatementRefused(RegistryError, ValueError):
+    """A site's privacy statement that the registry will not record: the site is unknown,
+    unenrolled or revoked, or its signature does not verify with the site's enrolled key."""
+
+
+class ChainBusy(RegistryError):
+    """Other writers kept taking the ledger chain's next position; nothing was written."""

@@ -1,29 +1,38 @@
-"""The privacy ledger: each site's DP spend per round, as the sites report it. Append-only.
+"""The privacy ledger: each site's DP spend per round, as the sites sign it. Append-only.
 
 Mixed into :class:`~fedseal.coordinator.registry.Registry`; there is deliberately no method that
-updates or deletes an entry. Recording the same entry twice (a retried report) is harmless;
-recording a different entry for the same (run, round, site) is a conflict.
+updates or deletes an entry, an event or the chain's index. Every entry is checked against the
+site's signature and appended to the ledger chain (docs/ledger-format.md). Recording the same
+entry twice (a retried report) is harmless; recording a different entry for the same
+(run, round, site) is a conflict.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
-from .checks import check_count, check_name
-from .errors import RecordConflict, RecordNotFound
-from .schema import PrivacyEntry, Run, Site
-from .statuses import PrivacyAccountant, PrivacyStatus
-from .views import PrivacyEntryView
+from fedseal import ledger_codec
+from fedseal.client.site_keys import SiteKeyError, SitePublicKeys
+
+from .chain import ChainAppender, read_head
+from .checks import check_count, check_name, check_sha256
+from .errors import RecordConflict, RecordNotFound, StatementRefused
+from .schema import Event, PrivacyEntry, Run, Site
+from .statuses import PrivacyAccountant, PrivacyStatus, SiteStatus
+from .views import EventView, PrivacyEntryView
 
 __all__ = ["PrivacyLedgerMixin"]
+
+_T = TypeVar("_T")
 
 _MECHANISM = ("noise_multiplier", "sample_rate", "steps", "max_grad_norm", "delta", "accountant")
 _EPSILONS = ("epsilon_round", "epsilon_cumulative", "budget")
@@ -38,6 +47,7 @@ class PrivacyLedgerMixin:
         def _read(self) -> AbstractContextManager[Session]: ...
         def _now(self) -> datetime: ...
         def _site_ids(self, session: Session, names: Sequence[str]) -> dict[str, int]: ...
+        def _chained(self, work: Callable[[Session, ChainAppender], _T]) -> _T: ...
 
     def record_privacy(
         self,
@@ -55,13 +65,20 @@ class PrivacyLedgerMixin:
         epsilon_round: float,
         epsilon_cumulative: float,
         budget: float,
+        update_digest: str,
+        site_signature: bytes,
     ) -> int:
-        """Append one site's entry for one round and return its id.
+        """Append one site's signed entry for one round to the ledger chain; returns its id.
 
         ``epsilon_round`` is ε of this round's steps alone (0 for a declined round);
-        ``epsilon_cumulative`` is ε of every step the site has charged, composed. The same
-        entry recorded again returns the first one's id; a different one raises
-        :class:`RecordConflict`. An entry whose cumulative ε exceeds its budget is still
+        ``epsilon_cumulative`` is ε of every step the site has charged, composed;
+        ``update_digest`` the SHA-256 (hex) of the update it sent, "" when it sent none.
+        ``site_signature`` is the site's identity-key signature over these fields as
+        ``ledger_codec.site_statement`` encodes them (``STATEMENT_FIELDS``, with the run's
+        Flower id): an unknown, unenrolled or revoked site, or a signature that does not
+        verify with the site's enrolled key, raises :class:`StatementRefused` and nothing is
+        written. The same entry recorded again returns the first one's id; a different one
+        raises :class:`RecordConflict`. An entry whose cumulative ε exceeds its budget is still
         recorded (the ledger keeps what happened; an audit flags it).
         """
         name = check_name(site, "site")
@@ -81,15 +98,39 @@ class PrivacyLedgerMixin:
         }
         if values["status"] is PrivacyStatus.DECLINED and values["epsilon_round"] != 0.0:
             raise ValueError("a declined round spent nothing: epsilon_round must be 0")
-        with self._write() as session:
-            if session.get(Run, run_id) is None:
+        values["update_digest"] = (
+            update_digest if update_digest == "" else check_sha256(update_digest, "update_digest")
+        )
+        if not isinstance(site_signature, bytes):
+            raise TypeError("site_signature must be bytes")
+
+        def record(session: Session, chain: ChainAppender) -> int:
+            run = session.get(Run, run_id)
+            if run is None:
                 raise RecordNotFound(f"no run with id {run_id}")
-            site_id = self._site_ids(session, [name])[name]
+            site_row = session.scalar(select(Site).where(Site.name == name))
+            identity = _identity_key(site_row, name)
+            if run.flower_run_id is None:
+                raise StatementRefused(
+                    f"run {run_id} has no Flower run id yet, so site {name}'s statement "
+                    "cannot be checked"
+                )
+            statement = {
+                "site": name,
+                "flower_run_id": run.flower_run_id,
+                "round_number": number,
+                **{key: str(value) if key in _ENUMS else value for key, value in values.items()},
+            }
+            if not ledger_codec.verify_statement(identity, statement, site_signature):
+                raise StatementRefused(
+                    f"site {name}'s signature over its run {run_id} round {number} statement "
+                    "does not verify with its enrolled identity key"
+                )
             existing = session.scalar(
                 select(PrivacyEntry).where(
                     PrivacyEntry.run_id == run_id,
                     PrivacyEntry.round_number == number,
-                    PrivacyEntry.site_id == site_id,
+                    PrivacyEntry.site_id == site_row.id,
                 )
             )
             if existing is not None:
@@ -100,15 +141,15 @@ class PrivacyLedgerMixin:
                     f"round {number}; ledger entries are never changed"
                 )
             entry = PrivacyEntry(
-                site_id=site_id,
+                site_id=site_row.id,
                 run_id=run_id,
                 round_number=number,
-                created_at=self._now(),
+                site_signature=site_signature,
                 **values,
             )
-            session.add(entry)
-            session.flush()
-            return entry.id
+            return chain.append(entry, site=name, flower_run_id=run.flower_run_id)
+
+        return self._chained(record)
 
     def privacy_ledger(
         self, run_id: int | None = None, site: str | None = None
@@ -121,6 +162,21 @@ class PrivacyLedgerMixin:
             query = query.join(Site).where(Site.name == check_name(site, "site"))
         with self._read() as session:
             return [_view(row) for row in session.scalars(query.order_by(PrivacyEntry.id))]
+
+    def events(self, site: str | None = None, run_id: int | None = None) -> list[EventView]:
+        """The chain's events in order, optionally of one site and/or run."""
+        query = select(Event).order_by(Event.id)
+        if site is not None:
+            query = query.where(Event.site == check_name(site, "site"))
+        if run_id is not None:
+            query = query.where(Event.run_id == check_count(run_id, "run id", minimum=1))
+        with self._read() as session:
+            return [_event_view(row) for row in session.scalars(query)]
+
+    def chain_head(self) -> tuple[int, str] | None:
+        """The ledger chain's last entry as (seq, entry_hash), or None while it is empty."""
+        with self._read() as session:
+            return read_head(session)
 
     def site_epsilon_spent(self, site: str) -> float | None:
         """Cumulative ε of the site's latest charged entry; None if it never trained under DP."""
@@ -149,6 +205,21 @@ class PrivacyLedgerMixin:
                 .distinct()
             )
             return sorted(names)
+
+
+_ENUMS = frozenset({"status", "accountant"})
+
+
+def _identity_key(site: Site | None, name: str) -> bytes:
+    """The identity key the site signs with now, or :class:`StatementRefused`."""
+    if site is None or site.public_key is None:
+        raise StatementRefused(f"site {name} is not enrolled; its statements cannot be checked")
+    if site.status is SiteStatus.REVOKED:
+        raise StatementRefused(f"site {name} is revoked; its statements are refused")
+    try:
+        return SitePublicKeys.from_bundle(name, bytes(site.public_key)).identity
+    except SiteKeyError as exc:
+        raise StatementRefused(str(exc)) from None
 
 
 def _enum(
@@ -207,4 +278,26 @@ def _view(row: PrivacyEntry) -> PrivacyEntryView:
         epsilon_cumulative=row.epsilon_cumulative,
         budget=row.budget,
         created_at=row.created_at,
+        update_digest=row.update_digest,
+        site_signature=None if row.site_signature is None else bytes(row.site_signature),
+        prev_hash=row.prev_hash,
+        entry_hash=row.entry_hash,
+        coordinator_signature=(
+            None if row.coordinator_signature is None else bytes(row.coordinator_signature)
+        ),
+    )
+
+
+def _event_view(row: Event) -> EventView:
+    details: dict[str, Any] = json.loads(row.details)
+    return EventView(
+        id=row.id,
+        action=row.action,
+        site=row.site,
+        run_id=row.run_id,
+        details=details,
+        created_at=row.created_at,
+        prev_hash=row.prev_hash,
+        entry_hash=row.entry_hash,
+        coordinator_signature=bytes(row.coordinator_signature),
     )

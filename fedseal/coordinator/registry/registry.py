@@ -1,22 +1,32 @@
 """The registry API: the only way the ServerApp and the CLIs read or write runs and rounds.
 
 Every method opens its own short transaction and hands back plain values or
-frozen views, so callers never hold ORM objects or sessions.
+frozen views, so callers never hold ORM objects or sessions. Enrolments, revocations, budget
+changes, run starts and ends are also appended to the ledger chain as events, in the same
+transaction (``chain.py``), which needs the coordinator's ledger key.
 """
 
 from __future__ import annotations
 
+import json
+import secrets
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Engine, Select, func, select
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine, Select, exists, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, joinedload
 
+from fedseal.client.site_keys import SiteKeyError, SitePublicKeys
+
+from .chain import ChainAppender, ChainCollision
 from .checks import (
+    check_budget,
     check_config,
     check_count,
     check_digest,
@@ -24,19 +34,21 @@ from .checks import (
     check_metric,
     check_name,
     check_names,
+    check_sha256,
     check_text,
     load_config,
 )
 from .engine import writer
-from .errors import RecordConflict, RecordNotFound
+from .errors import ChainBusy, LedgerKeyMissing, RecordConflict, RecordNotFound
 from .failures import describe_error, one_line, unavailable
 from .ledger import PrivacyLedgerMixin
-from .schema import Contribution, Round, Run, Site
-from .statuses import ContributionStatus, RoundStatus, RunStatus, SiteStatus
+from .schema import Contribution, Event, PrivacyEntry, Round, Run, Site
+from .statuses import ContributionStatus, EventAction, RoundStatus, RunStatus, SiteStatus
 from .views import ContributionView, RoundView, RunView
 
 __all__ = ["Clock", "Registry", "utc_now"]
 
+_T = TypeVar("_T")
 _Model = TypeVar("_Model", Run, Round)
 _Status = TypeVar("_Status", ContributionStatus, RoundStatus, RunStatus)
 _FinalStatus = TypeVar("_FinalStatus", RoundStatus, RunStatus)
@@ -53,6 +65,12 @@ def utc_now() -> datetime:
 _CONTRIBUTION_METRICS = ("train_loss", "eval_loss", "eval_accuracy", "eval_auc")
 _ROUND_METRICS = ("loss", "accuracy", "auc", "global_accuracy", "global_auc")
 
+CHAIN_ATTEMPTS = 20
+"""How often a chain append is tried when other writers keep taking the next position."""
+_BACKOFF_BASE_S = 0.005
+_BACKOFF_MAX_S = 0.25
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # PostgreSQL: serialisation, deadlock
+
 
 class Registry(PrivacyLedgerMixin):
     """Records runs, rounds, each sampled site's contribution and the privacy ledger.
@@ -61,11 +79,21 @@ class Registry(PrivacyLedgerMixin):
     migrates the schema; the constructor assumes the schema is already at head.
     """
 
-    def __init__(self, engine: Engine, *, clock: Clock = utc_now, url: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock = utc_now,
+        url: str | None = None,
+        ledger_key: Ed25519PrivateKey | None = None,
+    ) -> None:
+        if ledger_key is not None and not isinstance(ledger_key, Ed25519PrivateKey):
+            raise TypeError("ledger_key must be an Ed25519PrivateKey or None")
         self._engine = engine
         self._writer = writer(engine)
         self._clock = clock
         self._url = url if url is not None else engine.url.render_as_string(hide_password=True)
+        self._ledger_key = ledger_key
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -108,19 +136,66 @@ class Registry(PrivacyLedgerMixin):
     def enroll_site(self, name: str, public_key: bytes) -> int:
         """Register (or re-key) a site with its public key bundle; returns its id.
 
-        A revoked site stays revoked: re-enrolling it is refused.
+        Appends a ``site_enrolled`` event, unless the site is already enrolled with exactly
+        these keys. A revoked site stays revoked: re-enrolling it is refused.
         """
         name = check_name(name, "site name")
         if not isinstance(public_key, bytes) or not public_key:
             raise TypeError("public_key must be non-empty bytes")
+        try:
+            keys = SitePublicKeys.from_bundle(name, public_key)
+        except SiteKeyError:
+            raise ValueError(
+                f"public_key of site {name} is not a site key bundle (fl-client enroll makes one)"
+            ) from None
+        details = {"identity_key": keys.identity.hex(), "sealing_key": keys.sealing.hex()}
+        self._require_ledger_key()  # before the site is registered
         site_id = self.ensure_site(name)
-        with self._write() as session:
+
+        def enroll(session: Session, chain: ChainAppender) -> int:
             site = session.get(Site, site_id)
             assert site is not None
             if site.status is SiteStatus.REVOKED:
                 raise RecordConflict(f"site {name} is revoked and cannot be re-enrolled")
+            if site.public_key == public_key and _enrolled_keys(session, name) == details:
+                return site_id
             site.public_key = public_key
-        return site_id
+            chain.event(EventAction.SITE_ENROLLED, site=name, details=details)
+            return site_id
+
+        return self._chained(enroll)
+
+    def revoke_site(self, name: str, reason: str) -> None:
+        """Revoke a site for good: it is no longer sampled, its key no longer listed, and its
+        statements are refused. Appends a ``site_revoked`` event."""
+        name = check_name(name, "site name")
+        reason = check_text(reason, "reason")
+        if not reason.strip():
+            raise ValueError("reason must say why the site is revoked")
+
+        def revoke(session: Session, chain: ChainAppender) -> None:
+            site = session.scalar(select(Site).where(Site.name == name))
+            if site is None:
+                raise RecordNotFound(f"no site called {name}")
+            if site.status is SiteStatus.REVOKED:
+                raise RecordConflict(f"site {name} is already revoked")
+            site.status = SiteStatus.REVOKED
+            chain.event(EventAction.SITE_REVOKED, site=name, details={"reason": reason})
+
+        self._chained(revoke)
+
+    def record_budget_change(self, site: str, budget: float) -> None:
+        """Record that the operator set the site's total ε budget (a ``budget_changed`` event),
+        registering the site if it is new."""
+        name = check_name(site, "site")
+        value = check_budget(budget, "budget")
+        self._require_ledger_key()  # before the site is registered
+        self.ensure_site(name)
+        self._chained(
+            lambda _session, chain: chain.event(
+                EventAction.BUDGET_CHANGED, site=name, details={"budget": value}
+            )
+        )
 
     def site_public_keys(self) -> dict[str, bytes]:
         """Enrolled public key bundles of the active sites, by site name."""
@@ -143,33 +218,54 @@ class Registry(PrivacyLedgerMixin):
         rounds_planned: int,
         flower_run_id: str | int | None = None,
     ) -> int:
-        """Record a new run as running and return its registry id."""
-        run = Run(
-            flower_run_id=None if flower_run_id is None else _flower_id(flower_run_id),
-            scenario=check_name(scenario, "scenario"),
-            protocol_mode=check_name(protocol_mode, "protocol_mode"),
-            config=check_config(config),
-            status=RunStatus.RUNNING,
-            rounds_planned=check_count(rounds_planned, "rounds_planned", minimum=1),
-            started_at=self._now(),
-        )
-        with self._write() as session:
+        """Record a new run as running and return its registry id (and a ``run_started`` event)."""
+        values: dict[str, Any] = {
+            "flower_run_id": None if flower_run_id is None else _flower_id(flower_run_id),
+            "scenario": check_name(scenario, "scenario"),
+            "protocol_mode": check_name(protocol_mode, "protocol_mode"),
+            "config": check_config(config),
+            "rounds_planned": check_count(rounds_planned, "rounds_planned", minimum=1),
+        }
+        details = {
+            "flower_run_id": values["flower_run_id"],
+            "mode": values["protocol_mode"],
+            "rounds_planned": values["rounds_planned"],
+        }
+
+        def start(session: Session, chain: ChainAppender) -> int:
+            run = Run(status=RunStatus.RUNNING, started_at=self._now(), **values)
             session.add(run)
             session.flush()
+            chain.event(EventAction.RUN_STARTED, run_id=run.id, details=details)
             return run.id
 
+        return self._chained(start)
+
     def set_flower_run_id(self, run_id: int, flower_run_id: str | int) -> None:
-        """Attach Flower's run id once the ServerApp knows it."""
+        """Attach Flower's run id once the ServerApp knows it.
+
+        Refused once the run has privacy entries under another Flower id: they were signed
+        for that one.
+        """
         value = _flower_id(flower_run_id)
         with self._write() as session:
-            _get(session, Run, run_id).flower_run_id = value
+            run = _get(session, Run, run_id)
+            signed = session.scalar(select(exists().where(PrivacyEntry.run_id == run_id)))
+            if signed and run.flower_run_id != value:
+                raise RecordConflict(
+                    f"run {run_id} has privacy entries signed for Flower run {run.flower_run_id}"
+                )
+            run.flower_run_id = value
 
     def finish_run(self, run_id: int, *, status: RunStatus | str, error: str | None = None) -> None:
-        """Close a run; rounds still running are closed as aborted."""
+        """Close a run (and append a ``run_finished`` event); rounds still running are closed
+        as aborted."""
         final = _final(RunStatus, status, RunStatus.RUNNING, "run status")
         message = None if error is None else check_text(error, "error")
-        now = self._now()
-        with self._write() as session:
+        check_count(run_id, "run id")
+
+        def finish(session: Session, chain: ChainAppender) -> None:
+            now = self._now()
             run = _get(session, Run, run_id)
             if run.finished_at is not None:
                 raise RecordConflict(f"run {run_id} already finished as {run.status}")
@@ -185,6 +281,13 @@ class Registry(PrivacyLedgerMixin):
             run.finished_at = now
             if message is not None:
                 run.error = message
+            chain.event(
+                EventAction.RUN_FINISHED,
+                run_id=run_id,
+                details={"status": str(final), "error": message},
+            )
+
+        self._chained(finish)
 
     # -- rounds --------------------------------------------------------------------------------
 
@@ -240,9 +343,13 @@ class Registry(PrivacyLedgerMixin):
         eval_auc: float | None = None,
         eval_examples: int | None = None,
         adapter_digest: str | None = None,
+        update_digest: str | None = None,
         error: str | None = None,
     ) -> None:
         """Create or update ``site``'s row for the round; arguments left as None keep their value.
+
+        ``update_digest`` is the SHA-256 (hex) of the update the site sent, the one its signed
+        privacy statement names.
 
         A site that was not sampled gets a row too (and is registered if new),
         which needs a status. Non-finite metrics are recorded as unknown. The
@@ -264,6 +371,8 @@ class Registry(PrivacyLedgerMixin):
             changes["train_seconds"] = check_duration(train_seconds, "train_seconds")
         if adapter_digest is not None:
             changes["adapter_digest"] = check_digest(adapter_digest, "adapter_digest")
+        if update_digest is not None:
+            changes["update_digest"] = check_sha256(update_digest, "update_digest")
         if error is not None:
             changes["error"] = check_text(error, "error")
         with self._write() as session:
@@ -370,6 +479,39 @@ class Registry(PrivacyLedgerMixin):
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _require_ledger_key(self) -> Ed25519PrivateKey:
+        if self._ledger_key is None:
+            raise LedgerKeyMissing(
+                "this write appends to the ledger chain, which needs the coordinator's ledger "
+                "key: open the registry with ledger_key= (fedseal.coordinator.ledger_key)"
+            )
+        return self._ledger_key
+
+    def _chained(self, work: Callable[[Session, ChainAppender], _T]) -> _T:
+        """Run ``work`` in one write transaction that appends to the ledger chain.
+
+        When another writer takes the chain's next position first, the transaction rolls back
+        and ``work`` runs again on the new head, after a short random pause; after
+        ``CHAIN_ATTEMPTS`` tries, :class:`ChainBusy`.
+        """
+        key = self._require_ledger_key()
+        with self._translated():
+            for attempt in range(CHAIN_ATTEMPTS):
+                try:
+                    with Session(self._writer) as session, session.begin():
+                        return work(session, ChainAppender(session, key, self._now()))
+                except ChainCollision:
+                    pass
+                except OperationalError as exc:
+                    if getattr(exc.orig, "sqlstate", None) not in _TRANSIENT_SQLSTATES:
+                        raise
+                ceiling = min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * 2**attempt)
+                time.sleep(ceiling * secrets.randbelow(1001) / 1000)
+        raise ChainBusy(
+            f"other writers took the ledger chain's next position {CHAIN_ATTEMPTS} times; "
+            "nothing was written"
+        )
+
     def _now(self) -> datetime:
         now = self._clock()
         if now.tzinfo is None or now.utcoffset() is None:
@@ -410,6 +552,22 @@ class Registry(PrivacyLedgerMixin):
             session.flush()
             ids.update((site.name, site.id) for site in created)
         return ids
+
+
+def _enrolled_keys(session: Session, name: str) -> dict[str, str] | None:
+    """The keys of the site's latest ``site_enrolled`` event, unless a revocation followed it."""
+    latest = session.execute(
+        select(Event.action, Event.details)
+        .where(
+            Event.site == name,
+            Event.action.in_([EventAction.SITE_ENROLLED, EventAction.SITE_REVOKED]),
+        )
+        .order_by(Event.id.desc())
+        .limit(1)
+    ).one_or_none()
+    if latest is None or latest.action is not EventAction.SITE_ENROLLED:
+        return None
+    return json.loads(latest.details)
 
 
 def _runs_query() -> Select[tuple[Run, int]]:
@@ -524,6 +682,7 @@ def _contribution_view(row: Contribution) -> ContributionView:
         eval_auc=row.eval_auc,
         eval_examples=row.eval_examples,
         adapter_digest=row.adapter_digest,
+        update_digest=row.update_digest,
         error=row.error,
     )
 

@@ -1,4 +1,7 @@
-"""ORM tables of the registry: sites, runs, rounds, per-site contributions and the privacy ledger.
+"""ORM tables of the registry: sites, runs, rounds, contributions, the privacy ledger and events.
+
+The privacy ledger and the events are the entries of one hash chain, indexed by ``ledger_chain``
+(docs/ledger-format.md); those three tables are insert-only.
 
 The Alembic revisions in ``migrations/versions`` must build exactly this
 metadata; a test compares the two on SQLite and PostgreSQL.
@@ -7,6 +10,7 @@ metadata; a test compares the two on SQLite and PostgreSQL.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     ForeignKey,
@@ -17,12 +21,16 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column, relationship
 
 from .column_types import UTCDateTime, status_column_type
 from .statuses import (
+    ChainTable,
     ContributionStatus,
+    EventAction,
     PrivacyAccountant,
     PrivacyStatus,
     RoundStatus,
@@ -33,7 +41,9 @@ from .statuses import (
 __all__ = [
     "NAMING_CONVENTION",
     "Base",
+    "ChainLink",
     "Contribution",
+    "Event",
     "PrivacyEntry",
     "Round",
     "Run",
@@ -51,6 +61,8 @@ NAMING_CONVENTION = {
 
 NAME_LENGTH = 200
 DIGEST_LENGTH = 128
+HASH_LENGTH = 64
+"""A SHA-256 digest in hex: chain hashes and update digests."""
 
 
 class Base(DeclarativeBase):
@@ -148,6 +160,8 @@ class Contribution(Base):
     eval_examples: Mapped[int | None] = mapped_column(Integer)
     # digest the site reports after applying the round's aggregate
     adapter_digest: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH))
+    # SHA-256 (hex) of the update the site sent; its privacy entry signs the same digest
+    update_digest: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
     error: Mapped[str | None] = mapped_column(Text)
 
     round: Mapped[Round] = relationship(back_populates="contributions")
@@ -161,6 +175,10 @@ class PrivacyEntry(Base):
     can be recomputed from the row alone (``epsilon_round``) or from the site's charged rows in
     order (``epsilon_cumulative``). A declined row spent nothing: ``epsilon_round`` is 0 and the
     mechanism is the one the site would have used.
+
+    Each row is a chain entry (``id`` = its ``seq``) carrying the site's signature over its
+    statement and the coordinator's countersignature. Rows written before migration 0003 are
+    not: they have ids <= 0 and null hashes and signatures, and an audit flags them.
     """
 
     __tablename__ = "privacy_ledger"
@@ -188,5 +206,50 @@ class PrivacyEntry(Base):
     epsilon_cumulative: Mapped[float]
     budget: Mapped[float]
     created_at: Mapped[datetime]
+    update_digest: Mapped[str] = mapped_column(String(HASH_LENGTH))  # "" when no update was sent
+    site_signature: Mapped[bytes | None] = mapped_column(LargeBinary)
+    prev_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
+    entry_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH), unique=True)
+    coordinator_signature: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     site: Mapped[Site] = relationship()
+
+
+class Event(Base):
+    """An operator action on the chain: enrolments, revocations, runs, budgets. Insert-only.
+
+    ``id`` is the entry's ``seq``; ``details`` is canonical JSON, hashed as the text.
+    """
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    action: Mapped[EventAction] = mapped_column(status_column_type(EventAction, "event_action"))
+    site: Mapped[str | None] = mapped_column(String(NAME_LENGTH), ForeignKey("sites.name"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    details: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    prev_hash: Mapped[str] = mapped_column(String(HASH_LENGTH))
+    entry_hash: Mapped[str] = mapped_column(String(HASH_LENGTH), unique=True)
+    coordinator_signature: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ChainLink(Base):
+    """The chain's index: one row per entry, in order; two writers racing for a ``seq`` collide
+    on the primary key (and on ``prev_hash``), so the chain never forks. Insert-only."""
+
+    __tablename__ = "ledger_chain"
+
+    seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    table_name: Mapped[ChainTable] = mapped_column(status_column_type(ChainTable, "chain_table"))
+    entry_hash: Mapped[str] = mapped_column(String(HASH_LENGTH), unique=True)
+    prev_hash: Mapped[str] = mapped_column(String(HASH_LENGTH), unique=True)
+
+
+def _insert_only(_mapper: Mapper[Any], _connection: Connection, target: Base) -> None:
+    raise TypeError(f"{target.__tablename__} rows are insert-only: entries are never changed")
+
+
+for _model in (PrivacyEntry, Event, ChainLink):
+    event.listen(_model, "before_update", _insert_only)
+    event.listen(_model, "before_delete", _insert_only)

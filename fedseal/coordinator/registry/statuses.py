@@ -5,7 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "ChainTable",
     "ContributionStatus",
+    "EventAction",
     "PrivacyAccountant",
     "PrivacyStatus",
     "RoundStatus",
@@ -61,3 +63,21 @@ class PrivacyAccountant(StrEnum):
 
     RDP = "rdp"
     PRV = "prv"
+
+
+class ChainTable(StrEnum):
+    """The tables whose rows are entries of the ledger chain (``ledger_chain.table_name``)."""
+
+    PRIVACY_LEDGER = "privacy_ledger"
+    EVENTS = "events"
+
+
+class EventAction(StrEnum):
+    """What an ``events`` row records; docs/ledger-format.md gives each one's details."""
+
+    CHAIN_STARTED = "chain_started"  # the first entry of every chain: the coordinator's key
+    SITE_ENROLLED = "site_enrolled"  # a site's keys, first enrolment or re-key
+    SITE_REVOKED = "site_revoked"
+    RUN_STARTED = "run_started"
+    RUN_FINISHED = "run_finished"
+    BUDGET_CHANGED = "budget_changed"

@@ -6,9 +6,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .statuses import ContributionStatus, PrivacyAccountant, PrivacyStatus, RoundStatus, RunStatus
+from .statuses import (
+    ContributionStatus,
+    EventAction,
+    PrivacyAccountant,
+    PrivacyStatus,
+    RoundStatus,
+    RunStatus,
+)
 
-__all__ = ["ContributionView", "PrivacyEntryView", "RoundView", "RunView"]
+__all__ = ["ContributionView", "EventView", "PrivacyEntryView", "RoundView", "RunView"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,7 @@ class ContributionView:
     eval_auc: float | None
     eval_examples: int | None
     adapter_digest: str | None
+    update_digest: str | None
     error: str | None
 
 
@@ -72,7 +80,11 @@ class RoundView:
 
 @dataclass(frozen=True, slots=True)
 class PrivacyEntryView:
-    """One privacy-ledger row: a site's DP spend (or refusal) in one round of one run."""
+    """One privacy-ledger row: a site's DP spend (or refusal) in one round of one run.
+
+    ``id`` is its position in the ledger chain. Rows written before migration 0003 have ids
+    <= 0 and no site signature, hashes or countersignature.
+    """
 
     id: int
     site: str
@@ -89,3 +101,23 @@ class PrivacyEntryView:
     epsilon_cumulative: float
     budget: float
     created_at: datetime
+    update_digest: str
+    site_signature: bytes | None
+    prev_hash: str | None
+    entry_hash: str | None
+    coordinator_signature: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventView:
+    """One ``events`` row: an operator action, at position ``id`` of the ledger chain."""
+
+    id: int
+    action: EventAction
+    site: str | None
+    run_id: int | None
+    details: dict[str, Any]
+    created_at: datetime
+    prev_hash: str
+    entry_hash: str
+    coordinator_signature: bytes

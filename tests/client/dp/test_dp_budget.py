@@ -6,9 +6,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opacus.accountants.utils import get_noise_multiplier
+from registry_signing import SiteSigner
 
 from fedseal.client.dp.accountant_store import AccountantStore
 from fedseal.client.dp.accounting import epsilon_of
@@ -202,8 +204,11 @@ def test_reports_carry_the_mechanism_and_recomputable_epsilons(tmp_path: Path) -
     assert declined.epsilon_cumulative == pytest.approx(report.epsilon_cumulative)
 
 
-def test_reports_are_what_the_registry_ledger_takes(tmp_path: Path) -> None:
-    """The site's report fields are `Registry.record_privacy`'s keyword arguments."""
+def test_reports_are_what_the_registry_ledger_takes(
+    tmp_path: Path, ledger_key: Ed25519PrivateKey, site_signer: SiteSigner
+) -> None:
+    """The site's report fields, signed with the run's Flower id, the round and the update
+    digest, are `Registry.record_privacy`'s keyword arguments."""
     from fedseal.coordinator.registry import PrivacyStatus, open_registry
 
     store = AccountantStore.open(tmp_path / "site")
@@ -214,13 +219,26 @@ def test_reports_are_what_the_registry_ledger_takes(tmp_path: Path) -> None:
     planned = DpEvent(1.1, Q, 400)
     decision = check_round(store, planned, dp, run_id=1, round_number=2)
     declined = declined_report(decision, planned, dp)
-    with open_registry(f"sqlite:///{tmp_path / 'registry.db'}") as registry:
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    with open_registry(url, ledger_key=ledger_key) as registry:
+        site_signer.enroll(registry, "hospital_c")
         run_id = registry.start_run(
-            scenario="hospitals", protocol_mode="plain", config={}, rounds_planned=2
+            scenario="hospitals",
+            protocol_mode="plain",
+            config={},
+            rounds_planned=2,
+            flower_run_id=1,
         )
-        for number, report in ((1, charged), (2, declined)):
+        for number, report, digest in ((1, charged, "0f" * 32), (2, declined, "")):
             registry.record_privacy(
-                run_id=run_id, round_number=number, site="hospital_c", **report.as_fields()
+                **site_signer.signed(
+                    registry,
+                    run_id=run_id,
+                    round_number=number,
+                    site="hospital_c",
+                    update_digest=digest,
+                    **report.as_fields(),
+                )
             )
         ledger = registry.privacy_ledger(site="hospital_c")
         assert [e.status for e in ledger] == [PrivacyStatus.CHARGED, PrivacyStatus.DECLINED]
