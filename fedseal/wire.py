@@ -83,6 +83,7 @@ class Key(StrEnum):
     CATCHUP_FIELDS = "catchup-fields"
     # differential privacy (the site's ledger entry for the round, and a refusal to train)
     PRIVACY = "privacy"
+    PRIVACY_SIGNATURE = "privacy-signature"  # the site's signature over its ledger statement
     DECLINED = "declined"
     # site facts
     ADAPTER_SIZE = "adapter-size"

@@ -39,6 +39,7 @@ from fedseal.wire import PROTOCOL_VERSION, Key
 
 if TYPE_CHECKING:
     from fedseal.client.dp.private_round import PrivateRound
+    from fedseal.client.dp.report import PrivacyReport
     from fedseal.client.dp.settings import DpSettings
     from fedseal.client.training import TrainSettings
 
@@ -229,10 +230,11 @@ class SiteService:
         dp = self.config.resolve_dp(len(data.train))
         started = time.perf_counter()
         privacy: Fields = {}
+        private: PrivateRound | None = None
         if dp is not None and dp.enabled:
             private = self._train_private(run_id, round_number, plan, loaded, data, settings, dp)
-            privacy[Key.PRIVACY] = json.dumps(private.report.as_fields())
             if not private.trained:
+                privacy = self._signed_statement(run_id, round_number, private.report, b"")
                 log.warning("round %d: declined: %s", round_number, private.reason)
                 return {
                     Key.PROTOCOL_VERSION: PROTOCOL_VERSION,
@@ -256,6 +258,8 @@ class SiteService:
             upload, clipped = encode_update(delta * np.float32(weight)), 0
         else:
             upload, clipped = self.secure.prepare_upload(run_id, config, delta, weight)
+        if private is not None:
+            privacy = self._signed_statement(run_id, round_number, private.report, upload)
         log.info(
             "round %d: trained %d steps in %.1f s%s",
             round_number,
@@ -292,6 +296,10 @@ class SiteService:
         from fedseal.client.dp.private_round import AlreadyCharged, train_private_round
 
         try:
+            self.secure.keys  # noqa: B018 - ledger statements are signed: no keys, no training
+        except PermissionError as exc:
+            raise SiteRefusal(f"cannot train under DP: {exc}") from None
+        try:
             private = train_private_round(
                 loaded.model,
                 loaded.tokenizer,
@@ -319,6 +327,28 @@ class SiteService:
                 report.budget,
             )
         return private
+
+    def _signed_statement(
+        self, run_id: int, round_number: int, report: PrivacyReport, upload: bytes
+    ) -> Fields:
+        """The round's privacy-ledger statement, signed with the site's identity key.
+
+        It commits to the update sent (its SHA-256; "" when none was), so the ledger entry the
+        coordinator chains is bound to what actually left the site.
+        """
+        from fedseal.ledger_codec import sign_statement, update_digest
+
+        fields = {
+            **report.as_fields(),
+            "site": self.config.site.name,
+            "flower_run_id": str(run_id),
+            "round_number": round_number,
+            "update_digest": update_digest(upload) if upload else "",
+        }
+        return {
+            Key.PRIVACY: json.dumps(fields),
+            Key.PRIVACY_SIGNATURE: sign_statement(self.secure.keys.identity, fields),
+        }
 
     def _catch_up(
         self,

@@ -29,7 +29,7 @@ from fedseal.coordinator.protocols import (
     ContributionStatus,
     RoundRequest,
 )
-from fedseal.coordinator.registry import RecordConflict, Registry
+from fedseal.coordinator.registry import Registry, RegistryError, RegistryUnavailable
 from fedseal.coordinator.run_settings import RunSettings
 from fedseal.coordinator.site_directory import SiteDirectory
 from fedseal.update_codec import payload_digest
@@ -214,6 +214,7 @@ def _record_contributions(registry: Registry, round_id: int, result: Aggregation
             num_examples=contribution.num_examples,
             train_loss=contribution.train_loss,
             train_seconds=contribution.train_seconds,
+            update_digest=contribution.update_digest,
             error=contribution.error,
         )
 
@@ -233,7 +234,9 @@ def _record_privacy(
             registry.record_privacy(
                 run_id=run_id, round_number=number, site=site, **contribution.privacy
             )
-        except (RecordConflict, TypeError, ValueError) as exc:
+        except RegistryUnavailable:
+            raise
+        except (RegistryError, TypeError, ValueError) as exc:  # refused: bad signature, conflict
             log.error("round %d: site %s's privacy entry refused: %s", number, site, exc)
             registry.record_contribution(
                 round_id,

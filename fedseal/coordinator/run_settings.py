@@ -37,6 +37,9 @@ class RunSettings:
     wait_for_sites_s: float
     clip: float
     plan: RunPlan
+    coordinator_state: str = ""
+    """The coordinator's state folder: its ledger key (keys/ledger.key) countersigns every entry
+    of the registry's ledger chain."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -73,6 +76,7 @@ class RunSettings:
                 wait_for_sites_s=float(get("wait-for-sites")),
                 clip=float(get("clip")),
                 plan=plan,
+                coordinator_state=str(get("coordinator-state")),
             )
         except (TypeError, ValueError) as exc:
             raise RunSettingsError(f"invalid run config: {exc}") from None
@@ -94,6 +98,11 @@ class RunSettings:
             raise RunSettingsError("round-timeout and wait-for-sites must be positive")
         if not 0 < self.clip < 1e6:
             raise RunSettingsError("clip must be positive (the largest |change| per coordinate)")
+        if not self.coordinator_state:
+            raise RunSettingsError(
+                "coordinator-state must name the coordinator's state folder (its ledger key "
+                "signs the ledger)"
+            )
 
     def public_summary(self) -> dict[str, Any]:
         """What the registry keeps about the run (no database URL: it may hold a password)."""
@@ -123,6 +132,7 @@ def default_run_config(
     """A complete run config with fedseal's defaults; keys use Flower's dashed style."""
     config: dict[str, Any] = {
         "database": database_url,
+        "coordinator-state": "",
         "scenario": scenario,
         "mode": DEFAULT_MODE,
         "clip": 0.5,

@@ -7,10 +7,12 @@ the first message goes out and `completed` or `failed` at the end, with every ro
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedseal.coordinator.ledger_key import load_ledger_key
 from fedseal.coordinator.protocols import RunContext, protocol_for_mode
 from fedseal.coordinator.registry import Registry, open_registry
 from fedseal.coordinator.round_loop import RunState, run_round
@@ -28,7 +30,8 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = RunSettings.from_run_config(context.run_config)
-    registry = open_registry(settings.database_url)
+    ledger_key = load_ledger_key(Path(settings.coordinator_state))
+    registry = open_registry(settings.database_url, ledger_key=ledger_key)
     drive_run(grid, settings, registry)
 
 

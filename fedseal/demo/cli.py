@@ -246,6 +246,7 @@ def _main(argv: Sequence[str] | None) -> int:
     dp_options = _dp_options(args)
 
     from fedseal.coordinator.flower_app import SubmitError
+    from fedseal.coordinator.ledger_key import LedgerKeyError, create_ledger_key
     from fedseal.coordinator.registry import RegistryUnavailable, open_registry
     from fedseal.coordinator.registry.database import resolve_database_url
     from fedseal.coordinator.run_settings import RunSettings, default_run_config
@@ -259,8 +260,13 @@ def _main(argv: Sequence[str] | None) -> int:
     except OSError as exc:
         raise UserError(f"cannot create workdir {workdir}: {exc}") from None
     url = resolve_database_url(args.database, workdir / "registry.db")
+    coordinator_state = workdir / "coordinator"
     try:
-        registry = open_registry(url)
+        ledger_key, _made = create_ledger_key(coordinator_state)
+    except (LedgerKeyError, OSError) as exc:
+        raise UserError(f"coordinator ledger key: {exc}") from None
+    try:
+        registry = open_registry(url, ledger_key=ledger_key)
     except RegistryUnavailable as exc:
         raise UserError(str(exc)) from None
 
@@ -299,6 +305,7 @@ def _main(argv: Sequence[str] | None) -> int:
         max_length=get_scenario(args.scenario).max_length,
         mode=args.mode,
         clip=args.clip,
+        coordinator_state=str(coordinator_state),
     )
     plan = RunSettings.from_run_config(run_config).plan
 
@@ -353,6 +360,10 @@ def _main(argv: Sequence[str] | None) -> int:
         )
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     _say(f"summary written to {workdir / 'summary.json'}")
+    public_key = coordinator_state / "keys" / "ledger-public-key.hex"
+    _say(
+        f"check the privacy ledger: fl-audit verify --database {url} --coordinator-key {public_key}"
+    )
     return ExitCode.OK if str(run.status) == "completed" else ExitCode.FAILURE
 
 

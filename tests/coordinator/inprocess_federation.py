@@ -23,6 +23,7 @@ from fedseal.client.site_config import load_site_config
 from fedseal.client.site_keys import create_site_keys
 from fedseal.client.site_service import SiteService
 from fedseal.coordinator import server_app
+from fedseal.coordinator.ledger_key import create_ledger_key
 from fedseal.coordinator.registry import Registry, open_registry
 from fedseal.coordinator.run_settings import RunSettings, default_run_config
 from fedseal.models.data import load_site_data, scenario_site_names
@@ -133,8 +134,10 @@ def run_inprocess(
     names = scenario_site_names("hospitals", sites)
     services: dict[str, SiteService] = {}
     tmp_path.mkdir(parents=True, exist_ok=True)
+    coordinator_state = tmp_path / "coordinator"
     if registry is None:
-        registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
+        ledger_key, _ = create_ledger_key(coordinator_state)
+        registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}", ledger_key=ledger_key)
     for site in names:
         state_dir = tmp_path / "state" / site
         path = tmp_path / "sites" / f"{site}.toml"
@@ -164,6 +167,7 @@ def run_inprocess(
             steps=steps,
             round_timeout=30.0,
             wait_for_sites=5.0,
+            coordinator_state=str(coordinator_state),
         )
     )
     grid = InProcessGrid(services, run_id, tamper=tamper, offline_at=dict(offline_at or {}))

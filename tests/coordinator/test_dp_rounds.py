@@ -6,6 +6,7 @@ each site's budget lives in its accountant store on disk, the coordinator's copy
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from fedseal.client.dp.settings import Accountant, default_delta
 from fedseal.client.site_config import load_site_config
 from fedseal.client.site_service import SiteService
 from fedseal.models.data import load_site_data, scenario_site_names
+from fedseal.wire import Key
 
 SIGMA = 1.0
 BATCH = 8  # the harness's [training] batch_size
@@ -153,3 +155,40 @@ def test_train_loss_is_not_reported_under_dp(tmp_path: Path) -> None:
     (view,) = outcome.registry.rounds(outcome.run_id)
     assert {str(c.status) for c in view.contributions} == {"contributed"}
     assert all(c.train_loss is None for c in view.contributions)
+
+
+def test_ledger_entries_are_signed_and_bound_to_the_update_sent(tmp_path: Path) -> None:
+    """Each charged entry carries the site's signature and the digest of the update the
+    coordinator received, which the contribution records too; a declined entry has none."""
+    names = scenario_site_names("hospitals", 2)
+    dp = {site: {"epsilon": 50.0, "noise_multiplier": SIGMA} for site in names}
+    outcome = run_inprocess(tmp_path, mode="he+ss", sites=2, rounds=1, steps=STEPS, dp=dp)
+    (view,) = outcome.registry.rounds(outcome.run_id)
+    digests = {c.site: c.update_digest for c in view.contributions}
+    for entry in outcome.registry.privacy_ledger(run_id=outcome.run_id):
+        assert entry.site_signature and entry.entry_hash and entry.coordinator_signature
+        assert len(entry.update_digest) == 64 and entry.update_digest == digests[entry.site]
+
+
+def test_a_statement_altered_in_transit_is_refused(tmp_path: Path) -> None:
+    """A relayed statement whose ε was lowered no longer verifies: no ledger entry is
+    written from it and the site's contribution is marked failed."""
+    names = scenario_site_names("hospitals", 2)
+    dp = {site: {"epsilon": 50.0, "noise_multiplier": SIGMA} for site in names}
+    victim = names[0]
+
+    def lower_epsilon(site: str, kind: str, result: dict) -> dict | None:
+        if site != victim or kind != "train" or Key.PRIVACY not in result:
+            return None
+        statement = json.loads(result[Key.PRIVACY])
+        statement["epsilon_cumulative"] /= 2
+        return {**result, Key.PRIVACY: json.dumps(statement)}
+
+    outcome = run_inprocess(
+        tmp_path, mode="plain", sites=2, rounds=1, steps=STEPS, dp=dp, tamper=lower_epsilon
+    )
+    assert {e.site for e in outcome.registry.privacy_ledger(run_id=outcome.run_id)} == {names[1]}
+    (view,) = outcome.registry.rounds(outcome.run_id)
+    by_site = {c.site: c for c in view.contributions}
+    assert str(by_site[victim].status) == "failed"
+    assert "privacy entry refused" in by_site[victim].error

@@ -8,6 +8,7 @@ from fedseal.coordinator.run_settings import RunSettings, RunSettingsError, defa
 
 
 def config(**overrides):
+    overrides.setdefault("coordinator_state", "/var/lib/fedseal/coordinator")
     return default_run_config(
         database_url="sqlite:///x.db", scenario="hospitals", labels=["a", "b"], **overrides
     )
@@ -23,6 +24,7 @@ def test_defaults_are_valid_and_summary_hides_the_database() -> None:
     ("overrides", "message"),
     [
         ({"mode": "he-lite"}, "not available"),
+        ({"coordinator_state": ""}, "coordinator-state"),
         ({"clip": 0.0}, "clip"),
         ({"rounds": 0}, "rounds"),
         ({"min_sites": 0}, "min-sites"),

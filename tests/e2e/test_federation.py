@@ -18,6 +18,7 @@ import pytest
 from fedseal.client.dp.accountant_store import AccountantStore
 from fedseal.client.site_config import load_site_config
 from fedseal.client.site_data import load_site_records
+from fedseal.coordinator.ledger_key import create_ledger_key
 from fedseal.coordinator.registry import open_registry
 from fedseal.coordinator.run_settings import default_run_config
 from fedseal.demo.federation import LocalFederation
@@ -102,7 +103,8 @@ def test_killed_site_is_recorded_as_dropped(tmp_path: Path) -> None:
     """A site killed mid-run (he+ss, k = 2 of 3, DP on): the round completes without it,
     recorded; the killed site's privacy spend survives the kill and a restart."""
     sites = scenario_site_names("hospitals", 3)
-    registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    ledger_key, _ = create_ledger_key(tmp_path / "coordinator")
+    registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}", ledger_key=ledger_key)
     federation = LocalFederation(
         workdir=tmp_path,
         scenario="hospitals",
@@ -122,6 +124,7 @@ def test_killed_site_is_recorded_as_dropped(tmp_path: Path) -> None:
         min_sites=3,
         steps=3,
         round_timeout=60.0,
+        coordinator_state=str(tmp_path / "coordinator"),
     )
     victim = sites[-1]
     federation.enroll_sites()

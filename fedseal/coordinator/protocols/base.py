@@ -23,6 +23,7 @@ __all__ = [
     "SiteContribution",
     "declined_contribution",
     "privacy_report",
+    "received_update_digest",
 ]
 
 PRIVACY_FIELDS = (
@@ -36,8 +37,10 @@ PRIVACY_FIELDS = (
     "epsilon_round",
     "epsilon_cumulative",
     "budget",
+    "update_digest",
 )
-"""The fields of a site's privacy report: the keyword arguments of `Registry.record_privacy`."""
+"""What a site's signed statement gives the registry besides who, which run and which round (the
+registry fills those in from what it knows, so a statement about another round cannot verify)."""
 
 
 @dataclass(frozen=True)
@@ -81,31 +84,50 @@ class SiteContribution:
     train_seconds: float | None = None
     start_digest: str | None = None
     error: str | None = None
-    privacy: Mapping[str, Any] | None = None  # the site's ledger entry for the round, if DP
+    privacy: Mapping[str, Any] | None = None  # the site's signed ledger statement, under DP
+    update_digest: str | None = None  # SHA-256 of the update bytes the site sent
 
 
 def privacy_report(result: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The privacy report a train reply carries (None without DP), or a ValueError.
+    """The signed privacy statement a train reply carries (None without DP), or a ValueError.
 
-    Only the shape is checked here (known fields, JSON scalars); the registry validates ranges
-    when it records the entry.
+    Returns the keyword arguments of `Registry.record_privacy` beyond run, round and site:
+    `PRIVACY_FIELDS` and `site_signature`. Only the shape is checked here; the registry checks
+    the signature and the ranges when it records the entry.
     """
+    from fedseal.ledger_codec import STATEMENT_FIELDS
     from fedseal.wire import Key
 
     if Key.PRIVACY not in result:
         return None
     try:
-        report = json.loads(str(result[Key.PRIVACY]))
+        statement = json.loads(str(result[Key.PRIVACY]))
     except ValueError:
-        raise ValueError("privacy report is not JSON") from None
-    if not isinstance(report, dict) or set(report) != set(PRIVACY_FIELDS):
-        raise ValueError(f"privacy report must have exactly the fields {', '.join(PRIVACY_FIELDS)}")
-    for key, value in report.items():
+        raise ValueError("privacy statement is not JSON") from None
+    if not isinstance(statement, dict) or set(statement) != set(STATEMENT_FIELDS):
+        raise ValueError(f"privacy statement must have exactly the fields {STATEMENT_FIELDS}")
+    for key, value in statement.items():
         if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise ValueError(f"privacy report field {key} has an unusable value")
+            raise ValueError(f"privacy statement field {key} has an unusable value")
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"privacy report field {key} is not finite")
+            raise ValueError(f"privacy statement field {key} is not finite")
+    signature = result.get(Key.PRIVACY_SIGNATURE)
+    if not isinstance(signature, bytes | bytearray) or not signature:
+        raise ValueError("privacy statement is not signed")
+    report = {key: statement[key] for key in PRIVACY_FIELDS}
+    report["site_signature"] = bytes(signature)
     return report
+
+
+def received_update_digest(payload: bytes, privacy: Mapping[str, Any] | None) -> str:
+    """SHA-256 of an update as received; a ValueError when the site's signed privacy statement
+    commits to different bytes (its ledger entry must be about the update it really sent)."""
+    from fedseal.ledger_codec import update_digest
+
+    digest = update_digest(payload)
+    if privacy is not None and privacy["update_digest"] != digest:
+        raise ValueError("the signed privacy statement is about another update")
+    return digest
 
 
 def declined_contribution(site: str, result: Mapping[str, Any]) -> SiteContribution:

@@ -21,6 +21,7 @@ from fedseal.coordinator.protocols.base import (
     SiteContribution,
     declined_contribution,
     privacy_report,
+    received_update_digest,
 )
 from fedseal.update_codec import InvalidPayload, decode_update, encode_aggregate
 from fedseal.wire import Key, MessageType
@@ -93,6 +94,7 @@ class PlainFedAvg(AggregationProtocol):
                 if weight <= 0:
                     raise InvalidPayload("non-positive number of examples")
                 payload = bytes(result[Key.UPDATE])
+                digest = received_update_digest(payload, privacy)
                 if size is None:
                     size = len(payload) // 4
                 update = decode_update(payload, size)
@@ -114,6 +116,7 @@ class PlainFedAvg(AggregationProtocol):
                 train_seconds=reply.metrics.get(Key.TRAIN_SECONDS),
                 start_digest=start_digest,
                 privacy=privacy,
+                update_digest=digest,
             )
         contributed = sum(
             c.status is ContributionStatus.CONTRIBUTED for c in contributions.values()

@@ -32,6 +32,7 @@ from fedseal.coordinator.protocols.base import (
     SiteContribution,
     declined_contribution,
     privacy_report,
+    received_update_digest,
 )
 from fedseal.secure_agg import recipe
 from fedseal.secure_agg.errors import InsufficientSurvivors, SecureAggError
@@ -239,11 +240,13 @@ class SecureAggregation(AggregationProtocol):
                 privacy = privacy_report(reply.result)  # kept even if the upload is refused
                 if str(reply.result.get(Key.START_DIGEST)) != start_digest:
                     raise ValueError("trained from a different global adapter")
-                total.add(Signed.from_bytes(bytes(reply.result[Key.UPDATE])))
+                upload = bytes(reply.result[Key.UPDATE])
+                digest = received_update_digest(upload, privacy)
+                total.add(Signed.from_bytes(upload))
             except (SecureAggError, KeyError, TypeError, ValueError) as exc:
                 tracker.fail(site, f"upload refused: {exc}", privacy=privacy)
                 continue
-            tracker.uploaded(site, reply, start_digest, privacy)
+            tracker.uploaded(site, reply, start_digest, privacy, digest)
 
         if info.mode is Mode.HE_SS:
             survivors = list(total.contributors)
@@ -365,7 +368,12 @@ class _Tracker:
         return counts.most_common(1)[0][0] if counts else None
 
     def uploaded(
-        self, site: str, reply, start_digest: str | None, privacy: Mapping[str, Any] | None
+        self,
+        site: str,
+        reply,
+        start_digest: str | None,
+        privacy: Mapping[str, Any] | None,
+        update_digest: str,
     ) -> None:
         self.status[site] = SiteContribution(
             site,
@@ -375,6 +383,7 @@ class _Tracker:
             train_seconds=reply.metrics.get(Key.TRAIN_SECONDS),
             start_digest=start_digest,
             privacy=privacy,
+            update_digest=update_digest,
         )
 
     def result(
@@ -397,10 +406,7 @@ class _Tracker:
                     entry, status=ContributionStatus.FAILED, start_digest=None, error=error
                 )
             elif site not in contributors:
-                self.status[site] = SiteContribution(
-                    site,
-                    ContributionStatus.FAILED,
-                    error="upload not in the aggregate",
-                    privacy=entry.privacy,
+                self.status[site] = dataclasses.replace(
+                    entry, status=ContributionStatus.FAILED, error="upload not in the aggregate"
                 )
         return AggregationResult(payload, dict(self.status), start_digest or self.digest, error)
