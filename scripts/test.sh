@@ -23,6 +23,19 @@ ensure_postgres() {
   return 1
 }
 
+# fl-audit's browser tests load its report in headless Chromium (Debian's package); they fail,
+# never skip, without it.
+ensure_chromium() {
+  if [ -x /usr/bin/chromium ]; then return 0; fi
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "fedseal tests: installing Chromium from Debian's packages ..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  [ -x /usr/bin/chromium ]
+}
+
+ensure_chromium || echo "fedseal tests: /usr/bin/chromium is missing: the fl-audit browser tests will fail" >&2
+
 if [ -z "${FEDSEAL_TEST_DATABASE_URL:-}" ]; then
   if ensure_postgres; then
     export FEDSEAL_TEST_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/postgres"

@@ -1,0 +1,24 @@
+"""Auditing the registry's tamper-evident privacy ledger: `fl-audit verify`, `report`, `serve`.
+
+One module per job: `snapshot` reads the registry read-only as plain rows; `entries` lines them
+up as chain entries; `chain_check`, `site_check`, `epsilon_check` and `contribution_check` are
+the six checks of docs/ledger-format.md, which `verify` runs into a `VerifyResult` of
+`findings`; `report_data` turns that into the report's data, `render` and `chart` into HTML,
+JSON or CSV, `serve` into a read-only web page; `screenshot` drives headless Chromium over a
+report; `cli` is `fl-audit`. See docs/audit.md.
+"""
+
+from __future__ import annotations
+
+from .findings import Check, EntryEpsilon, Finding, KeySource, VerifyResult
+from .verify import verify, verify_database
+
+__all__ = [
+    "Check",
+    "EntryEpsilon",
+    "Finding",
+    "KeySource",
+    "VerifyResult",
+    "verify",
+    "verify_database",
+]

@@ -1,0 +1,111 @@
+"""What an audit found: one `Finding` per broken rule, and the `VerifyResult` that holds them.
+
+Plain frozen values with no database or rendering code, so `verify`, the report renderers, the web
+page and the tests all read the same structure. A finding always names the entry as
+`table#id` (`privacy_ledger#17`, `events#3`, `ledger_chain#9`, `contributions#4`, `sites#2`),
+the field, and what was expected against what was found, so a person can go to the row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+
+__all__ = [
+    "Check",
+    "EntryEpsilon",
+    "Finding",
+    "KeySource",
+    "VerifyResult",
+]
+
+
+class Check(IntEnum):
+    """The six checks of docs/ledger-format.md, numbered as there."""
+
+    CHAIN = 1
+    SITE_SIGNATURES = 2
+    EPSILON = 3
+    BUDGET = 4
+    CONTRIBUTIONS = 5
+    SITE_KEYS = 6
+
+    @property
+    def title(self) -> str:
+        return _CHECK_TITLES[self]
+
+
+_CHECK_TITLES = {
+    Check.CHAIN: "chain: complete, every hash recomputes, every countersignature verifies",
+    Check.SITE_SIGNATURES: "site signatures: every statement signed by the key valid at its entry",
+    Check.EPSILON: "epsilon: every figure recomputes from its mechanism",
+    Check.BUDGET: "budget: no cumulative epsilon above its budget",
+    Check.CONTRIBUTIONS: "contributions: every contributed update has its charged entry",
+    Check.SITE_KEYS: "site keys: the sites table matches the enrolments in the chain",
+}
+
+
+class KeySource(StrEnum):
+    """Where the coordinator key that countersignatures were checked against came from."""
+
+    PINNED = "pinned"  # --coordinator-key: obtained out of band, the only trustworthy source
+    CHAIN = "chain"  # the chain_started entry: proves consistency, not who wrote the chain
+    NONE = "none"  # no usable key: no countersignature could be checked
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One broken rule, about one field of one entry."""
+
+    check: Check
+    entry: str
+    field: str
+    expected: str
+    found: str
+
+    def line(self) -> str:
+        """The finding as the one line `fl-audit verify` prints."""
+        return f"{self.entry} {self.field}: expected {self.expected}, found {self.found}"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryEpsilon:
+    """ε of one privacy entry as recomputed from the mechanisms in the chain (None: could not)."""
+
+    epsilon_round: float | None
+    epsilon_cumulative: float | None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Everything `verify` established about one registry.
+
+    `counts` is the number of rows checked per table; `head` the last index row's seq and
+    entry hash (what an auditor notes down to detect a later truncation); `recomputed` maps a
+    privacy entry's id to its recomputed ε figures.
+    """
+
+    findings: tuple[Finding, ...]
+    counts: Mapping[str, int]
+    sites: tuple[str, ...]
+    runs: int
+    key_fingerprint: str | None
+    key_source: KeySource
+    head: tuple[int, str] | None = None
+    recomputed: Mapping[int, EntryEpsilon] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when every check holds."""
+        return not self.findings
+
+    def failing_entries(self) -> frozenset[str]:
+        """The `table#id` names that at least one finding is about."""
+        return frozenset(finding.entry for finding in self.findings)
+
+    def findings_for(self, entry: str) -> tuple[Finding, ...]:
+        return tuple(finding for finding in self.findings if finding.entry == entry)
+
+    def failed_checks(self) -> frozenset[Check]:
+        return frozenset(finding.check for finding in self.findings)
