@@ -645,3 +645,70 @@ def test_a_pinned_key_that_did_not_sign_the_chain_fails_every_entry(ledger: Ledg
     assert ("events#1", "details") in {(f.entry, f.field) for f in result.findings}
     signatures = [f for f in result.findings if f.field == "coordinator_signature"]
     assert len(signatures) == result.counts["ledger_chain"]
+
+
+def test_a_legacy_entry_is_reported_not_accepted(ledger: Ledger) -> None:
+    """Rows from before migration 0003 (ids <= 0, unsigned) are flagged, one finding each."""
+    snapshot, _ = verify_database(ledger.url)
+    spare = next(site for site in snapshot.sites if site.name == SPARE_SITE)
+    template = snapshot.privacy[0]
+    legacy = dataclasses.replace(
+        template,
+        id=-1,
+        site_id=spare.id,
+        site=SPARE_SITE,
+        status="declined",
+        epsilon_round=0.0,
+        epsilon_cumulative=0.0,
+        update_digest="",
+        site_signature=None,
+        prev_hash=None,
+        entry_hash=None,
+        coordinator_signature=None,
+    )
+    result = verify(dataclasses.replace(snapshot, privacy=(legacy, *snapshot.privacy)))
+    (finding,) = result.findings
+    assert (finding.entry, finding.field) == ("privacy_ledger#-1", "entry_hash")
+    assert "legacy" in finding.found
+
+
+def test_a_rewritten_chain_passes_only_until_the_key_is_pinned(ledger: Ledger) -> None:
+    """Whoever can write the database can re-hash and re-sign every entry with a key of their
+    own, naming it in chain_started: consistent, so it verifies unpinned; the pinned key
+    exposes it. This is why docs/audit.md asks auditors to pin the coordinator key."""
+    snapshot, _ = verify_database(ledger.url)
+    forger = Ed25519PrivateKey.generate()
+    forger_public = forger.public_key().public_bytes_raw()
+    events = {row.id: row for row in snapshot.events}
+    privacy = {row.id: row for row in snapshot.privacy}
+    events[1] = dataclasses.replace(
+        events[1],
+        details=ledger_codec.canonical_json({"coordinator_key": forger_public.hex()}).decode(),
+    )
+    chain, prev = [], ledger_codec.GENESIS_HASH
+    for link in snapshot.chain:
+        rows = events if link.table_name == "events" else privacy
+        row = rows[link.seq]
+        mapping = {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}
+        digest = ledger_codec.entry_hash(
+            link.table_name, link.seq, prev, entry_content(link.table_name, mapping)
+        )
+        rows[link.seq] = dataclasses.replace(
+            row,
+            prev_hash=prev,
+            entry_hash=digest,
+            coordinator_signature=ledger_codec.countersign(forger, digest),
+        )
+        chain.append(dataclasses.replace(link, prev_hash=prev, entry_hash=digest))
+        prev = digest
+    rewritten = dataclasses.replace(
+        snapshot,
+        chain=tuple(chain),
+        events=tuple(events[key] for key in sorted(events)),
+        privacy=tuple(privacy[key] for key in sorted(privacy)),
+    )
+    unpinned = verify(rewritten)
+    assert unpinned.ok and unpinned.key_source is KeySource.CHAIN
+    pinned = verify(rewritten, ledger.coordinator_public)
+    assert not pinned.ok
+    assert ("events#1", "details") in {(f.entry, f.field) for f in pinned.findings}
