@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fedseal.audit.screenshot import capture, dump_dom
 from fedseal.client.dp.accountant_store import AccountantStore
 from fedseal.client.site_config import load_site_config
 from fedseal.client.site_data import load_site_records
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.e2e
 
 FL_DEMO = str(Path(sys.executable).with_name("fl-demo"))
 FL_CLIENT = str(Path(sys.executable).with_name("fl-client"))
+FL_AUDIT = str(Path(sys.executable).with_name("fl-audit"))
 
 
 def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
@@ -90,6 +93,8 @@ def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
         assert 0 < entry.epsilon_round <= entry.epsilon_cumulative <= entry.budget
         assert entry.delta <= 1e-5 and entry.accountant == "rdp"
 
+    _audit_the_demo_run(workdir, sites)
+
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["status"] == "completed" and len(summary["rounds"]) == 2
     # every process fl-demo started is gone
@@ -97,6 +102,38 @@ def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
         ["pgrep", "-f", str(workdir)], capture_output=True, text=True, check=False
     )
     assert leftover.stdout.strip() == ""
+
+
+def _audit_the_demo_run(workdir: Path, sites: list[str]) -> None:
+    """The demo's ledger verifies clean with the pinned coordinator key, and its HTML report,
+    opened in headless Chromium, shows every site's ε curve. The screenshot is kept in the
+    test's folder, and in docs/images/ when FEDSEAL_DOCS_SCREENSHOT=1."""
+    database = f"sqlite:///{workdir / 'registry.db'}"
+    pinned = workdir / "coordinator" / "keys" / "ledger-public-key.hex"
+    audit = [FL_AUDIT, "--database", database, "--coordinator-key", str(pinned)]
+    verify = subprocess.run(
+        [FL_AUDIT, "verify", *audit[1:]], capture_output=True, text=True, timeout=300
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "FAIL" not in verify.stdout and "pinned" in verify.stdout
+    report = workdir / "audit-report.html"
+    done = subprocess.run(
+        [FL_AUDIT, "report", *audit[1:], "--format", "html", "--out", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = dump_dom(report)
+    assert all(site in shown for site in sites)
+    assert "data:image/png;base64," in shown  # the ε-over-rounds chart is embedded
+    screenshot = workdir / "audit-report.png"
+    capture(report, screenshot)
+    assert screenshot.stat().st_size > 10_000
+    if os.environ.get("FEDSEAL_DOCS_SCREENSHOT") == "1":
+        target = Path(__file__).resolve().parents[2] / "docs" / "images" / "audit-report.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(screenshot, target)
 
 
 def test_killed_site_is_recorded_as_dropped(tmp_path: Path) -> None:
