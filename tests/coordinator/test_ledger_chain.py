@@ -562,9 +562,15 @@ def test_a_writer_that_loses_the_race_retries_on_the_new_head(
     ledger_key: Ed25519PrivateKey,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Deterministically: another coordinator appends between this one's head read and insert."""
+    """Deterministically: another coordinator appends between this one's head read and insert.
+
+    On PostgreSQL the other append commits and this one retries on the new head. On SQLite a
+    writer holds the write lock from BEGIN, so the other append cannot get in at all: it waits,
+    and (with a short busy timeout here) gives up without writing.
+    """
     if engine.dialect.name == "sqlite":
-        pytest.skip("SQLite writers take the write lock at BEGIN: there is no race to lose")
+        _sqlite_has_no_race_to_lose(open_keyed, engine, ledger_key, monkeypatch)
+        return
     first, second = open_keyed(), open_keyed()
     first.record_budget_change("a", 1.0)
     real_read_head = chain.read_head
@@ -585,6 +591,43 @@ def test_a_writer_that_loses_the_race_retries_on_the_new_head(
         (None, None),
         ("a", 1.0),
         ("b", 2.0),
+        ("a", 3.0),
+    ]
+
+
+def _sqlite_has_no_race_to_lose(
+    open_keyed: Callable[..., Registry],
+    engine: Engine,
+    ledger_key: Ed25519PrivateKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = open_keyed()
+    first.record_budget_change("a", 1.0)
+    impatient = open_registry(
+        f"{engine.url.render_as_string(hide_password=False)}?timeout=0.2", ledger_key=ledger_key
+    )
+    real_read_head = chain.read_head
+    refused: list[Exception] = []
+
+    def read_head_while_another_tries(session: Any) -> tuple[int, str] | None:
+        head = real_read_head(session)
+        if not refused:
+            with pytest.raises(Exception, match="locked") as caught:
+                impatient.record_budget_change("b", 2.0)
+            refused.append(caught.value)
+        return head
+
+    monkeypatch.setattr(chain, "read_head", read_head_while_another_tries)
+    try:
+        first.record_budget_change("a", 3.0)
+    finally:
+        monkeypatch.undo()
+        impatient.close()
+    assert refused
+    assert len(_verify_chain(engine, _public(ledger_key))) == 3
+    assert [(e.site, e.details.get("budget")) for e in first.events()] == [
+        (None, None),
+        ("a", 1.0),
         ("a", 3.0),
     ]
 

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from flwr.serverapp import Grid
 
 from fedseal.coordinator.registry.statuses import ContributionStatus
+from fedseal.ledger_codec import STATEMENT_FIELDS
 from fedseal.run_plan import RunPlan
 
 __all__ = [
@@ -26,18 +27,8 @@ __all__ = [
     "received_update_digest",
 ]
 
-PRIVACY_FIELDS = (
-    "status",
-    "noise_multiplier",
-    "sample_rate",
-    "steps",
-    "max_grad_norm",
-    "delta",
-    "accountant",
-    "epsilon_round",
-    "epsilon_cumulative",
-    "budget",
-    "update_digest",
+PRIVACY_FIELDS = tuple(
+    name for name in STATEMENT_FIELDS if name not in ("site", "flower_run_id", "round_number")
 )
 """What a site's signed statement gives the registry besides who, which run and which round (the
 registry fills those in from what it knows, so a statement about another round cannot verify)."""
@@ -95,7 +86,6 @@ def privacy_report(result: Mapping[str, Any]) -> dict[str, Any] | None:
     `PRIVACY_FIELDS` and `site_signature`. Only the shape is checked here; the registry checks
     the signature and the ranges when it records the entry.
     """
-    from fedseal.ledger_codec import STATEMENT_FIELDS
     from fedseal.wire import Key
 
     if Key.PRIVACY not in result:
