@@ -1,0 +1,484 @@
+"""`fl-coordinator`: the operator's command line.
+
+- `init-pki`: the federation's CA and the SuperLink's TLS certificate, and the coordinator's
+  ledger key in the state folder.
+- `site-auth-key`: an ECDSA P-384 OpenSSH key pair for a site's SuperNode authentication.
+- `enroll` / `revoke`: a site's fedseal keys in the registry (a chained ledger event), and
+  optionally its SuperNode key with Flower's node authentication (`flwr supernode register`).
+- `status`: runs, rounds and each site's ε spent against its budget (reads only; no ledger key).
+
+Every mistake a person can fix ends in one line on stderr and exit code 2; a `flwr` command that
+fails after the registry was written ends with exit code 4 and says what was already done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fedseal.cli_support import ExitCode, UserError, run_cli
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+__all__ = ["STATE_ENV", "build_parser", "main"]
+
+PROG = "fl-coordinator"
+STATE_ENV = "FEDSEAL_COORDINATOR_STATE"
+DEFAULT_STATE = Path("coordinator-state")
+REGISTRY_FILE = "registry.db"
+FLWR_HOME_ENV = "FLWR_HOME"
+
+_EPILOG = (
+    "Exit codes: 0 done, 2 usage error (bad argument, missing or malformed file, unknown site, "
+    "unreachable database), 4 a `flwr` command failed (what was done before it stays done), "
+    "130 interrupted."
+)
+
+
+def _common(parser: argparse.ArgumentParser, *, database: bool = True) -> None:
+    if database:
+        parser.add_argument(
+            "--database",
+            metavar="URL",
+            help="registry database URL (default: $FEDSEAL_DATABASE_URL, else the SQLite file "
+            f"STATE/{REGISTRY_FILE})",
+        )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        metavar="DIR",
+        help=f"the coordinator's state folder, holding keys/ledger.key (default: ${STATE_ENV}, "
+        f"else ./{DEFAULT_STATE})",
+    )
+
+
+def _flower_options(parser: argparse.ArgumentParser, what: str) -> None:
+    from .flower_app import CONNECTION_NAME
+
+    parser.add_argument(
+        "--connection",
+        default=CONNECTION_NAME,
+        metavar="NAME",
+        help=f"the SuperLink connection in FLWR_HOME/config.toml used to {what} "
+        f"(default: {CONNECTION_NAME})",
+    )
+    parser.add_argument(
+        "--flwr-home",
+        type=Path,
+        metavar="DIR",
+        help=f"the FLWR_HOME folder whose config.toml defines the connection (default: "
+        f"${FLWR_HOME_ENV})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .pki import DEFAULT_SERVER_NAMES
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Operate a fedseal federation: make its PKI, enrol and revoke sites, and "
+        "see its runs and each site's privacy spend.",
+        epilog=_EPILOG,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pki = commands.add_parser(
+        "init-pki",
+        help="make the CA, the SuperLink's TLS certificate and the coordinator's ledger key",
+        description="Make, in --out, a CA (ca.crt, ca.key) and a SuperLink server certificate "
+        "signed by it (server.pem, server.key), all ECDSA P-384; keys are written 0600. Also make "
+        "the coordinator's ledger key in STATE/keys/. Existing files are kept (and listed as "
+        "kept), never overwritten. Use them as `flower-superlink --ssl-ca-certfile ca.crt "
+        "--ssl-certfile server.pem --ssl-keyfile server.key` and `flower-supernode "
+        "--root-certificates ca.crt`.",
+        epilog=_EPILOG,
+    )
+    pki.add_argument("--out", required=True, type=Path, metavar="DIR", help="the PKI folder")
+    pki.add_argument(
+        "--superlink-host",
+        action="append",
+        metavar="NAME",
+        help="a DNS name or IP address the SuperLink is reached at; repeat for several "
+        f"(default: {', '.join(DEFAULT_SERVER_NAMES)})",
+    )
+    pki.add_argument(
+        "--days",
+        type=int,
+        default=365,
+        metavar="N",
+        help="validity of new certificates in days (default: 365)",
+    )
+    _common(pki, database=False)
+
+    auth = commands.add_parser(
+        "site-auth-key",
+        help="make a site's SuperNode authentication key pair (ECDSA P-384, OpenSSH)",
+        description="Write an ECDSA P-384 private key in OpenSSH format to PATH (0600) and its "
+        "public key to PATH.pub. The site runs `flower-supernode --auth-supernode-private-key "
+        "PATH`; the operator registers PATH.pub (`fl-coordinator enroll --auth-public-key`). "
+        "An existing matching pair is kept.",
+        epilog=_EPILOG,
+    )
+    auth.add_argument("--out", required=True, type=Path, metavar="PATH", help="private key file")
+
+    enroll = commands.add_parser(
+        "enroll",
+        help="enrol a site's public keys in the registry (and its SuperNode key with Flower)",
+        description="Record the site's identity and sealing public keys (the JSON file that "
+        "`fl-client --site=NAME enroll` writes) in the registry, as a signed, chained "
+        "site_enrolled event; enrolling the same keys again changes nothing. With "
+        "--auth-public-key, also register that key with the SuperLink's node authentication: "
+        "`flwr supernode register KEY.pub CONNECTION --name SITE`, and keep the node id in "
+        "STATE/flower-nodes.json.",
+        epilog=_EPILOG,
+    )
+    enroll.add_argument("--site", required=True, metavar="NAME", help="the site's name")
+    enroll.add_argument(
+        "--keys",
+        required=True,
+        type=Path,
+        metavar="PUBLIC_KEYS_JSON",
+        help="the site's public key file (keys/site-public-keys.json in the site's state)",
+    )
+    enroll.add_argument(
+        "--auth-public-key",
+        type=Path,
+        metavar="PATH.pub",
+        help="the site's SuperNode public key (OpenSSH, NIST EC curve) to register with Flower",
+    )
+    _flower_options(enroll, "register the SuperNode key")
+    _common(enroll)
+
+    revoke = commands.add_parser(
+        "revoke",
+        help="revoke a site in the registry (and unregister its SuperNode from Flower)",
+        description="Revoke the site for good: it is no longer sampled and its statements are "
+        "refused (a signed, chained site_revoked event). If its SuperNode was registered by "
+        "`enroll` (or --node-id is given) and a FLWR_HOME is known, it is also unregistered: "
+        "`flwr supernode unregister NODE_ID CONNECTION`.",
+        epilog=_EPILOG,
+    )
+    revoke.add_argument("--site", required=True, metavar="NAME", help="the site's name")
+    revoke.add_argument("--reason", required=True, metavar="TEXT", help="why (recorded)")
+    revoke.add_argument(
+        "--node-id",
+        type=int,
+        metavar="ID",
+        help="Flower's node id of the site's SuperNode (default: the one `enroll` recorded)",
+    )
+    _flower_options(revoke, "unregister the SuperNode")
+    _common(revoke)
+
+    status = commands.add_parser(
+        "status",
+        help="show runs, rounds and each site's ε spent against its budget",
+        description="Print every run, the rounds of one run (--run, else the latest) and each "
+        "site's status and ε spent against its budget, from the registry. Reads only; needs no "
+        "ledger key.",
+        epilog=_EPILOG,
+    )
+    status.add_argument("--run", type=int, metavar="ID", help="the registry's run id")
+    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    _common(status)
+    return parser
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", flush=True)
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    if args.state is not None:
+        return args.state
+    env = os.environ.get(STATE_ENV, "").strip()
+    return Path(env) if env else DEFAULT_STATE
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    from .registry import resolve_database_url
+
+    return resolve_database_url(args.database, _state_dir(args) / REGISTRY_FILE)
+
+
+def _open(args: argparse.Namespace, *, writing: bool) -> Registry:
+    from .ledger_key import LedgerKeyError, load_ledger_key
+    from .registry import RegistryUnavailable, open_registry
+
+    key = None
+    if writing:
+        try:
+            key = load_ledger_key(_state_dir(args))
+        except LedgerKeyError as exc:
+            raise UserError(
+                f"{exc}; run `{PROG} init-pki` (or pass the right --state) first"
+            ) from None
+    url = _database_url(args)
+    if not writing:
+        _refuse_missing_sqlite(url)
+    try:
+        return open_registry(url, ledger_key=key)
+    except RegistryUnavailable as exc:
+        raise UserError(str(exc)) from None
+
+
+def _refuse_missing_sqlite(url: str) -> None:
+    """Reading must not create an empty SQLite registry where none was meant to be."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # open_registry says what is wrong with it
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    if parsed.query.get("uri") in ("true", "1"):
+        return
+    if not Path(parsed.database).expanduser().exists():
+        raise UserError(f"no registry database at {parsed.database}")
+
+
+def _flwr_home(args: argparse.Namespace) -> Path | None:
+    if args.flwr_home is not None:
+        return args.flwr_home
+    env = os.environ.get(FLWR_HOME_ENV, "").strip()
+    return Path(env) if env else None
+
+
+def _checked_flwr_home(args: argparse.Namespace) -> Path:
+    home = _flwr_home(args)
+    if home is None:
+        raise UserError(
+            f"registering with Flower needs --flwr-home DIR (or ${FLWR_HOME_ENV}) naming the "
+            "folder whose config.toml defines the SuperLink connection"
+        )
+    if not (home / "config.toml").is_file():
+        raise UserError(f"{home / 'config.toml'} does not exist: no Flower connections there")
+    return home
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def _init_pki(args: argparse.Namespace) -> int:
+    from .ledger_key import LedgerKeyError, create_ledger_key, ledger_key_path
+    from .pki import DEFAULT_SERVER_NAMES, PkiError, init_pki
+
+    names = args.superlink_host or list(DEFAULT_SERVER_NAMES)
+    try:
+        result = init_pki(args.out, names, args.days)
+    except PkiError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"cannot write the PKI in {args.out}: {exc}") from None
+    for path in result.made:
+        _say(f"made {path}")
+    for path in result.kept:
+        _say(f"kept existing {path} (not overwritten)")
+    state = _state_dir(args)
+    try:
+        key, made = create_ledger_key(state)
+    except LedgerKeyError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"cannot write the ledger key in {state}: {exc}") from None
+    del key
+    verb = "made" if made else "kept existing"
+    _say(f"{verb} the coordinator's ledger key {ledger_key_path(state)}")
+    return ExitCode.OK
+
+
+def _site_auth_key(args: argparse.Namespace) -> int:
+    from .pki import PkiError, make_site_auth_key
+
+    try:
+        result = make_site_auth_key(args.out)
+    except PkiError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"cannot write {args.out}: {exc}") from None
+    for path in result.made:
+        _say(f"made {path}")
+    for path in result.kept:
+        _say(f"kept existing {path} (not overwritten)")
+    return ExitCode.OK
+
+
+def _read_site_keys(path: Path, site: str) -> bytes:
+    from fedseal.client.site_keys import SiteKeyError, SitePublicKeys
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    try:
+        keys = SitePublicKeys.from_json(text)
+    except SiteKeyError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    if keys.site != site:
+        raise UserError(f"{path} holds the keys of site {keys.site!r}, not {site!r}")
+    return keys.to_bundle()
+
+
+def _check_auth_public_key(path: Path) -> None:
+    """The checks `flwr supernode register` makes, before anything is written."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        key = serialization.load_ssh_public_key(path.read_bytes())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise UserError(f"{path} is not an OpenSSH public key: {exc}") from None
+    nist = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, nist):
+        raise UserError(
+            f"{path} is not an ECDSA NIST-curve key (make one with `{PROG} site-auth-key`)"
+        )
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from .node_auth import NodeAuthError, recorded_node, register_node, remember_node
+    from .registry import RecordConflict, RegistryError
+
+    bundle = _read_site_keys(args.keys, args.site)
+    state = _state_dir(args)
+    home, known = None, None
+    if args.auth_public_key is not None:
+        _check_auth_public_key(args.auth_public_key)
+        home = _checked_flwr_home(args)
+        try:
+            known = recorded_node(state, args.site, args.auth_public_key)
+        except NodeAuthError as exc:
+            raise UserError(str(exc)) from None
+    with _open(args, writing=True) as registry:
+        try:
+            before = len(registry.events(site=args.site))
+            registry.enroll_site(args.site, bundle)
+            changed = len(registry.events(site=args.site)) > before
+        except (RecordConflict, ValueError) as exc:
+            raise UserError(str(exc)) from None
+        except RegistryError as exc:
+            raise UserError(f"registry: {exc}") from None
+    if changed:
+        _say(f"enrolled site {args.site} in the registry (site_enrolled event recorded)")
+    else:
+        _say(f"site {args.site} is already enrolled with these keys; nothing changed")
+    if args.auth_public_key is None:
+        return ExitCode.OK
+    assert home is not None
+    try:
+        node_id = register_node(args.auth_public_key, args.connection, args.site, home)
+    except NodeAuthError as exc:
+        if known is not None and "already in use" in str(exc):
+            _say(
+                f"site {args.site}'s SuperNode key is already registered with Flower "
+                f"as node {known}"
+            )
+            return ExitCode.OK
+        raise UserError(
+            f"site {args.site} is enrolled in the registry, but its SuperNode key was not "
+            f"registered with Flower: {exc}",
+            ExitCode.CHILD_FAILED,
+        ) from None
+    remember_node(state, args.site, node_id, args.auth_public_key)
+    _say(f"registered site {args.site}'s SuperNode key with Flower as node {node_id}")
+    return ExitCode.OK
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    from .node_auth import NodeAuthError, forget_node, recorded_node, unregister_node
+    from .registry import RecordConflict, RecordNotFound, RegistryError
+
+    state = _state_dir(args)
+    try:
+        node_id = args.node_id if args.node_id is not None else recorded_node(state, args.site)
+    except NodeAuthError as exc:
+        raise UserError(str(exc)) from None
+    with _open(args, writing=True) as registry:
+        try:
+            registry.revoke_site(args.site, args.reason)
+        except RecordNotFound:
+            raise UserError(f"no site called {args.site} in the registry") from None
+        except RecordConflict as exc:
+            _say(f"{exc}; nothing changed in the registry")
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        except RegistryError as exc:
+            raise UserError(f"registry: {exc}") from None
+        else:
+            _say(f"revoked site {args.site} in the registry (site_revoked event recorded)")
+    if node_id is None:
+        return ExitCode.OK
+    home = _flwr_home(args)
+    if home is None:
+        _say(
+            f"Flower node {node_id} of site {args.site} is still registered; give --flwr-home "
+            f"or run `flwr supernode unregister {node_id} {args.connection}`"
+        )
+        return ExitCode.OK
+    try:
+        unregister_node(node_id, args.connection, home)
+    except NodeAuthError as exc:
+        raise UserError(
+            f"site {args.site} is revoked in the registry, but Flower node {node_id} was not "
+            f"unregistered: {exc}",
+            ExitCode.CHILD_FAILED,
+        ) from None
+    forget_node(state, args.site)
+    _say(f"unregistered Flower node {node_id} of site {args.site}")
+    return ExitCode.OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .registry import RecordNotFound, RegistryError
+    from .status_report import collect_status, render_status
+
+    with _open(args, writing=False) as registry:
+        try:
+            report = collect_status(registry, args.run)
+        except RecordNotFound as exc:
+            raise UserError(str(exc)) from None
+        except RegistryError as exc:
+            raise UserError(f"registry: {exc}") from None
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True), flush=True)
+    else:
+        print(render_status(report), flush=True)
+    return ExitCode.OK
+
+
+_COMMANDS = {
+    "init-pki": _init_pki,
+    "site-auth-key": _site_auth_key,
+    "enroll": _enroll,
+    "revoke": _revoke,
+    "status": _status,
+}
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    return _COMMANDS[args.command](args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(PROG, _main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
