@@ -21,6 +21,7 @@ class ExitCode:
     USAGE = 2
     UNREACHABLE = 3
     CHILD_FAILED = 4
+    REFUSED = 5
     INTERRUPTED = 130
 
 

@@ -12,8 +12,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedseal.cli_support import ExitCode, UserError, run_cli
+
+if TYPE_CHECKING:
+    from fedseal.client.supernode import SupernodeExit
 
 __all__ = ["main", "resolve_config_path"]
 
@@ -31,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Exit codes: 0 finished, 2 bad argument, config or data, 3 coordinator unreachable, "
-            "4 the Flower SuperNode failed, 130 interrupted."
+            "4 the Flower SuperNode failed, 5 the federation refused this site (its SuperNode "
+            "key is not enrolled, or was revoked), 130 interrupted."
         ),
     )
     parser.add_argument(
@@ -40,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("run", "enroll"),
         default="run",
         help="run (default): join the federation; enroll: make the site's identity and sealing "
-        "keys (once) and print the public keys for the operator to enrol",
+        "keys and its SuperNode authentication key (once) and print the public keys for the "
+        "operator to enrol",
     )
     parser.add_argument(
         "--site",
@@ -149,6 +155,12 @@ def _main(argv: Sequence[str] | None) -> int:
     except SiteConfigError as exc:
         raise UserError(str(exc)) from None
     _say(f"site {config.site.name}: {_describe_dp(config, dp)}")
+    auth_key = config.coordinator.auth_key
+    if auth_key is not None and not auth_key.is_file():
+        raise UserError(
+            f"coordinator.auth_key: {auth_key} does not exist; run `fl-client --site "
+            f"{config.site.name} enroll` to make it, then have the operator enrol its .pub"
+        )
     if args.check:
         _say(f"site {config.site.name}: configuration OK ({path})")
         return ExitCode.OK
@@ -160,9 +172,16 @@ def _main(argv: Sequence[str] | None) -> int:
     except CoordinatorUnreachable as exc:
         raise UserError(str(exc), ExitCode.UNREACHABLE) from None
     _say(f"site {config.site.name}: connected to coordinator at {coordinator.address}")
-    code = _serve_site(config)
-    if code not in (0, -2, -15, 130):
-        raise UserError(f"the Flower SuperNode exited with code {code}", ExitCode.CHILD_FAILED)
+    ended = _serve_site(config)
+    if ended.refusal is not None:
+        raise UserError(
+            f"site {config.site.name} was refused by the coordinator: {ended.refusal}",
+            ExitCode.REFUSED,
+        )
+    if ended.code not in (0, -2, -15, 130):
+        raise UserError(
+            f"the Flower SuperNode exited with code {ended.code}", ExitCode.CHILD_FAILED
+        )
     return ExitCode.OK
 
 
@@ -194,18 +213,33 @@ def _describe_dp(config, dp) -> str:
 
 
 def _enroll(config) -> int:
-    """Make the site's keys if needed and show the public half for the operator."""
+    """Make the site's keys if needed and show the public halves for the operator."""
     from fedseal.client.site_keys import PUBLIC_FILE, create_site_keys
+    from fedseal.node_auth_key import (
+        NODE_AUTH_KEY,
+        NodeAuthKeyError,
+        make_node_auth_key,
+        public_key_path,
+    )
 
     keys, made = create_site_keys(config.site.name, config.site.state_dir)
+    auth_key = config.coordinator.auth_key or config.site.state_dir / "keys" / NODE_AUTH_KEY
+    try:
+        auth_key.parent.mkdir(parents=True, exist_ok=True)
+        auth_made = make_node_auth_key(auth_key)
+    except (NodeAuthKeyError, OSError) as exc:
+        raise UserError(f"site {config.site.name}: SuperNode key: {exc}") from None
     public_file = config.site.state_dir / "keys" / PUBLIC_FILE
-    verb = "made new" if made else "already has"
-    _say(f"site {config.site.name} {verb} keys; give {public_file} to the operator to enrol:")
+    verb = "made new" if made or auth_made else "already has"
+    _say(
+        f"site {config.site.name} {verb} keys; give {public_file} and "
+        f"{public_key_path(auth_key)} to the operator to enrol:"
+    )
     print(keys.public().to_json(), flush=True)
     return ExitCode.OK
 
 
-def _serve_site(config) -> int:
+def _serve_site(config) -> SupernodeExit:
     """Run the site's worker (data and model loaded once) beside its Flower SuperNode."""
     import logging
 

@@ -58,6 +58,8 @@ class CoordinatorSettings:
     insecure: bool = True
     root_certificates: Path | None = None
     connect_timeout_s: float = 60.0
+    auth_key: Path | None = None
+    """The SuperNode's authentication key (OpenSSH, P-384), for a SuperLink with node auth."""
 
     @property
     def host(self) -> str:
@@ -148,7 +150,7 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
     site = SiteSettings(name=name, state_dir=state_dir, device=device)
 
     coord_raw = reader.section("coordinator", required=True)
-    coord_raw.only("address", "insecure", "root_certificates", "connect_timeout_s")
+    coord_raw.only("address", "insecure", "root_certificates", "connect_timeout_s", "auth_key")
     address = coord_raw.string("address", required=True)
     match = _ADDRESS_PATTERN.match(address)
     if not match or not 0 < int(match.group(2)) < 65536:
@@ -163,11 +165,17 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
     timeout = coord_raw.number("connect_timeout_s", default=60.0)
     if not 0 < timeout <= 86_400:
         reader.fail("coordinator.connect_timeout_s", "must be between 0 and 86400 seconds")
+    auth = coord_raw.string("auth_key", default="")
+    auth_key = _resolve(base_dir, auth) if auth else None
+    if auth_key is not None and insecure:
+        # Flower refuses node authentication without TLS: say so before anything starts.
+        reader.fail("coordinator.auth_key", "needs TLS: set insecure = false and root_certificates")
     coordinator = CoordinatorSettings(
         address=address,
         insecure=insecure,
         root_certificates=root_certificates,
         connect_timeout_s=float(timeout),
+        auth_key=auth_key,
     )
 
     data = _parse_data(reader, base_dir)

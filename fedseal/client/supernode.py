@@ -13,14 +13,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from fedseal.client.site_config import SiteConfig
 
 __all__ = [
     "CoordinatorUnreachable",
+    "SupernodeExit",
     "free_local_port",
     "run_supernode",
     "supernode_command",
@@ -100,6 +104,8 @@ def supernode_command(config: SiteConfig, runtime_port: int) -> list[str]:
     else:
         assert config.coordinator.root_certificates is not None
         command += ["--root-certificates", str(config.coordinator.root_certificates)]
+    if config.coordinator.auth_key is not None:
+        command += ["--auth-supernode-private-key", str(config.coordinator.auth_key)]
     return command
 
 
@@ -123,10 +129,74 @@ def supernode_environment(config: SiteConfig) -> dict[str, str]:
     return env
 
 
-def run_supernode(config: SiteConfig) -> int:
+@dataclass
+class SupernodeExit:
+    """How the SuperNode ended, and whether the SuperLink refused to let this site in."""
+
+    code: int
+    refusal: str | None = None
+    """Why the SuperLink refused the site (node authentication), or None."""
+
+
+# Flower's API error codes that mean "this SuperNode is not let in" (flwr 1.41, HTTP 412):
+# FLEET_NODE_ACTIVATION_FAILED (its key is not registered: never enrolled, or revoked) and the
+# SuperLink's node authentication being on while the site presents no key.
+_REFUSALS = {
+    "[code: 2004]": "its SuperNode key is not registered with the federation (not enrolled yet, "
+    "or revoked); ask the operator to enrol keys/node-auth.pub (docs/operations.md)",
+    "[code: 2001]": "the federation requires SuperNode authentication; set [coordinator] "
+    "auth_key to the key `fl-client enroll` made and have the operator enrol its .pub",
+}
+_FATAL_BANNER = "Exit Code:"
+
+
+class _OutputRelay:
+    """Copies the SuperNode's output to stderr, holding back Flower's fatal-exit banner.
+
+    The banner is several lines meant for Flower developers; when it only says the site was
+    refused, fl-client replaces it with one line of its own. Any other banner is passed on.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.held: list[str] = []
+        self._stream = stream
+        self._thread = threading.Thread(target=self._pump, name="supernode-output", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        for line in self._stream:
+            if self.held or _FATAL_BANNER in line:
+                self.held.append(line)
+            else:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+
+    def finish(self) -> str | None:
+        """Wait for the output to end; return the refusal reason, or pass the banner on."""
+        self._thread.join(timeout=10)
+        banner = "".join(self.held)
+        for marker, reason in _REFUSALS.items():
+            if marker in banner:
+                return reason
+        sys.stderr.write(banner)
+        sys.stderr.flush()
+        return None
+
+
+def run_supernode(config: SiteConfig) -> SupernodeExit:
     """Run the SuperNode in the foreground until it exits; Ctrl-C and SIGTERM stop it cleanly."""
     command = supernode_command(config, free_local_port())
-    process = subprocess.Popen(command, env=supernode_environment(config))
+    process = subprocess.Popen(
+        command,
+        env=supernode_environment(config),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    )
+    assert process.stdout is not None
+    relay = _OutputRelay(process.stdout)
 
     def _forward(signum: int, _frame: object) -> None:
         if process.poll() is None:
@@ -136,7 +206,8 @@ def run_supernode(config: SiteConfig) -> int:
     try:
         while True:
             try:
-                return process.wait()
+                code = process.wait()
+                return SupernodeExit(code, relay.finish())
             except KeyboardInterrupt:
                 continue
     finally:

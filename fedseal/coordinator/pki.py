@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedseal.node_auth_key import NodeAuthKeyError, make_node_auth_key, public_key_path
+
 __all__ = [
     "CA_CERT",
     "CA_KEY",
@@ -267,42 +269,9 @@ def make_site_auth_key(path: Path) -> PkiResult:
     matching P-384 pair they are kept; half a pair, or something else, is an error.
     """
     path = Path(path)
-    public_path = path.with_name(path.name + ".pub")
-    present = [p for p in (path, public_path) if p.exists()]
-    if len(present) == 2:
-        _check_ssh_pair(path, public_path)
-        return PkiResult(kept=[path, public_path])
-    if present:
-        raise PkiError(
-            f"{present[0]} exists without its pair; move it away or restore the other file"
-        )
-    if not path.parent.is_dir():
-        raise PkiError(f"folder {path.parent} does not exist")
-    key = ec.generate_private_key(_CURVE())
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    _write_new(path, private, 0o600)
-    _write_new(public_path, public + b"\n", 0o644)
-    return PkiResult(made=[path, public_path])
-
-
-def _check_ssh_pair(private_path: Path, public_path: Path) -> None:
+    pair = [path, public_key_path(path)]
     try:
-        private = serialization.load_ssh_private_key(private_path.read_bytes(), password=None)
-        public = serialization.load_ssh_public_key(public_path.read_bytes())
-    except (ValueError, TypeError) as exc:
-        raise PkiError(
-            f"{private_path} / {public_path} are not an OpenSSH key pair: {exc}"
-        ) from None
-    if not isinstance(private, ec.EllipticCurvePrivateKey) or not isinstance(
-        private.curve, ec.SECP384R1
-    ):
-        raise PkiError(f"{private_path} is not an ECDSA P-384 key")
-    if private.public_key() != public:
-        raise PkiError(f"{public_path} is not the public half of {private_path}")
+        made = make_node_auth_key(path)
+    except NodeAuthKeyError as exc:
+        raise PkiError(str(exc)) from None
+    return PkiResult(made=pair) if made else PkiResult(kept=pair)

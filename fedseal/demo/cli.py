@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=0, help="SuperLink port on 127.0.0.1 (default: a free port)"
     )
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="as in the compose stack: a CA and server certificate in WORKDIR/pki, the SuperLink "
+        "on TLS with SuperNode authentication and a state database, each site's SuperNode key "
+        "registered before it joins (docs/operations.md)",
+    )
+    parser.add_argument(
         "--round-timeout",
         type=float,
         default=600.0,
@@ -291,6 +298,7 @@ def _main(argv: Sequence[str] | None) -> int:
         batch_size=args.batch_size,
         max_eval_examples=args.eval_limit,
         dp=None if dp_plans is None else {site: plan.table() for site, plan in dp_plans.items()},
+        tls=args.tls,
     )
     run_config = default_run_config(
         database_url=url,
@@ -313,7 +321,12 @@ def _main(argv: Sequence[str] | None) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         federation.start_superlink()
-        _say(f"SuperLink listening on {federation.address} (logs in {workdir / 'logs'})")
+        security = "TLS, SuperNode authentication" if args.tls else "no TLS"
+        logs = workdir / "logs"
+        _say(f"SuperLink listening on {federation.address} ({security}; logs in {logs})")
+        if args.tls:
+            federation.register_node_keys()
+            _say(f"registered {len(sites)} SuperNode keys with the SuperLink")
         for site in sites:
             federation.start_site(site)
         _say(f"started {len(sites)} sites; submitting the run")

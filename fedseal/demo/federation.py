@@ -18,14 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from fedseal.coordinator.flower_app import (
+    CONNECTION_NAME,
     flwr_environment,
     submit_run,
     write_app,
     write_flwr_home,
 )
+from fedseal.coordinator.node_auth import NodeAuthError, register_node, unregister_node
+from fedseal.coordinator.pki import CA_CERT, SERVER_CERT, SERVER_KEY, init_pki
 from fedseal.coordinator.registry import Registry, RoundView, RunView
 from fedseal.demo.processes import ProcessGroup
 from fedseal.demo.site_configs import write_demo_site_configs
+from fedseal.node_auth_key import NODE_AUTH_KEY, make_node_auth_key, public_key_path
 
 __all__ = ["FederationError", "LocalFederation", "free_port"]
 
@@ -60,15 +64,25 @@ class LocalFederation:
     max_eval_examples: int = 0
     dp: dict[str, dict[str, Any]] | None = None
     """Each site's `[dp]` table for its config; None: the sites train without DP."""
+    tls: bool = False
+    """TLS and SuperNode authentication, as in the compose stack (docs/operations.md)."""
     processes: ProcessGroup = field(init=False)
     flower_run_id: int | None = field(init=False, default=None)
+    node_ids: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir = self.workdir.resolve()
         self.port = self.port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.state_root = self.workdir / "state"
-        self.flwr_home = write_flwr_home(self.workdir / "flwr", self.address)
+        self.pki_dir = self.workdir / "pki"
+        ca: Path | None = None
+        if self.tls:
+            init_pki(self.pki_dir, names=("localhost", "127.0.0.1"))
+            ca = self.pki_dir / CA_CERT
+        self.flwr_home = write_flwr_home(
+            self.workdir / "flwr", self.address, insecure=not self.tls, root_certificates=ca
+        )
         self.processes = ProcessGroup(self.workdir / "logs")
         self.site_configs = write_demo_site_configs(
             self.workdir / "sites",
@@ -80,15 +94,49 @@ class LocalFederation:
             batch_size=self.batch_size,
             max_eval_examples=self.max_eval_examples,
             dp=self.dp,
+            root_certificates=ca,
         )
 
     def enroll_sites(self) -> None:
-        """What the operator does for each site: `fl-client enroll`, then register its keys."""
+        """What the operator does for each site: `fl-client enroll`, then register its keys.
+
+        With TLS, each site's SuperNode key is made too; it is registered with the SuperLink by
+        `register_node_keys` once the SuperLink runs.
+        """
         from fedseal.client.site_keys import create_site_keys
 
         for site in self.sites:
             keys, _made = create_site_keys(site, self.state_root / site)
             self.registry.enroll_site(site, keys.public().to_bundle())
+            if self.tls:
+                make_node_auth_key(self.node_auth_key(site))
+
+    def node_auth_key(self, site: str) -> Path:
+        """The site's SuperNode authentication key (private; `.pub` beside it)."""
+        path = self.state_root / site / "keys" / NODE_AUTH_KEY
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def register_node_keys(self, sites: list[str] | None = None) -> dict[str, int]:
+        """`flwr supernode register` each site's public key (TLS only); node ids by site."""
+        node_ids: dict[str, int] = {}
+        for site in self.sites if sites is None else sites:
+            public = public_key_path(self.node_auth_key(site))
+            try:
+                node_ids[site] = register_node(public, CONNECTION_NAME, site, self.flwr_home)
+            except NodeAuthError as exc:
+                raise FederationError(f"site {site}: {exc}") from None
+        self.node_ids.update(node_ids)
+        return node_ids
+
+    def revoke_site(self, site: str, reason: str) -> None:
+        """What `fl-coordinator revoke` does: the registry event, then Flower forgets the key."""
+        self.registry.revoke_site(site, reason=reason)
+        if site in self.node_ids:
+            try:
+                unregister_node(self.node_ids.pop(site), CONNECTION_NAME, self.flwr_home)
+            except NodeAuthError as exc:
+                raise FederationError(f"site {site}: {exc}") from None
 
     def environment(self) -> dict[str, str]:
         env = flwr_environment(self.flwr_home)
@@ -100,7 +148,7 @@ class LocalFederation:
             "superlink",
             [
                 executable("flower-superlink"),
-                "--insecure",
+                *self._superlink_security(),
                 "--disable-runtime-dependency-installation",
                 "--host",
                 "127.0.0.1",
@@ -119,6 +167,20 @@ class LocalFederation:
             except OSError:
                 time.sleep(0.3)
         raise FederationError(f"the SuperLink did not open port {self.port} in {timeout_s:g} s")
+
+    def _superlink_security(self) -> list[str]:
+        """TLS + node authentication + a state database (as in compose), or plain HTTP."""
+        if not self.tls:
+            return ["--insecure"]
+        state = self.workdir / "superlink"
+        state.mkdir(parents=True, exist_ok=True)
+        return [
+            f"--ssl-ca-certfile={self.pki_dir / CA_CERT}",
+            f"--ssl-certfile={self.pki_dir / SERVER_CERT}",
+            f"--ssl-keyfile={self.pki_dir / SERVER_KEY}",
+            "--enable-supernode-auth",
+            f"--database={state / 'state.db'}",
+        ]
 
     def start_site(self, site: str) -> None:
         self.processes.start(

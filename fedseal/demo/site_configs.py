@@ -7,6 +7,8 @@ from typing import Any
 
 import tomli_w
 
+from fedseal.node_auth_key import NODE_AUTH_KEY
+
 __all__ = ["write_demo_site_configs"]
 
 
@@ -22,12 +24,16 @@ def write_demo_site_configs(
     batch_size: int = 32,
     max_eval_examples: int = 0,
     dp: dict[str, dict[str, Any]] | None = None,
+    root_certificates: Path | None = None,
 ) -> dict[str, Path]:
     """Write `folder/<site>.toml` for each demo site; returns the paths by site.
 
     `dp` holds each site's `[dp]` table (see `fedseal.client.dp.settings`); None writes no
     `[dp]` table, so the sites train without differential privacy. When `dp` is given, every
     site must have a table: a site silently left out would train without DP.
+
+    With `root_certificates` (the federation CA), sites connect over TLS and authenticate their
+    SuperNode with the key `fl-client enroll` makes in STATE/keys/node-auth.
     """
     if dp is not None:
         missing = [site for site in sites if site not in dp]
@@ -38,7 +44,7 @@ def write_demo_site_configs(
     for site in sites:
         document = {
             "site": {"name": site, "state_dir": str(state_root / site), "device": "auto"},
-            "coordinator": {"address": coordinator, "insecure": True, "connect_timeout_s": 60},
+            "coordinator": _coordinator_table(coordinator, state_root / site, root_certificates),
             "data": {
                 "source": "demo",
                 "scenario": scenario,
@@ -57,3 +63,16 @@ def write_demo_site_configs(
         path.write_text(tomli_w.dumps(document), encoding="utf-8")
         paths[site] = path
     return paths
+
+
+def _coordinator_table(
+    address: str, state_dir: Path, root_certificates: Path | None
+) -> dict[str, Any]:
+    table: dict[str, Any] = {"address": address, "insecure": True, "connect_timeout_s": 60}
+    if root_certificates is not None:
+        table.update(
+            insecure=False,
+            root_certificates=str(root_certificates),
+            auth_key=str(state_dir / "keys" / NODE_AUTH_KEY),
+        )
+    return table
