@@ -51,8 +51,11 @@ class RunPlan:
                 max_length=int(config[Key.MAX_LENGTH]),
                 rounds=int(config[Key.ROUNDS]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RunPlanError(f"malformed run plan in message: {exc}") from None
+        except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
+            reason = "labels nested too deeply" if isinstance(exc, RecursionError) else exc
+            raise RunPlanError(f"malformed run plan in message: {reason}") from None
+        if not isinstance(labels, list):
+            raise RunPlanError("malformed run plan in message: labels must be a JSON list")
         if len(plan.labels) < 2 or len(set(plan.labels)) != len(plan.labels):
             raise RunPlanError("a run needs at least two distinct labels")
         if not 1 <= plan.steps <= 1_000_000 or not 0 < plan.learning_rate < 1:

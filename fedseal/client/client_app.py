@@ -13,11 +13,13 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedseal.client.local_channel import call, socket_path
-from fedseal.client.site_config import load_site_config
+from fedseal.client.local_channel import ChannelError, call, socket_path
+from fedseal.client.site_config import SiteConfigError, load_site_config
+from fedseal.limits import MessageTooLarge, check_size, record_size
+from fedseal.message_fields import MessageFieldError, field_int
 from fedseal.wire import PROTOCOL_VERSION, Key, RecordName
 
-__all__ = ["app"]
+__all__ = ["SiteRefusal", "app", "relay"]
 
 app = ClientApp()
 
@@ -26,22 +28,46 @@ class SiteRefusal(RuntimeError):
     """The message cannot be handled; the reason goes back to the coordinator as the error."""
 
 
-def _relay(operation: str, msg: Message, context: Context) -> Message:
+def relay(operation: str, msg: Message, config_path: Path) -> Message:
+    """Check the message's size (before reading any field), then its version, then hand its
+    fields to the site's worker; every refusal is one `SiteRefusal` line for the coordinator."""
     try:
-        config = msg.content.config_records[RecordName.CONFIG]
-    except KeyError:
-        raise SiteRefusal("message has no config record") from None
-    if int(config.get(Key.PROTOCOL_VERSION, -1)) != PROTOCOL_VERSION:
+        site_config = load_site_config(config_path)
+    except SiteConfigError as exc:
+        raise SiteRefusal(f"site config: {exc}") from None
+    limits = site_config.limits
+    try:
+        check_size(operation, record_size(msg.content), limits.for_operation(operation))
+    except MessageTooLarge as exc:
+        raise SiteRefusal(f"refused: {exc}") from None
+    config = msg.content.config_records.get(RecordName.CONFIG)
+    if config is None:
+        raise SiteRefusal("message has no config record")
+    try:
+        version = field_int(config, Key.PROTOCOL_VERSION)
+    except MessageFieldError as exc:
+        raise SiteRefusal(str(exc)) from None
+    if version != PROTOCOL_VERSION:
         raise SiteRefusal(f"unsupported protocol version (site speaks {PROTOCOL_VERSION})")
-    site_config = load_site_config(Path(str(context.node_config["config"])))
     fields: dict[str, Any] = dict(config.items())
-    result, metrics = call(
-        socket_path(site_config.site.state_dir), operation, int(msg.metadata.run_id), fields
-    )
+    try:
+        result, metrics = call(
+            socket_path(site_config.site.state_dir),
+            operation,
+            int(msg.metadata.run_id),
+            fields,
+            max_frame_bytes=limits.channel_frame_bytes,
+        )
+    except ChannelError as exc:
+        raise SiteRefusal(str(exc)) from None
     records = RecordDict({RecordName.RESULT: ConfigRecord(result)})
     if metrics:
         records[RecordName.METRICS] = MetricRecord(metrics)
     return Message(records, reply_to=msg)
+
+
+def _relay(operation: str, msg: Message, context: Context) -> Message:
+    return relay(operation, msg, Path(str(context.node_config["config"])))
 
 
 @app.query("identify")

@@ -19,9 +19,18 @@ from typing import Any
 import numpy as np
 
 from fedseal.client.site_keys import SiteKeys, SitePublicKeys
+from fedseal.message_fields import (
+    MessageFieldError,
+    field_bytes,
+    field_bytes_list,
+    field_int,
+    field_json,
+    field_str,
+    field_str_list,
+)
 from fedseal.secure_agg import bfv, recipe
 from fedseal.secure_agg.messages import AggregateMessage, Signed
-from fedseal.secure_agg.params import Mode, params_from_json
+from fedseal.secure_agg.params import MAX_SITES, Mode, ProtocolParams, params_from_json
 from fedseal.wire import Key
 
 __all__ = ["SecureSite", "decode_directory", "encode_directory", "round_info_from_fields"]
@@ -39,22 +48,51 @@ def encode_directory(keys: Mapping[str, SitePublicKeys]) -> str:
 
 
 def decode_directory(text: str) -> dict[str, SitePublicKeys]:
-    raw = json.loads(text)
-    return {
-        site: SitePublicKeys(site, base64.b64decode(pair[0]), base64.b64decode(pair[1]))
-        for site, pair in raw.items()
-    }
+    """Enrolled public keys from a message field; anything malformed is `MessageFieldError`."""
+    raw = field_json({Key.DIRECTORY: text}, Key.DIRECTORY)
+    if not isinstance(raw, dict) or len(raw) > MAX_SITES:
+        raise MessageFieldError("message field 'directory' must map site names to key pairs")
+    directory = {}
+    for site, pair in raw.items():
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(isinstance(k, str) for k in pair)
+        ):
+            raise MessageFieldError(f"directory entry of {site!r} must be two base64 keys")
+        try:
+            identity, sealing = (base64.b64decode(k, validate=True) for k in pair)
+        except ValueError:
+            raise MessageFieldError(f"directory entry of {site!r} is not base64") from None
+        directory[site] = SitePublicKeys(site, identity, sealing)
+    return directory
+
+
+def _params(fields: Mapping[str, Any]) -> ProtocolParams:
+    return params_from_json(field_str(fields, Key.PROTOCOL_PARAMS))
 
 
 def round_info_from_fields(run_id: int, fields: Mapping[str, Any]) -> recipe.RoundInfo:
     """The round as both sides must see it: run, round number, parameters, sampled sites."""
-    params = params_from_json(str(fields[Key.PROTOCOL_PARAMS]))
-    sampled = tuple(json.loads(str(fields[Key.SAMPLED])))
-    return recipe.RoundInfo(str(run_id), int(fields[Key.ROUND]), params, sampled)
+    params = _params(fields)
+    sampled = tuple(field_str_list(fields, Key.SAMPLED, max_items=MAX_SITES))
+    return recipe.RoundInfo(str(run_id), _round_no(fields), params, sampled)
 
 
-def _bytes_list(value: Any) -> list[bytes]:
-    return [bytes(item) for item in (value or [])]
+def _round_no(fields: Mapping[str, Any]) -> int:
+    return field_int(fields, Key.ROUND, low=0, high=2**31)
+
+
+_SIGNED_MAX = 1 << 20  # one advert, envelope or acknowledgement
+_SEALED_KEY_MAX = 16 << 20  # the sealed federation key (a secret BFV context)
+_AGGREGATE_MAX = 1 << 31  # bounded before this by the site's message limit
+
+
+def _signed_list(fields: Mapping[str, Any]) -> list[Signed]:
+    return [
+        Signed.from_bytes(b)
+        for b in field_bytes_list(fields, Key.RELAYED, max_items=MAX_SITES, max_len=_SIGNED_MAX)
+    ]
 
 
 class SecureSite:
@@ -82,7 +120,9 @@ class SecureSite:
 
     @staticmethod
     def identity_directory(fields: Mapping[str, Any]) -> dict[str, bytes]:
-        return {s: k.identity for s, k in decode_directory(str(fields[Key.DIRECTORY])).items()}
+        return {
+            s: k.identity for s, k in decode_directory(field_str(fields, Key.DIRECTORY)).items()
+        }
 
     # -- federation key ceremony -----------------------------------------------------------
 
@@ -91,8 +131,8 @@ class SecureSite:
 
     def keygen(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Custodian: make the run's BFV key, seal it to every site, sign the public part."""
-        params = params_from_json(str(fields[Key.PROTOCOL_PARAMS]))
-        directory = decode_directory(str(fields[Key.DIRECTORY]))
+        params = _params(fields)
+        directory = decode_directory(field_str(fields, Key.DIRECTORY, max_len=1 << 24))
         me = self.identity()
         if me.site_id not in directory:
             raise PermissionError(f"site {me.site_id} is not in the enrolled directory")
@@ -116,7 +156,10 @@ class SecureSite:
     def install(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Other sites: open the sealed federation key after checking the custodian's signature."""
         self._open_and_store(
-            run_id, bytes(fields[Key.SEALED_KEY]), str(fields[Key.CUSTODIAN]), fields
+            run_id,
+            field_bytes(fields, Key.SEALED_KEY, max_len=_SEALED_KEY_MAX),
+            field_str(fields, Key.CUSTODIAN, max_len=256),
+            fields,
         )
         return {}
 
@@ -127,8 +170,8 @@ class SecureSite:
         record = {
             "sealed": base64.b64encode(sealed).decode(),
             "custodian": custodian,
-            "directory": str(fields[Key.DIRECTORY]),
-            "params": str(fields[Key.PROTOCOL_PARAMS]),
+            "directory": field_str(fields, Key.DIRECTORY, max_len=1 << 24),
+            "params": field_str(fields, Key.PROTOCOL_PARAMS),
         }
         self._ciphers[run_id] = self._open(run_id, record)
         path = self._key_file(run_id)
@@ -173,7 +216,7 @@ class SecureSite:
 
     def share(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
         state = self._round(run_id, fields)
-        adverts = [Signed.from_bytes(b) for b in _bytes_list(fields[Key.RELAYED])]
+        adverts = _signed_list(fields)
         envelopes = recipe.site_share_keys(
             state, adverts, directory=self.identity_directory(fields), randbytes=os.urandom
         )
@@ -181,18 +224,18 @@ class SecureSite:
 
     def consistency(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
         state = self._round(run_id, fields)
-        survivors = json.loads(str(fields[Key.SURVIVORS]))
+        survivors = field_str_list(fields, Key.SURVIVORS, max_items=MAX_SITES)
         return {Key.SIGNED: recipe.site_consistency(state, survivors).to_bytes()}
 
     def release(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
         state = self._round(run_id, fields)
-        acks = [Signed.from_bytes(b) for b in _bytes_list(fields[Key.RELAYED])]
+        acks = _signed_list(fields)
         message = recipe.site_release_shares(state, acks, directory=self.identity_directory(fields))
         self._rounds.pop((run_id, state.info.round_no), None)  # nothing more to do with it
         return {Key.SIGNED: message.to_bytes()}
 
     def _round(self, run_id: int, fields: Mapping[str, Any]) -> recipe.SiteRound:
-        number = int(fields[Key.ROUND])
+        number = _round_no(fields)
         state = self._rounds.get((run_id, number))
         if state is None:
             raise PermissionError(f"no key advertisement of this site for round {number}")
@@ -215,7 +258,7 @@ class SecureSite:
         directory = self.identity_directory(fields)
         if info.mode is Mode.HE_SS:
             secagg = self._round(run_id, fields)
-            envelopes = [Signed.from_bytes(b) for b in _bytes_list(fields[Key.RELAYED])]
+            envelopes = _signed_list(fields)
         prepared = recipe.site_prepare_upload(
             info,
             self.identity(),
@@ -231,6 +274,8 @@ class SecureSite:
 
     def decrypt_mean(self, run_id: int, fields: Mapping[str, Any], payload: bytes) -> np.ndarray:
         """The round's weighted mean update from its encrypted aggregate."""
+        if not isinstance(payload, bytes) or len(payload) > _AGGREGATE_MAX:
+            raise MessageFieldError("the aggregate must be bytes")
         info = round_info_from_fields(run_id, fields)
         aggregate = recipe.site_decrypt_aggregate(
             info, AggregateMessage.from_bytes(payload), cipher=self.cipher(run_id)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 from fedseal.client.dp.errors import DpConfigError
 from fedseal.client.dp.settings import DpSettings, parse_dp_section
+from fedseal.limits import SiteLimits
 
 __all__ = [
     "SITE_NAME_PATTERN",
@@ -35,6 +36,8 @@ SITE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _ADDRESS_PATTERN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 DATA_SOURCES = ("demo", "csv")
+MAX_CONFIG_BYTES = 1 << 20
+"""A site config is a few hundred bytes; anything over this is refused before it is parsed."""
 
 
 class SiteConfigError(ValueError):
@@ -107,6 +110,8 @@ class SiteConfig:
     """The `[dp]` table; None trains without differential privacy. δ and the "could this noise
     level ever fit the budget" check depend on the site's number of records, so they are
     completed by `resolve_dp` once the data is loaded (before the site joins)."""
+    limits: SiteLimits = field(default_factory=SiteLimits)
+    """The `[limits]` table: the largest coordinator message the site reads, per kind."""
 
     def resolve_dp(self, num_records: int) -> DpSettings | None:
         """The `[dp]` settings for `num_records` training records, or a `SiteConfigError`."""
@@ -124,7 +129,16 @@ def load_site_config(path: Path) -> SiteConfig:
     if not path.is_file():
         raise SiteConfigError(f"site config {path} does not exist")
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise SiteConfigError(
+                f"{path}: file of {size} bytes exceeds the limit of {MAX_CONFIG_BYTES} bytes"
+            )
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SiteConfigError(f"site config {path} cannot be read: {exc.strerror}") from None
+    except RecursionError:
+        raise SiteConfigError(f"{path}: not valid TOML (nested too deeply)") from None
     except UnicodeDecodeError:
         raise SiteConfigError(f"{path}: not a UTF-8 text file") from None
     except tomllib.TOMLDecodeError as exc:
@@ -136,7 +150,7 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
     """Validate an already-parsed TOML document; relative paths are resolved against its folder."""
     reader = _Reader(raw, path)
     base_dir = path.resolve().parent
-    reader.only_sections("site", "coordinator", "data", "training", "dp")
+    reader.only_sections("site", "coordinator", "data", "training", "dp", "limits")
 
     site_raw = reader.section("site", required=True)
     site_raw.only("name", "state_dir", "device")
@@ -201,6 +215,8 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
         max_eval_examples=max_eval,
     )
 
+    limits = _parse_limits(reader)
+
     try:
         dp = parse_dp_section(raw.get("dp"), path)
     except DpConfigError as exc:
@@ -213,6 +229,7 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
         data=data,
         training=training,
         dp=dp,
+        limits=limits,
     )
 
 
@@ -253,9 +270,26 @@ def _parse_data(reader: _Reader, base_dir: Path) -> DataSettings:
     )
 
 
+def _parse_limits(reader: _Reader) -> SiteLimits:
+    """`[limits]`: MiB the site reads at most in one coordinator message, per kind."""
+    table = reader.section("limits", required=False)
+    table.only("max_message_mib", "max_control_message_mib")
+    defaults = SiteLimits()
+    message = table.integer("max_message_mib", default=defaults.message >> 20)
+    control = table.integer("max_control_message_mib", default=defaults.control >> 20)
+    if not 1 <= message <= 4095:
+        reader.fail("limits.max_message_mib", "must be between 1 and 4095")
+    if not 1 <= control <= 4095:
+        reader.fail("limits.max_control_message_mib", "must be between 1 and 4095")
+    return SiteLimits(message=message << 20, control=control << 20)
+
+
 def _resolve(base_dir: Path, value: str) -> Path:
-    candidate = Path(value).expanduser()
-    return (candidate if candidate.is_absolute() else base_dir / candidate).resolve()
+    try:
+        candidate = Path(value).expanduser()
+        return (candidate if candidate.is_absolute() else base_dir / candidate).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # ~unknown-user, NUL byte, loops
+        raise SiteConfigError(f"path {value!r} cannot be used: {exc}") from None
 
 
 class _Reader:

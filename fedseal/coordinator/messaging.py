@@ -1,7 +1,8 @@
 """Sending one stage's messages to a set of sites and sorting the replies.
 
 Every reply is checked to come from the node it was sent to and to name the site that node
-identified as; anything else is treated as a failure of that site, never trusted.
+identified as, and its size against the limit for its kind before any field is read; anything
+else is treated as a failure of that site, never trusted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedseal.limits import MessageTooLarge, ReplyLimits, check_size, record_size
 from fedseal.wire import PROTOCOL_VERSION, Key, RecordName
 
 __all__ = ["SiteReply", "StageResult", "send_stage"]
@@ -45,8 +47,16 @@ def send_stage(
     configs: Mapping[str, dict[str, Any]],
     nodes: Mapping[str, int],
     timeout_s: float,
+    max_reply_bytes: int | None = None,
 ) -> StageResult:
-    """Send `configs[site]` to each site's node and wait at most `timeout_s` for the replies."""
+    """Send `configs[site]` to each site's node and wait at most `timeout_s` for the replies.
+
+    A reply over `max_reply_bytes` (default: `ReplyLimits()` for the message type) fails its
+    site before any of its fields is read.
+    """
+    limit = (
+        ReplyLimits().for_message_type(message_type) if max_reply_bytes is None else max_reply_bytes
+    )
     node_to_site = {nodes[site]: site for site in configs}
     messages = []
     for site, fields in configs.items():
@@ -69,13 +79,19 @@ def send_stage(
             failed[site] = _one_line(reply.error.reason)
             continue
         try:
+            check_size(str(message_type), record_size(reply.content), limit)
+        except MessageTooLarge as exc:
+            log.warning("refusing site %s's reply: %s", site, exc)
+            failed[site] = f"reply refused: {exc}"
+            continue
+        try:
             result = dict(reply.content.config_records[RecordName.RESULT])
             metrics_record = reply.content.metric_records.get(RecordName.METRICS)
             metrics = {str(k): float(v) for k, v in (metrics_record or {}).items()}
         except (KeyError, TypeError, ValueError) as exc:
             failed[site] = f"malformed reply: {exc}"
             continue
-        if result.get(Key.SITE) != site:
+        if not isinstance(result.get(Key.SITE), str) or result.get(Key.SITE) != site:
             failed[site] = f"reply names site {result.get(Key.SITE)!r}, expected {site!r}"
             continue
         replies[site] = SiteReply(site, result, metrics)

@@ -41,6 +41,7 @@ __all__ = [
     "load_secret_context",
     "make_secret_context",
     "max_ciphertext_bytes",
+    "max_context_bytes",
     "pack_chunks",
     "public_context_bytes",
     "secret_context_bytes",
@@ -141,9 +142,18 @@ def public_context_bytes(context: ts.Context) -> bytes:
     )
 
 
-def _load_context(data: bytes) -> ts.Context:
+def max_context_bytes(params: BfvParams) -> int:
+    """Upper bound on a serialised context with a secret key (parameters, one key polynomial
+    over every prime, protobuf framing): larger bytes are refused before TenSEAL parses them."""
+    return params.poly_modulus_degree * len(params.coeff_mod_bit_sizes) * 8 + 64 * 1024
+
+
+def _load_context(data: bytes, params: BfvParams) -> ts.Context:
     if not isinstance(data, bytes) or not data:
         raise ConfigurationError("context bytes are empty")
+    limit = max_context_bytes(params)
+    if len(data) > limit:
+        raise ConfigurationError(f"context of {len(data)} bytes exceeds the limit of {limit}")
     try:
         return ts.context_from(data, n_threads=1)
     except Exception:  # TenSEAL raises ValueError or RuntimeError on bad streams
@@ -152,7 +162,7 @@ def _load_context(data: bytes) -> ts.Context:
 
 def load_secret_context(data: bytes, params: BfvParams) -> ts.Context:
     """A site's copy of the federation key; refuses one without a secret key or other parameters."""
-    context = _load_context(data)
+    context = _load_context(data, params)
     if not context.is_private():
         raise ConfigurationError("expected a context with the secret key")
     _check_context(context, params)
@@ -161,7 +171,7 @@ def load_secret_context(data: bytes, params: BfvParams) -> ts.Context:
 
 def load_public_context(data: bytes, params: BfvParams) -> ts.Context:
     """The aggregator's context; refuses one that carries a secret key (it must never hold one)."""
-    context = _load_context(data)
+    context = _load_context(data, params)
     if context.is_private():
         raise ConfigurationError("refusing a context that holds a secret key")
     _check_context(context, params)

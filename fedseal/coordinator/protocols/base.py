@@ -13,6 +13,7 @@ from flwr.serverapp import Grid
 
 from fedseal.coordinator.registry.statuses import ContributionStatus
 from fedseal.ledger_codec import STATEMENT_FIELDS
+from fedseal.limits import DEFAULT_CONTROL_BYTES
 from fedseal.run_plan import RunPlan
 
 __all__ = [
@@ -62,6 +63,10 @@ class RunContext:
     enrolled_keys: Mapping[str, bytes]
     clip: float
     timeout_s: float
+    max_upload_bytes: int = 0
+    """Largest train reply accepted; 0 derives it from the adapter size and the protocol."""
+    max_reply_bytes: int = DEFAULT_CONTROL_BYTES
+    """Largest reply accepted at every other stage (keys, signatures, metrics)."""
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,23 @@ from fedseal.coordinator.protocols.base import (
     AggregationResult,
     ContributionStatus,
     RoundRequest,
+    RunContext,
     SiteContribution,
     declined_contribution,
     privacy_report,
     received_update_digest,
 )
+from fedseal.limits import ReplyLimits, plain_upload_bound
+from fedseal.message_fields import field_bytes
 from fedseal.update_codec import InvalidPayload, decode_update, encode_aggregate
 from fedseal.wire import Key, MessageType
 
 __all__ = ["PlainFedAvg", "RunningSum"]
 
 log = logging.getLogger("fedseal.coordinator")
+
+MAX_WEIGHT = 2**40
+"""Largest number of examples one site may report (the aggregate's weight is 64-bit)."""
 
 
 class RunningSum:
@@ -50,6 +56,19 @@ class PlainFedAvg(AggregationProtocol):
 
     mode = "plain"
 
+    def __init__(self) -> None:
+        self.limits = ReplyLimits()
+        self.adapter_size: int | None = None
+
+    def prepare_run(self, grid: Grid, run: RunContext) -> None:
+        """Size limits for the run: an update is 4 bytes per adapter value, plus its statement."""
+        sizes = {getattr(info, "adapter_size", None) for info in run.sites.values()}
+        self.adapter_size = sizes.pop() if len(sizes) == 1 and None not in sizes else None
+        upload = run.max_upload_bytes or (
+            plain_upload_bound(self.adapter_size) if self.adapter_size else ReplyLimits().upload
+        )
+        self.limits = ReplyLimits(upload=upload, control=run.max_reply_bytes)
+
     def aggregate(
         self, grid: Grid, request: RoundRequest, min_contributors: int
     ) -> AggregationResult:
@@ -65,7 +84,14 @@ class PlainFedAvg(AggregationProtocol):
                 Key.CATCHUP_PAYLOADS: list(payloads),
                 **request.plan.to_config(),
             }
-        stage = send_stage(grid, MessageType.TRAIN, configs, request.nodes, request.timeout_s)
+        stage = send_stage(
+            grid,
+            MessageType.TRAIN,
+            configs,
+            request.nodes,
+            request.timeout_s,
+            self.limits.for_message_type(MessageType.TRAIN),
+        )
 
         contributions: dict[str, SiteContribution] = {}
         for site in stage.missing:
@@ -77,7 +103,7 @@ class PlainFedAvg(AggregationProtocol):
 
         start_digest = request.expected_digest or _majority_digest(stage.replies.values())
         running = RunningSum()
-        size: int | None = None
+        size: int | None = self.adapter_size
         for site, reply in sorted(stage.replies.items()):
             result = reply.result
             if Key.DECLINED in result:
@@ -91,14 +117,14 @@ class PlainFedAvg(AggregationProtocol):
                 if str(result[Key.START_DIGEST]) != start_digest:
                     raise InvalidPayload("trained from a different global adapter")
                 weight = int(result[Key.NUM_EXAMPLES])
-                if weight <= 0:
-                    raise InvalidPayload("non-positive number of examples")
-                payload = bytes(result[Key.UPDATE])
+                if not 0 < weight <= MAX_WEIGHT:
+                    raise InvalidPayload(f"number of examples outside 1..{MAX_WEIGHT}")
+                payload = field_bytes(result, Key.UPDATE, max_len=self.limits.upload)
                 digest = received_update_digest(payload, privacy)
                 if size is None:
                     size = len(payload) // 4
                 update = decode_update(payload, size)
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
                 log.warning("round %d: rejecting %s's update: %s", request.round_number, site, exc)
                 contributions[site] = SiteContribution(
                     site,
@@ -128,7 +154,10 @@ class PlainFedAvg(AggregationProtocol):
                 start_digest,
                 error=f"{contributed} usable updates, fewer than the {min_contributors} required",
             )
-        payload = encode_aggregate(running.total.astype(np.float32), running.weight)
+        try:
+            payload = encode_aggregate(running.total.astype(np.float32), running.weight)
+        except InvalidPayload as exc:  # e.g. updates so large that their sum overflows float32
+            return AggregationResult(None, contributions, start_digest, error=f"aggregate: {exc}")
         return AggregationResult(payload, contributions, start_digest)
 
 

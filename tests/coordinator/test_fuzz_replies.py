@@ -1,0 +1,274 @@
+"""Fuzz: every reply field the coordinator reads from a site, at every stage, in every mode.
+
+Real sites (`SecureSite`: real keys, BFV, Shamir, signatures, no model) answer a real protocol
+driver through a stand-in Grid; one site's reply at one stage is replaced by a hostile one
+(missing fields, wrong types, mutated bytes, huge declared sizes, oversize blobs). The round
+must never raise: the hostile site ends failed or dropped (or contributes, when the change was
+harmless), the honest sites' round completes, and an oversize reply is refused by its size
+before any field is read, naming size and limit.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+from fuzzing import FUZZ_SLOW, hostile_values, mutated
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fedseal.client.secure_stages import SecureSite
+from fedseal.client.site_keys import create_site_keys
+from fedseal.coordinator.messaging import send_stage
+from fedseal.coordinator.protocols import (
+    ContributionStatus,
+    PlainFedAvg,
+    RoundRequest,
+    RunContext,
+    SecureAggregation,
+)
+from fedseal.coordinator.site_directory import SiteInfo
+from fedseal.limits import DEFAULT_CONTROL_BYTES
+from fedseal.run_plan import RunPlan
+from fedseal.update_codec import encode_update
+from fedseal.wire import Key, MessageType, RecordName
+
+SITES = ("site_a", "site_b", "site_c")
+ADAPTER = 40
+RUN_ID = 777
+PLAN = RunPlan("minilm-l6", ("x", "y"), 4, 8.0, 0.0, 0, 1, 0.01, 16, 100)
+STAGES = {
+    "he+ss": (
+        MessageType.ADVERTISE,
+        MessageType.SHARE,
+        MessageType.TRAIN,
+        MessageType.CONSISTENCY,
+        MessageType.RELEASE,
+    ),
+    "plain": (MessageType.TRAIN,),
+}
+Hostile = Callable[[str, str, dict[str, Any]], dict[str, Any]]
+
+
+class ProtocolGrid:
+    """Hands each message to the addressed site's real `SecureSite`; no model, no training."""
+
+    def __init__(self, sites: dict[str, SecureSite], mode: str) -> None:
+        self.sites = sites
+        self.mode = mode
+        self.node_of = {site: 11 + i for i, site in enumerate(sorted(sites))}
+        self.site_of = {node: site for site, node in self.node_of.items()}
+        self.hostile: Hostile | None = None
+        self.run = SimpleNamespace(run_id=RUN_ID)
+        TaskIdentity.run_id = RUN_ID
+        TaskIdentity.node_id = 1
+        TaskIdentity.task_id = 1
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.site_of)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterator[Message]:
+        for message in list(messages):
+            site = self.site_of[message.metadata.dst_node_id]
+            kind = message.metadata.message_type
+            fields = dict(message.content.config_records[RecordName.CONFIG].items())
+            result = {Key.SITE: site, **self._answer(site, kind, fields)}
+            if self.hostile is not None:
+                result = self.hostile(site, kind, result)
+            yield Message(RecordDict({RecordName.RESULT: ConfigRecord(result)}), reply_to=message)
+
+    def _answer(self, site: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+        secure = self.sites[site]
+        stage = kind.split(".")[-1]
+        if kind == MessageType.IDENTIFY:
+            return {}
+        if kind == MessageType.TRAIN:
+            delta = np.full(ADAPTER, 0.01, dtype=np.float32)
+            if self.mode == "plain":
+                upload = encode_update(delta * np.float32(10))
+            else:
+                upload, _ = secure.prepare_upload(RUN_ID, fields, delta, 10)
+            return {
+                Key.ROUND: fields[Key.ROUND],
+                Key.START_DIGEST: "d0",
+                Key.UPDATE: upload,
+                Key.NUM_EXAMPLES: 10,
+            }
+        return getattr(secure, stage)(RUN_ID, fields)
+
+
+def _federation(tmp: Path, mode: str) -> tuple[ProtocolGrid, Any]:
+    sites: dict[str, SecureSite] = {}
+    bundles = {}
+    for name in SITES:
+        keys, _ = create_site_keys(name, tmp / name)
+        sites[name] = SecureSite(keys, tmp / name)
+        bundles[name] = keys.public().to_bundle()
+    grid = ProtocolGrid(sites, mode)
+    protocol = SecureAggregation() if mode == "he+ss" else PlainFedAvg()
+    protocol.prepare_run(
+        grid,
+        RunContext(
+            run_id=RUN_ID,
+            sites={s: SiteInfo(s, grid.node_of[s], 10, 5, ADAPTER) for s in SITES},
+            enrolled_keys=bundles,
+            clip=1.0,
+            timeout_s=5.0,
+        ),
+    )
+    return grid, protocol
+
+
+@pytest.fixture(scope="module", params=sorted(STAGES))
+def federation(request, tmp_path_factory):
+    return (request.param, *_federation(tmp_path_factory.mktemp(request.param), request.param))
+
+
+_rounds = itertools.count(1)
+
+
+def _run(grid: ProtocolGrid, protocol: Any):
+    request = RoundRequest(
+        run_id=RUN_ID,
+        round_number=next(_rounds),
+        sites=list(SITES),
+        nodes=grid.node_of,
+        plan=PLAN,
+        timeout_s=5.0,
+        expected_digest="d0",
+    )
+    return protocol.aggregate(grid, request, min_contributors=2)
+
+
+def _carried_by_flower(value: Any) -> bool:
+    try:
+        ConfigRecord({"k": value})
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+@st.composite
+def hostile_reply(draw: st.DrawFn, result: dict[str, Any]) -> dict[str, Any]:
+    """`result` with a few fields dropped, replaced by hostile values, or their bytes mutated."""
+    changed = dict(result)
+    keys = sorted(changed)
+    for _ in range(draw(st.integers(1, 3))):
+        key = draw(st.sampled_from([*keys, "junk"]))
+        action = draw(st.sampled_from(("drop", "value", "mutate", "huge-int")))
+        if action == "drop":
+            changed.pop(key, None)
+        elif action == "value":
+            changed[key] = draw(hostile_values().filter(_carried_by_flower))
+        elif action == "huge-int":
+            changed[key] = draw(st.sampled_from((10**9, 2**62, -1, [10**9, 2**40])))
+        elif isinstance(changed.get(key), bytes):
+            changed[key] = draw(mutated(changed[key]))
+        elif isinstance(changed.get(key), list) and changed[key]:
+            items = list(changed[key])
+            i = draw(st.integers(0, len(items) - 1))
+            if isinstance(items[i], bytes):
+                items[i] = draw(mutated(items[i]))
+            changed[key] = items
+    return changed
+
+
+@FUZZ_SLOW
+@given(data=st.data())
+def test_a_hostile_reply_fails_its_site_and_the_round_goes_on(federation, data):
+    mode, grid, protocol = federation
+    target = data.draw(st.sampled_from(SITES))
+    stage = data.draw(st.sampled_from(STAGES[mode]))
+
+    def hostile(site: str, kind: str, result: dict[str, Any]) -> dict[str, Any]:
+        if site != target or kind != stage:
+            return result
+        return data.draw(hostile_reply(result))
+
+    grid.hostile = hostile
+    try:
+        outcome = _run(grid, protocol)
+    finally:
+        grid.hostile = None
+    assert outcome.payload is not None, outcome.error
+    for site in SITES:
+        status = outcome.contributions[site].status
+        if site != target:
+            assert status is ContributionStatus.CONTRIBUTED, outcome.contributions[site]
+        else:
+            assert status in (
+                ContributionStatus.CONTRIBUTED,
+                ContributionStatus.FAILED,
+                ContributionStatus.DROPPED,
+            )
+
+
+@pytest.mark.parametrize("stage_index", range(5))
+def test_an_oversize_reply_is_refused_by_size_and_the_round_goes_on(federation, stage_index):
+    mode, grid, protocol = federation
+    if stage_index >= len(STAGES[mode]):
+        pytest.skip("no such stage in this mode")
+    stage = STAGES[mode][stage_index]
+    target = SITES[1]
+    limit = protocol.limits.for_message_type(stage)
+
+    def oversize(site: str, kind: str, result: dict[str, Any]) -> dict[str, Any]:
+        if site == target and kind == stage:
+            return {**result, "padding": b"\x00" * (limit + 1)}
+        return result
+
+    grid.hostile = oversize
+    try:
+        outcome = _run(grid, protocol)
+    finally:
+        grid.hostile = None
+    assert outcome.payload is not None, outcome.error
+    mine = outcome.contributions[target]
+    if stage in (MessageType.CONSISTENCY, MessageType.RELEASE):
+        # after its upload is in the sum, the site stays counted; the refusal is logged
+        assert mine.status is ContributionStatus.CONTRIBUTED
+    else:
+        assert mine.status is ContributionStatus.FAILED
+        assert f"exceeds the limit of {limit} bytes" in mine.error
+    for site in set(SITES) - {target}:
+        assert outcome.contributions[site].status is ContributionStatus.CONTRIBUTED
+
+
+def test_upload_limit_follows_the_adapter_size(federation):
+    _, _, protocol = federation
+    assert protocol.limits.control == DEFAULT_CONTROL_BYTES
+    assert ADAPTER * 4 < protocol.limits.upload < 1 << 20
+
+
+def test_send_stage_refuses_before_reading_fields(federation):
+    _, grid, _ = federation
+    seen = []
+
+    def oversize(site: str, kind: str, result: dict[str, Any]) -> dict[str, Any]:
+        seen.append(site)
+        return {Key.SITE: site, "blob": b"\x01" * 2048}
+
+    grid.hostile = oversize
+    try:
+        stage = send_stage(
+            grid,
+            MessageType.IDENTIFY,
+            {site: {} for site in SITES},
+            grid.node_of,
+            5.0,
+            max_reply_bytes=1024,
+        )
+    finally:
+        grid.hostile = None
+    assert sorted(seen) == sorted(SITES) and not stage.replies
+    for reason in stage.failed.values():
+        assert "exceeds the limit of 1024 bytes" in reason
