@@ -17,12 +17,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from .errors import ConfigurationError, WrapAroundRisk
+from .graph import neighbour_threshold, secure_degree
 
 __all__ = [
+    "DEFAULT_CORRUPT_FRACTION",
+    "DEFAULT_DROPOUT_FRACTION",
     "DEFAULT_PLAIN_MODULUS",
     "FRESH_NOISE_BITS",
     "HE_STANDARD_MAX_COEFF_BITS",
     "NOISE_MARGIN_BITS",
+    "SPARSE_ABOVE",
     "BfvParams",
     "Mode",
     "ProtocolParams",
@@ -49,6 +53,15 @@ DEFAULT_PLAIN_MODULUS = 1073643521
 #: Noise bits a fresh symmetric BFV ciphertext consumes above ``log2 t``. Measured: 5 bits for
 #: N = 2048 … 16384 (SEAL's invariant noise budget); one bit is added as a safety margin.
 FRESH_NOISE_BITS = 6
+
+#: Above this many sites `plan` uses a SecAgg+ neighbour graph instead of all pairs (when the
+#: degree that meets the risk bounds is smaller than all pairs); at or below it, all pairs.
+SPARSE_ABOVE = 50
+
+#: The risk a neighbour graph is sized for by default (`graph.secure_degree`): at most this
+#: fraction of the sampled sites colluding with the coordinator, and at most this fraction dropping.
+DEFAULT_CORRUPT_FRACTION = 0.1
+DEFAULT_DROPOUT_FRACTION = 0.1
 
 #: Noise budget (bits) left after the aggregator's additions and one plaintext subtraction.
 NOISE_MARGIN_BITS = 4
@@ -176,6 +189,10 @@ class ProtocolParams:
 
     ``scale`` maps a weighted update coordinate ``n·Δ`` (``|Δ| ≤ clip``, ``1 ≤ n ≤ max_weight``)
     to the integer ``round(scale·n·Δ)``; the vector carries ``n`` in one extra slot.
+
+    ``neighbours`` (even, 0 = all pairs) is the degree of the SecAgg+ neighbour graph and
+    ``neighbour_threshold`` the Shamir threshold within a site's neighbourhood of
+    ``neighbours + 1`` holders; ``threshold`` stays the least number of survivors of every stage.
     """
 
     vector_length: int
@@ -186,9 +203,12 @@ class ProtocolParams:
     threshold: int
     mode: Mode = Mode.HE_SS
     bfv: BfvParams = field(default_factory=BfvParams)
+    neighbours: int = 0
+    neighbour_threshold: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode(self.mode))
+        self._check_graph()
         if self.vector_length < 1:
             raise ConfigurationError(f"vector_length must be at least 1; got {self.vector_length}")
         if not (math.isfinite(self.clip) and self.clip > 0):
@@ -218,6 +238,23 @@ class ProtocolParams:
                 f"{budget:.1f} bits (< {NOISE_MARGIN_BITS}): data modulus {self.bfv.data_bits} "
                 f"bits is too small for plain modulus {self.bfv.plain_modulus}; use larger data "
                 f"primes or a smaller plain modulus"
+            )
+
+    def _check_graph(self) -> None:
+        d, t = self.neighbours, self.neighbour_threshold
+        if d == 0 and t == 0:
+            return
+        if self.mode is not Mode.HE_SS:
+            raise ConfigurationError(f"a neighbour graph is an he+ss feature, mode is {self.mode}")
+        if d < 2 or d % 2 or d >= self.n_sites - 1:
+            raise ConfigurationError(
+                f"neighbour degree must be even, at least 2 and below {self.n_sites - 1} "
+                f"(all pairs); got {d}"
+            )
+        if not neighbour_threshold(d) <= t <= d + 1:
+            raise ConfigurationError(
+                f"neighbour threshold must be a majority of the {d + 1} holders of a "
+                f"neighbourhood ({neighbour_threshold(d)}..{d + 1}); got {t}"
             )
 
     @property
@@ -269,6 +306,10 @@ def plan(
     scale: float | None = None,
     min_levels: int = 256,
     max_colluding: int = 0,
+    sparse_above: int = SPARSE_ABOVE,
+    neighbours: int | None = None,
+    corrupt_fraction: float = DEFAULT_CORRUPT_FRACTION,
+    dropout_fraction: float = DEFAULT_DROPOUT_FRACTION,
 ) -> ProtocolParams:
     """Choose (or check) the fixed-point scale so the sum of all sampled sites cannot wrap mod t.
 
@@ -281,6 +322,11 @@ def plan(
     ``n_sites · ceil(max_weight · clip · scale) ≤ (t-1)/2``. `min_levels` is the least number of
     quantisation levels a weight-1 coordinate must get over ``[0, clip]``: below it the update
     would drown in rounding noise, and the configuration is refused.
+
+    In he+ss with more than `sparse_above` sites, sites mask and share only with their neighbours
+    in a SecAgg+ graph: of degree `neighbours` if given, else the smallest degree that keeps the
+    failure bounds of `graph.secure_degree` for `corrupt_fraction` (at least
+    ``max_colluding / n_sites``) and `dropout_fraction`; all pairs when no smaller degree does.
     """
     if bfv is None:  # smallest default data prime whose noise budget covers the federation
         bfv = BfvParams()
@@ -318,6 +364,14 @@ def plan(
             f"{min_levels}): {n_sites} sites x max weight {max_weight} use too much of plain "
             f"modulus t={t}; use a larger t, fewer sites, or a smaller max sample count"
         )
+    degree, neighbourhood_k = _plan_graph(
+        n_sites,
+        Mode(mode),
+        sparse_above=sparse_above,
+        neighbours=neighbours,
+        corrupt_fraction=max(corrupt_fraction, max_colluding / n_sites),
+        dropout_fraction=dropout_fraction,
+    )
     return ProtocolParams(
         vector_length=vector_length,
         clip=clip,
@@ -327,15 +381,45 @@ def plan(
         threshold=threshold,
         mode=mode,
         bfv=bfv,
+        neighbours=degree,
+        neighbour_threshold=neighbourhood_k,
     )
+
+
+def _plan_graph(
+    n_sites: int,
+    mode: Mode,
+    *,
+    sparse_above: int,
+    neighbours: int | None,
+    corrupt_fraction: float,
+    dropout_fraction: float,
+) -> tuple[int, int]:
+    """(degree, neighbourhood threshold) of the SecAgg+ graph, or (0, 0) for all pairs."""
+    if mode is not Mode.HE_SS or n_sites <= sparse_above:
+        return 0, 0
+    if neighbours is not None:
+        if neighbours >= n_sites - 1:
+            return 0, 0
+        return neighbours, neighbour_threshold(neighbours)
+    chosen = secure_degree(
+        n_sites, corrupt_fraction=corrupt_fraction, dropout_fraction=dropout_fraction
+    )
+    return chosen if chosen is not None else (0, 0)
 
 
 def params_to_json(params: ProtocolParams) -> str:
     """The canonical text form both sides exchange, so they build identical parameters."""
     import json
 
+    graph = (
+        {"neighbours": params.neighbours, "neighbour_threshold": params.neighbour_threshold}
+        if params.neighbours
+        else {}  # all pairs: the form of runs planned before neighbour graphs existed
+    )
     return json.dumps(
         {
+            **graph,
             "vector_length": params.vector_length,
             "clip": params.clip,
             "scale": params.scale,
@@ -374,6 +458,8 @@ def params_from_json(text_form: str) -> ProtocolParams:
                 coeff_mod_bit_sizes=tuple(int(b) for b in bfv_raw["coeff_mod_bit_sizes"]),
                 plain_modulus=int(bfv_raw["plain_modulus"]),
             ),
+            neighbours=int(raw.get("neighbours", 0)),
+            neighbour_threshold=int(raw.get("neighbour_threshold", 0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ConfigurationError):

@@ -23,6 +23,7 @@ import hmac
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import tenseal as ts
@@ -39,6 +40,7 @@ from .errors import (
     InvalidShare,
     SecureAggError,
 )
+from .graph import NeighbourGraph, harary_graph, round_seed
 from .messages import (
     AggregateMessage,
     ConsistencyAck,
@@ -63,6 +65,7 @@ __all__ = [
     "SiteIdentity",
     "SiteRound",
     "UploadSum",
+    "adverts_for",
     "aggregator_load_context",
     "aggregator_sum",
     "aggregator_unmask",
@@ -114,6 +117,44 @@ class RoundInfo:
     def mode(self) -> Mode:
         return self.params.mode
 
+    @cached_property
+    def graph(self) -> NeighbourGraph | None:
+        """The round's SecAgg+ neighbour graph, or None for all pairs.
+
+        Derived from public round data only (`graph.round_seed`), so every party computes the
+        same graph and nobody hands out neighbourhoods.
+        """
+        degree = self.params.neighbours
+        if not degree or len(self.sampled) <= degree + 1:
+            return None
+        seed = round_seed(self.run_id, self.round_no, self.sampled)
+        return harary_graph(self.sampled, degree=degree, seed=seed)
+
+    def holders(self, owner: str) -> frozenset[str]:
+        """Sites that may hold shares of `owner`'s secrets and mask with it (itself included)."""
+        graph = self.graph
+        return frozenset(self.sampled) if graph is None else graph.closed(owner)
+
+    @property
+    def secret_threshold(self) -> int:
+        """Shares needed to reconstruct one site's secret: k, or the neighbourhood threshold."""
+        return self.params.threshold if self.graph is None else self.params.neighbour_threshold
+
+    def share_index(self, owner: str, holder: str, advertised: Iterable[str]) -> int:
+        """1-based Shamir index of `holder` for `owner`'s secrets.
+
+        All pairs: the holder's position among the advertised sites (U1). Neighbour graph: its
+        position in the owner's closed neighbourhood, which does not depend on U1.
+        """
+        graph = self.graph
+        order = sorted(advertised) if graph is None else sorted(graph.closed(owner))
+        return order.index(holder) + 1
+
+    def share_count(self, owner: str, advertised: Iterable[str]) -> int:
+        """How many shares `owner` makes (indices 1..count)."""
+        graph = self.graph
+        return len(set(advertised)) if graph is None else len(graph.closed(owner))
+
 
 @dataclass(frozen=True)
 class SiteIdentity:
@@ -132,6 +173,15 @@ def _threshold_check(count: int, info: RoundInfo, what: str) -> None:
     if count < info.params.threshold:
         raise InsufficientSurvivors(
             f"{count} {what}, fewer than the threshold k={info.params.threshold}: abort the round"
+        )
+
+
+def _neighbourhood_check(count: int, info: RoundInfo, what: str) -> None:
+    """Per-owner check: k with all pairs, the neighbourhood threshold with a neighbour graph."""
+    needed = info.secret_threshold
+    if count < needed:
+        raise InsufficientSurvivors(
+            f"{count} {what}, fewer than the {needed} needed to reconstruct: abort the round"
         )
 
 
@@ -267,9 +317,9 @@ class SiteRound:
     def site_id(self) -> str:
         return self.me.site_id
 
-    def holder_index(self, site_id: str) -> int:
-        """Share index of a holder: its 1-based position among the advertised sites (U1)."""
-        return sorted(self.peers).index(site_id) + 1
+    def holder_index(self, site_id: str, owner: str | None = None) -> int:
+        """Share index of a holder of `owner`'s secrets (default: this site's own)."""
+        return self.info.share_index(owner or self.site_id, site_id, self.peers)
 
 
 def site_advertise(
@@ -322,17 +372,26 @@ def site_share_keys(
     """Verify the relayed adverts, Shamir-share b_i and the mask key, seal one envelope per site."""
     info = state.info
     verified, rejected = _verify_adverts(info, adverts, directory)
-    peers = {site: advert for site, (_, advert) in verified.items()}
-    if rejected or peers.get(state.site_id) != state.advert:
+    if rejected or state.site_id not in verified:
         raise InvalidMessage()  # the coordinator relays verified adverts only
-    _threshold_check(len(peers), info, "sites advertised keys")
+    mine = info.holders(state.site_id)
+    peers = {site: advert for site, (_, advert) in verified.items() if site in mine}
+    if peers[state.site_id] != state.advert:
+        raise InvalidMessage()
+    if info.graph is None:
+        _threshold_check(len(peers), info, "sites advertised keys")
+    else:  # only the coordinator sees U1 whole; it checks k there
+        _neighbourhood_check(len(peers), info, f"neighbours of {state.site_id!r} advertised keys")
     state.peers = peers
     order = sorted(peers)
-    k = info.params.threshold
-    seed_shares = shamir.split_secret(state.self_seed, n=len(order), k=k)
-    key_shares = shamir.split_secret(keys.private_bytes(state.mask_key), n=len(order), k=k)
+    k = info.secret_threshold
+    count = info.share_count(state.site_id, peers)
+    seed_shares = shamir.split_secret(state.self_seed, n=count, k=k)
+    key_shares = shamir.split_secret(keys.private_bytes(state.mask_key), n=count, k=k)
     out = []
-    for holder, seed_share, key_share in zip(order, seed_shares, key_shares, strict=True):
+    for holder in order:
+        index = state.holder_index(holder) - 1
+        seed_share, key_share = seed_shares[index], key_shares[index]
         sealed = keys.seal(
             peers[holder].share_public,
             seed_share.to_bytes() + key_share.to_bytes(),
@@ -375,7 +434,6 @@ def site_share_keys(
 def _receive_envelopes(state: SiteRound, envelopes: Sequence[Signed], directory: Directory) -> None:
     info = state.info
     me = state.site_id
-    my_index = state.holder_index(me)
     held: dict[str, tuple[shamir.Share, shamir.Share]] = {}
     for message in envelopes:
         owner = message.sender
@@ -412,12 +470,16 @@ def _receive_envelopes(state: SiteRound, envelopes: Sequence[Signed], directory:
                 key_share.to_bytes(), info=info, owner=owner, holder=me, kind=ShareKind.MASK_KEY
             ),
         )
+        my_index = state.holder_index(me, owner)
         if not digests_ok or seed_share.index != my_index or key_share.index != my_index:
             raise InvalidMessage()
         held[owner] = (seed_share, key_share)
     if me not in held:
         raise InvalidMessage()
-    _threshold_check(len(held), info, "sites shared their keys")
+    if info.graph is None:
+        _threshold_check(len(held), info, "sites shared their keys")
+    else:  # fewer would leave this site's own secrets unrecoverable
+        _neighbourhood_check(len(held), info, f"neighbours of {me!r} shared their keys")
     state.held = held
 
 
@@ -534,7 +596,13 @@ def site_consistency(state: SiteRound, survivors: Sequence[str]) -> Signed:
     """Sign the survivor set U3 the coordinator announced; a site signs one set per round."""
     info = state.info
     u3 = tuple(sorted(set(survivors)))
-    if len(u3) != len(survivors) or not set(u3) <= set(state.held) or state.site_id not in u3:
+    near = set(u3) & info.holders(state.site_id)  # all of U3 with all pairs
+    if (
+        len(u3) != len(survivors)
+        or not set(u3) <= set(info.sampled)
+        or not near <= set(state.held)
+        or state.site_id not in u3
+    ):
         raise InvalidMessage()
     if state.survivors is not None and state.survivors != u3:
         raise InvalidMessage()
@@ -616,6 +684,12 @@ def collect_adverts(
     return accepted, rejected
 
 
+def adverts_for(info: RoundInfo, adverts: Mapping[str, Signed], site: str) -> list[Signed]:
+    """The adverts to relay to `site`: all of U1, or its neighbours' with a neighbour graph."""
+    mine = info.holders(site)
+    return [adverts[s] for s in sorted(adverts) if s in mine]
+
+
 @dataclass(frozen=True)
 class ShareBook:
     """The coordinator's record of the share stage: who shared (U2), routing and share digests."""
@@ -631,8 +705,16 @@ class ShareBook:
         return tuple(sorted(self.envelopes))
 
     def for_recipient(self, holder: str) -> list[Signed]:
-        """Envelopes to relay to `holder`, one per site in U2."""
-        return [self.envelopes[owner][holder] for owner in self.senders]
+        """Envelopes to relay to `holder`: one per site in U2 that shared with it."""
+        return [
+            self.envelopes[owner][holder]
+            for owner in self.senders
+            if holder in self.envelopes[owner]
+        ]
+
+    def owners_held_by(self, holder: str) -> set[str]:
+        """Sites of U2 whose shares `holder` holds (all of U2 with all pairs)."""
+        return {owner for owner in self.senders if holder in self.envelopes[owner]}
 
 
 def collect_envelopes(
@@ -647,7 +729,6 @@ def collect_envelopes(
     if bad:
         raise InvalidMessage()
     parsed = {site: advert for site, (_, advert) in verified.items()}
-    holders = sorted(parsed)
     envelopes: dict[str, dict[str, Signed]] = {}
     digests: dict[tuple[str, str], tuple[bytes, bytes]] = {}
     rejected: dict[str, str] = {}
@@ -671,7 +752,7 @@ def collect_envelopes(
                     envelope.self_seed_digest,
                     envelope.mask_key_digest,
                 )
-            if sorted(mine) != holders:
+            if set(mine) != set(parsed) & info.holders(sender):
                 raise InvalidMessage("envelopes missing for some advertised sites")
             envelopes[sender] = mine
             digests.update(mine_digests)
@@ -806,7 +887,6 @@ def _collect_releases(
     directory: Directory,
 ) -> tuple[dict[str, dict[int, shamir.Share]], dict[str, dict[int, shamir.Share]], dict[str, str]]:
     u2 = set(book.senders)
-    order = sorted(book.adverts)
     confirmed = set(confirmed)
     seeds: dict[str, dict[int, shamir.Share]] = {o: {} for o in survivors}
     mask_keys: dict[str, dict[int, shamir.Share]] = {o: {} for o in u2 - set(survivors)}
@@ -821,12 +901,12 @@ def _collect_releases(
                 directory, run_id=info.run_id, round_no=info.round_no, stage=Stage.UNMASK
             )
             release = ShareRelease.from_bytes(body)
-            index = order.index(holder) + 1
             owners = [owner for owner, _, _ in release.entries]
-            if sorted(owners) != sorted(u2) or len(set(owners)) != len(owners):
+            if set(owners) != book.owners_held_by(holder) or len(set(owners)) != len(owners):
                 raise InvalidMessage()
             parsed = []
             for owner, kind, raw in release.entries:
+                index = info.share_index(owner, holder, book.adverts)
                 wanted = ShareKind.SELF_SEED if owner in survivors else ShareKind.MASK_KEY
                 digest = book.digests[(owner, holder)][0 if wanted is ShareKind.SELF_SEED else 1]
                 if kind is not wanted or not hmac.compare_digest(
@@ -839,7 +919,7 @@ def _collect_releases(
                 parsed.append((owner, kind, share))
             seen.add(holder)
             for owner, kind, share in parsed:
-                (seeds if kind is ShareKind.SELF_SEED else mask_keys)[owner][index] = share
+                (seeds if kind is ShareKind.SELF_SEED else mask_keys)[owner][share.index] = share
         except SecureAggError as exc:
             rejected[holder] = str(exc)
     return seeds, mask_keys, rejected
@@ -880,10 +960,14 @@ def aggregator_unmask(
     seeds, mask_keys, rejected = _collect_releases(
         info, releases, book=book, survivors=survivors, confirmed=acks, directory=directory
     )
-    k = info.params.threshold
+    k = info.secret_threshold
+    for owner, shares in mask_keys.items():  # a dropout's neighbours first: the likelier abort
+        _neighbourhood_check(
+            len(shares), info, f"valid shares of the mask key of dropped site {owner!r}"
+        )
     survivor_seeds = {}
     for owner, shares in seeds.items():
-        _threshold_check(len(shares), info, f"valid shares of the self-mask seed of {owner!r}")
+        _neighbourhood_check(len(shares), info, f"valid shares of the self-mask seed of {owner!r}")
         chosen = [shares[i] for i in sorted(shares)[:k]]
         survivor_seeds[owner] = shamir.reconstruct_seed(
             chosen,
@@ -893,14 +977,13 @@ def aggregator_unmask(
         )
     dropped_pairs = {}
     for owner, shares in mask_keys.items():
-        _threshold_check(len(shares), info, f"valid shares of the mask key of {owner!r}")
         chosen = [shares[i] for i in sorted(shares)[:k]]
         private = keys.load_agreement_private(
             shamir.reconstruct_agreement_key(
                 chosen, threshold=k, public_key=book.adverts[owner].mask_public
             )
         )
-        for survivor in survivors:
+        for survivor in sorted(set(survivors) & info.holders(owner)):
             dropped_pairs[(survivor, owner)] = keys.pairwise_seed(
                 private,
                 book.adverts[survivor].mask_public,

@@ -52,6 +52,8 @@ class Federation:
         bfv_params: BfvParams | None = None,
         threshold: int | None = None,
         run_id: str = "run-test",
+        sparse_above: int | None = None,
+        neighbours: int | None = None,
     ) -> None:
         self.mode = Mode(mode)
         self.run_id = run_id
@@ -69,6 +71,8 @@ class Federation:
             mode=self.mode,
             bfv=bfv_params,
             threshold=threshold,
+            **({} if sparse_above is None else {"sparse_above": sparse_above}),
+            neighbours=neighbours,
         )
         self.ciphers: dict[str, bfv.SiteCipher | None] = dict.fromkeys(self.ids)
         self.context = None
@@ -162,7 +166,6 @@ class Federation:
                 )
                 adverts.append(tamper("advertise", s, msg))
             accepted, _ = recipe.collect_adverts(info, adverts, directory=self.directory)
-            relayed = list(accepted.values())
             bundles = {}
             for s in alive("share"):
                 if s not in accepted:
@@ -171,7 +174,10 @@ class Federation:
                     "share",
                     s,
                     recipe.site_share_keys(
-                        states[s], relayed, directory=self.directory, randbytes=rng("share", s)
+                        states[s],
+                        recipe.adverts_for(info, accepted, s),
+                        directory=self.directory,
+                        randbytes=rng("share", s),
                     ),
                 )
             book = recipe.collect_envelopes(

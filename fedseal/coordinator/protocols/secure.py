@@ -36,6 +36,7 @@ from fedseal.coordinator.protocols.base import (
 )
 from fedseal.secure_agg import recipe
 from fedseal.secure_agg.errors import InsufficientSurvivors, SecureAggError
+from fedseal.secure_agg.graph import round_seed
 from fedseal.secure_agg.messages import Signed
 from fedseal.secure_agg.params import Mode, ProtocolParams, params_to_json, plan
 from fedseal.wire import Key, MessageType
@@ -195,11 +196,20 @@ class SecureAggregation(AggregationProtocol):
                 info, tracker.signed(stage, Key.SIGNED), directory=directory
             )
             tracker.reject(rejected)
-            relayed = [adverts[s].to_bytes() for s in sorted(adverts)]
+            if info.graph is not None:
+                log.info(
+                    "round %d: SecAgg+ neighbour graph, degree %d, seed %s",
+                    request.round_number,
+                    info.graph.degree,
+                    round_seed(info.run_id, info.round_no, info.sampled).hex()[:16],
+                )
+            relayed = {  # all of U1, or each site's neighbours in a neighbour graph
+                s: [m.to_bytes() for m in recipe.adverts_for(info, adverts, s)] for s in adverts
+            }
             stage = tracker.stage(
                 grid,
                 MessageType.SHARE,
-                {s: {**fields, Key.RELAYED: relayed} for s in sorted(adverts)},
+                {s: {**fields, Key.RELAYED: relayed[s]} for s in sorted(adverts)},
             )
             bundles = {}
             for site, reply in stage.replies.items():
