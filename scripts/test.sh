@@ -34,6 +34,17 @@ ensure_chromium() {
   [ -x /usr/bin/chromium ]
 }
 
+# The compose stack's fleet-only proxy is nginx; tests/deploy runs it with the stack's own config.
+ensure_nginx() {
+  if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then return 0; fi
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "fedseal tests: installing nginx from Debian's packages ..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
+  fi
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]
+}
+
+ensure_nginx || echo "fedseal tests: nginx is missing: the deployment tests will fail" >&2
 ensure_chromium || echo "fedseal tests: /usr/bin/chromium is missing: the fl-audit browser tests will fail" >&2
 
 if [ -z "${FEDSEAL_TEST_DATABASE_URL:-}" ]; then

@@ -174,6 +174,60 @@ def build_parser() -> argparse.ArgumentParser:
     _flower_options(revoke, "unregister the SuperNode")
     _common(revoke)
 
+    start = commands.add_parser(
+        "start-run",
+        help="submit a run to the SuperLink and follow it until it finishes",
+        description="Submit a run of fedseal's ServerApp to the SuperLink (`flwr run` on the "
+        "connection in FLWR_HOME/config.toml) and, with --wait, follow its rounds in the "
+        "registry until it finishes. The Flower run id is kept in STATE/current-run.json: "
+        "started again while that run is unfinished, it follows it instead of submitting "
+        "another (--new submits anyway). The run config carries the registry URL: keep "
+        "passwords out of it (PostgreSQL: PGPASSWORD in the SuperLink's environment).",
+        epilog="Exit codes: 0 submitted (with --wait: the run completed), 1 the run failed or "
+        "was aborted, 2 usage error, 3 --wait gave up after --timeout, 4 `flwr run` failed, "
+        "130 interrupted.",
+    )
+    start.add_argument(
+        "--scenario", default="hospitals", help="the demo scenario whose labels the run uses"
+    )
+    start.add_argument(
+        "--mode",
+        choices=("he+ss", "he", "plain"),
+        default="he+ss",
+        help="aggregation protocol (default he+ss; never silently weakened)",
+    )
+    start.add_argument("--rounds", type=int, default=3, help="federated rounds (default 3)")
+    start.add_argument(
+        "--steps", type=int, default=30, help="local training steps per round (default 30)"
+    )
+    start.add_argument(
+        "--min-sites",
+        type=int,
+        metavar="N",
+        help="sites that must be connected before round 1 (default: every enrolled site)",
+    )
+    start.add_argument("--seed", type=int, default=0, help="model and sampling seed (default 0)")
+    start.add_argument(
+        "--round-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how long each stage waits for sites before counting them dropped (default 600)",
+    )
+    start.add_argument("--wait", action="store_true", help="follow the run until it finishes")
+    start.add_argument(
+        "--timeout",
+        type=float,
+        default=6 * 3600.0,
+        metavar="SECONDS",
+        help="with --wait, give up after this long (default 21600)",
+    )
+    start.add_argument(
+        "--new", action="store_true", help="submit even if the recorded run is unfinished"
+    )
+    _flower_options(start, "submit the run")
+    _common(start)
+
     status = commands.add_parser(
         "status",
         help="show runs, rounds and each site's ε spent against its budget",
@@ -444,6 +498,71 @@ def _revoke(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _start_run(args: argparse.Namespace) -> int:
+    from fedseal.models.data import get_scenario, load_site_data, scenario_site_names
+
+    from .flower_app import CONNECTION_NAME
+    from .registry import RegistryError
+    from .run_launch import LaunchError, follow_run, launch_run
+    from .run_settings import default_run_config
+
+    for name, value in (("--rounds", args.rounds), ("--steps", args.steps)):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1")
+    if args.connection != CONNECTION_NAME:
+        raise UserError(f"start-run submits on the connection {CONNECTION_NAME!r} only")
+    home = _checked_flwr_home(args)
+    try:
+        scenario = get_scenario(args.scenario)
+    except (KeyError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    state = _state_dir(args)
+    url = _database_url(args)
+    with _open(args, writing=True) as registry:
+        try:
+            enrolled = len(registry.site_public_keys())
+        except RegistryError as exc:
+            raise UserError(f"registry: {exc}") from None
+        min_sites = args.min_sites if args.min_sites is not None else enrolled
+        if min_sites < 1:
+            raise UserError("no site is enrolled: enrol sites first (`fl-coordinator enroll`)")
+        # The class labels come from the scenario (its label set, not any site's records).
+        try:
+            first_site = scenario_site_names(args.scenario, min_sites)[0]
+            labels = load_site_data(
+                args.scenario, first_site, min_sites, args.seed, cache_dir=state / "cache"
+            )[2]
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        run_config = default_run_config(
+            database_url=url,
+            scenario=args.scenario,
+            labels=list(labels),
+            rounds=args.rounds,
+            min_sites=min_sites,
+            steps=args.steps,
+            seed=args.seed,
+            round_timeout=args.round_timeout,
+            max_length=scenario.max_length,
+            mode=args.mode,
+            coordinator_state=str(state.resolve()),
+        )
+        try:
+            launch = launch_run(registry, state, run_config, home, new=args.new)
+        except LaunchError as exc:
+            raise UserError(str(exc), ExitCode.CHILD_FAILED) from None
+        verb = "following the unfinished" if launch.resumed else "submitted"
+        _say(f"{verb} Flower run {launch.flower_run_id} ({args.mode}, {args.rounds} rounds)")
+        if not args.wait:
+            return ExitCode.OK
+        try:
+            run = follow_run(registry, launch.flower_run_id, timeout_s=args.timeout, report=_say)
+        except LaunchError as exc:
+            raise UserError(str(exc), ExitCode.UNREACHABLE) from None
+    _say(f"run {run.id} {run.status}" + (f": {run.error}" if run.error else ""))
+    return ExitCode.OK if str(run.status) == "completed" else ExitCode.FAILURE
+
+
 def _status(args: argparse.Namespace) -> int:
     from .registry import RecordNotFound, RegistryError
     from .status_report import collect_status, render_status
@@ -467,6 +586,7 @@ _COMMANDS = {
     "site-auth-key": _site_auth_key,
     "enroll": _enroll,
     "revoke": _revoke,
+    "start-run": _start_run,
     "status": _status,
 }
 
