@@ -85,6 +85,10 @@ class Key(StrEnum):
     PRIVACY = "privacy"
     PRIVACY_SIGNATURE = "privacy-signature"  # the site's signature over its ledger statement
     DECLINED = "declined"
+    # statements a site signed earlier whose reply may have been lost (identify asks for them)
+    RECOVER_RUNS = "recover-runs"  # Flower run ids whose kept statements the site sends back
+    RECOVERED = "recovered"  # list of statement JSON texts
+    RECOVERED_SIGNATURES = "recovered-signatures"  # the site's signature over each, same order
     # site facts
     ADAPTER_SIZE = "adapter-size"
     LAYOUT_DIGEST = "layout-digest"

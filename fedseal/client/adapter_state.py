@@ -16,7 +16,7 @@ import numpy as np
 
 from fedseal.models.adapter import AdapterLayout, load_adapter, save_adapter, vector_digest
 
-__all__ = ["AdapterState", "GlobalAdapterStore"]
+__all__ = ["AdapterState", "GlobalAdapterStore", "find_global"]
 
 _STATE_FILE = "global.json"
 
@@ -75,3 +75,24 @@ class GlobalAdapterStore:
         for path in self.folder.glob("global-round-*.safetensors"):
             if path.name != keep:
                 path.unlink(missing_ok=True)
+
+
+def find_global(
+    state_dir: Path, digest: str, layout: AdapterLayout
+) -> tuple[AdapterState, np.ndarray] | None:
+    """The global adapter with `digest` that this site stored for any run, or None.
+
+    A coordinator that was restarted continues its run as a new Flower run (docs/decisions.md);
+    the site then carries on from the adapter it already holds, found by the digest the
+    coordinator expects (the digest is checked again when the file is loaded).
+    """
+    for path in sorted((Path(state_dir) / "runs").glob(f"*/{_STATE_FILE}")):
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(raw, dict) and raw.get("digest") == digest:
+            found = GlobalAdapterStore(state_dir, path.parent.name).load(layout)
+            if found is not None:
+                return found
+    return None

@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedseal.client.adapter_state import AdapterState, GlobalAdapterStore
+from fedseal.client.adapter_state import AdapterState, GlobalAdapterStore, find_global
 from fedseal.client.secure_stages import SecureSite
 from fedseal.client.site_config import SiteConfig
 from fedseal.client.site_data import SiteData, load_site_records
 from fedseal.client.site_keys import SiteKeys
+from fedseal.client.statement_outbox import SentStatement, StatementOutbox
 from fedseal.models.data.types import TextExamples
 from fedseal.run_plan import RunPlan
 from fedseal.wire import PROTOCOL_VERSION, Key
@@ -142,8 +143,11 @@ class SiteService:
         return self._models[key]
 
     def _global(
-        self, run_id: int, plan: RunPlan, loaded: _LoadedModel
+        self, run_id: int, plan: RunPlan, loaded: _LoadedModel, expected: str = ""
     ) -> tuple[GlobalAdapterStore, AdapterState, np.ndarray]:
+        """This run's global adapter: stored, or (first message of a run that continues an
+        interrupted one) the adapter this site holds with the digest the coordinator expects,
+        or the seeded initial one."""
         from fedseal.models.adapter import vector_digest
 
         store = GlobalAdapterStore(self.config.site.state_dir, run_id)
@@ -151,7 +155,14 @@ class SiteService:
         if stored is not None:
             return store, stored[0], stored[1]
         vector = loaded.initial.copy()
-        return store, AdapterState(0, vector_digest(vector, loaded.layout), None), vector
+        initial = AdapterState(0, vector_digest(vector, loaded.layout), None)
+        if expected and expected != initial.digest:
+            found = find_global(self.config.site.state_dir, expected, loaded.layout)
+            if found is not None:
+                state, vector = found
+                log.info("continuing from the global adapter of round %d", state.applied_round)
+                return store, store.save(state.applied_round, vector, loaded.layout), vector
+        return store, initial, vector
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -170,6 +181,14 @@ class SiteService:
                 loaded = self._model(RunPlan.from_config(config))
             result[Key.ADAPTER_SIZE] = int(loaded.layout.size)
             result[Key.LAYOUT_DIGEST] = str(loaded.layout.digest)
+        runs = [str(r) for r in config.get(Key.RECOVER_RUNS, [])]
+        if runs:
+            try:
+                kept = StatementOutbox(self.config.site.state_dir).sent(runs)
+            except ValueError as exc:
+                raise SiteRefusal(f"recover-runs: {exc}") from None
+            result[Key.RECOVERED] = [s.statement for s in kept]
+            result[Key.RECOVERED_SIGNATURES] = [s.signature for s in kept]
         return result, {}
 
     def secure_stage(
@@ -210,9 +229,9 @@ class SiteService:
         round_number = int(config[Key.ROUND])
         data = self.data(plan.labels)
         loaded = self._model(plan)
-        store, state, vector = self._global(run_id, plan, loaded)
-        state, vector = self._catch_up(run_id, store, state, vector, loaded, config)
         expected = str(config.get(Key.EXPECTED_DIGEST, ""))
+        store, state, vector = self._global(run_id, plan, loaded, expected)
+        state, vector = self._catch_up(run_id, store, state, vector, loaded, config)
         if expected and expected != state.digest:
             raise SiteRefusal(
                 f"global adapter out of sync: site has round {state.applied_round} digest "
@@ -345,10 +364,12 @@ class SiteService:
             "round_number": round_number,
             "update_digest": update_digest(upload) if upload else "",
         }
-        return {
-            Key.PRIVACY: json.dumps(fields),
-            Key.PRIVACY_SIGNATURE: sign_statement(self.secure.keys.identity, fields),
-        }
+        text = json.dumps(fields)
+        signature = sign_statement(self.secure.keys.identity, fields)
+        StatementOutbox(self.config.site.state_dir).keep(
+            SentStatement(str(run_id), round_number, text, signature)
+        )
+        return {Key.PRIVACY: text, Key.PRIVACY_SIGNATURE: signature}
 
     def _catch_up(
         self,
@@ -359,7 +380,10 @@ class SiteService:
         loaded: _LoadedModel,
         config: Mapping[str, Any],
     ) -> tuple[AdapterState, np.ndarray]:
-        """Apply aggregates of rounds this site missed, in order."""
+        """Apply aggregates of completed rounds this site missed, in order.
+
+        Round numbers increase but may skip rounds that aborted (no aggregate); the train
+        stage then checks the result against the digest the coordinator expects."""
         rounds = [int(r) for r in config.get(Key.CATCHUP_ROUNDS, [])]
         payloads = list(config.get(Key.CATCHUP_PAYLOADS, []))
         extras = [json.loads(str(e)) for e in config.get(Key.CATCHUP_FIELDS, [])]
@@ -368,8 +392,6 @@ class SiteService:
         for index, (number, payload) in enumerate(zip(rounds, payloads, strict=True)):
             if number <= state.applied_round:
                 continue
-            if number != state.applied_round + 1:
-                raise SiteRefusal(f"catch-up skips from round {state.applied_round} to {number}")
             fields = {**config, **(extras[index] if extras else {}), Key.ROUND: number}
             vector = self._add_aggregate(run_id, vector, bytes(payload), fields, loaded)
             state = store.save(number, vector, loaded.layout)
@@ -409,7 +431,9 @@ class SiteService:
         data = self.data(plan.labels)
         loaded = self._model(plan)
         store, state, vector = self._global(run_id, plan, loaded)
-        if state.applied_round == round_number - 1:
+        # the train stage of this round checked the adapter against the coordinator's digest;
+        # rounds between (aborted ones) have no aggregate
+        if state.applied_round < round_number:
             payload = bytes(config[Key.AGGREGATE])
             vector = self._add_aggregate(run_id, vector, payload, config, loaded)
             state = store.save(round_number, vector, loaded.layout)

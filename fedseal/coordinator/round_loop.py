@@ -30,6 +30,7 @@ from fedseal.coordinator.protocols import (
     RoundRequest,
 )
 from fedseal.coordinator.registry import Registry, RegistryError, RegistryUnavailable
+from fedseal.coordinator.resume import record_recovered
 from fedseal.coordinator.run_settings import RunSettings
 from fedseal.coordinator.site_directory import SiteDirectory
 from fedseal.update_codec import payload_digest
@@ -51,6 +52,7 @@ class RunState:
     applied: dict[str, int] = field(default_factory=dict)  # site -> last applied round
     aggregates: dict[int, bytes] = field(default_factory=dict)  # round -> aggregate payload
     apply_fields: dict[int, str] = field(default_factory=dict)  # round -> JSON of extra fields
+    lineage: dict[str, int] = field(default_factory=dict)  # Flower run id -> registry run id
 
     def catchup_for(self, site: str) -> tuple[list[int], list[bytes]]:
         """Aggregates of completed rounds that `site` has not applied yet."""
@@ -101,6 +103,8 @@ def run_round(
 ) -> RoundOutcome:
     """Run round `number` to its end and record it; never raises for a site's misbehaviour."""
     directory.refresh()
+    # a site that restarted hands back the statements it signed, whose replies may have been lost
+    record_recovered(registry, directory.take_recovered(), state.lineage)
     connected = directory.connected()
     exhausted = set(registry.exhausted_sites(state.run_id))
     eligible = [site for site in connected if site not in exhausted]

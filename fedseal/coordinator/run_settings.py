@@ -40,6 +40,10 @@ class RunSettings:
     coordinator_state: str = ""
     """The coordinator's state folder: its ledger key (keys/ledger.key) countersigns every entry
     of the registry's ledger chain."""
+    resume_run: int = 0
+    """The registry run this run continues (its coordinator stopped mid-run); 0 for a new run."""
+    registry_retry_s: float = 600.0
+    """How long the coordinator waits for an unavailable registry database before failing."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -77,6 +81,8 @@ class RunSettings:
                 clip=float(get("clip")),
                 plan=plan,
                 coordinator_state=str(get("coordinator-state")),
+                resume_run=int(config.get("resume-run", 0)),
+                registry_retry_s=float(config.get("registry-retry", 600.0)),
             )
         except (TypeError, ValueError) as exc:
             raise RunSettingsError(f"invalid run config: {exc}") from None
@@ -98,6 +104,10 @@ class RunSettings:
             raise RunSettingsError("round-timeout and wait-for-sites must be positive")
         if not 0 < self.clip < 1e6:
             raise RunSettingsError("clip must be positive (the largest |change| per coordinate)")
+        if self.resume_run < 0:
+            raise RunSettingsError("resume-run must be 0 (a new run) or a registry run id")
+        if not 0 <= self.registry_retry_s <= 86_400:
+            raise RunSettingsError("registry-retry must be between 0 and 86400 seconds")
         if not self.coordinator_state:
             raise RunSettingsError(
                 "coordinator-state must name the coordinator's state folder (its ledger key "
@@ -133,6 +143,8 @@ def default_run_config(
     config: dict[str, Any] = {
         "database": database_url,
         "coordinator-state": "",
+        "resume-run": 0,
+        "registry-retry": 600.0,
         "scenario": scenario,
         "mode": DEFAULT_MODE,
         "clip": 0.5,

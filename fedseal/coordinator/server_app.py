@@ -14,10 +14,17 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedseal.coordinator.ledger_key import load_ledger_key
 from fedseal.coordinator.protocols import RunContext, protocol_for_mode
-from fedseal.coordinator.registry import Registry, open_registry
+from fedseal.coordinator.registry import Registry
+from fedseal.coordinator.registry.retry import (
+    RetryingRegistry,
+    RetryPolicy,
+    open_registry_retrying,
+)
+from fedseal.coordinator.resume import Resumption, plan_resume, record_recovered
 from fedseal.coordinator.round_loop import RunState, run_round
 from fedseal.coordinator.run_settings import RunSettings
 from fedseal.coordinator.site_directory import SiteDirectory
+from fedseal.wire import Key
 
 __all__ = ["app", "drive_run"]
 
@@ -31,31 +38,43 @@ def main(grid: Grid, context: Context) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = RunSettings.from_run_config(context.run_config)
     ledger_key = load_ledger_key(Path(settings.coordinator_state))
-    registry = open_registry(settings.database_url, ledger_key=ledger_key)
-    drive_run(grid, settings, registry)
+    policy = RetryPolicy(settings.registry_retry_s)
+    registry = open_registry_retrying(settings.database_url, policy, ledger_key=ledger_key)
+    drive_run(grid, settings, RetryingRegistry(registry, policy))  # type: ignore[arg-type]
 
 
 def drive_run(grid: Grid, settings: RunSettings, registry: Registry) -> int:
-    """Run every planned round; returns the registry's run id."""
+    """Run every planned round (from where an interrupted run stopped, when `resume-run` names
+    one); returns the registry's run id."""
     flower_run_id = int(grid.run.run_id)
+    resumed = plan_resume(registry, settings.resume_run, settings) if settings.resume_run else None
+    config = settings.public_summary()
+    if resumed is not None:
+        config.update(resumes_run=resumed.previous_run, first_round=resumed.first_round)
     run_id = registry.start_run(
         scenario=settings.scenario,
         protocol_mode=settings.mode,
-        config=settings.public_summary(),
+        config=config,
         rounds_planned=settings.rounds,
         flower_run_id=str(flower_run_id),
     )
     log.info("run %d (Flower run %d) started in mode %s", run_id, flower_run_id, settings.mode)
+    lineage = {str(flower_run_id): run_id}
+    if resumed is not None:
+        _close_interrupted(registry, resumed, run_id, flower_run_id)
+        lineage.update(resumed.flower_runs)
+    first_round = 1 if resumed is None else resumed.first_round
     try:
         protocol = protocol_for_mode(settings.mode)
         directory = SiteDirectory(
             grid,
             identify_timeout_s=settings.round_timeout_s,
-            identify_fields=settings.plan.to_config(),
+            identify_fields={**settings.plan.to_config(), Key.RECOVER_RUNS: list(lineage)},
         )
         connected = directory.wait_for(settings.min_sites, settings.wait_for_sites_s)
         for site in directory.sites:
             registry.ensure_site(site)
+        record_recovered(registry, directory.take_recovered(), lineage)
         if len(connected) < settings.min_sites:
             raise RuntimeError(
                 f"only {len(connected)} of {settings.min_sites} sites connected within "
@@ -71,9 +90,12 @@ def drive_run(grid: Grid, settings: RunSettings, registry: Registry) -> int:
                 timeout_s=settings.round_timeout_s,
             ),
         )
-        state = RunState(run_id=run_id, flower_run_id=flower_run_id)
+        state = RunState(run_id=run_id, flower_run_id=flower_run_id, lineage=lineage)
+        if resumed is not None:
+            state.expected_digest = resumed.expected_digest
+            state.last_round = first_round - 1
         completed = 0
-        for number in range(1, settings.rounds + 1):
+        for number in range(first_round, settings.rounds + 1):
             outcome = run_round(grid, number, settings, state, directory, protocol, registry)
             completed += outcome.status == "completed"
             for site in directory.sites:
@@ -91,3 +113,27 @@ def drive_run(grid: Grid, settings: RunSettings, registry: Registry) -> int:
         registry.finish_run(run_id, status="completed")
     log.info("run %d finished: %d of %d rounds completed", run_id, completed, settings.rounds)
     return run_id
+
+
+def _close_interrupted(
+    registry: Registry, resumed: Resumption, run_id: int, flower_run_id: int
+) -> None:
+    """The interrupted run's open round and the run itself end as aborted, naming the
+    continuation (the run's `run_finished` event carries it into the ledger chain)."""
+    for round_id in resumed.open_rounds:
+        registry.finish_round(
+            round_id,
+            status="aborted",
+            error=f"the coordinator stopped during the round; the run continues as run {run_id}",
+        )
+    registry.finish_run(
+        resumed.previous_run,
+        status="aborted",
+        error=(
+            f"the coordinator stopped; continued as run {run_id} (Flower run {flower_run_id}) "
+            f"from round {resumed.first_round}"
+        ),
+    )
+    log.info(
+        "run %d continues run %d from round %d", run_id, resumed.previous_run, resumed.first_round
+    )

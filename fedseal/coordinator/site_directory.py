@@ -50,6 +50,7 @@ class SiteDirectory:
         self._by_name: dict[str, SiteInfo] = {}
         self._seen_nodes: set[int] = set()
         self._conflicts: set[str] = set()
+        self._recovered: list[tuple[str, str, bytes]] = []
 
     @property
     def sites(self) -> dict[str, SiteInfo]:
@@ -57,6 +58,13 @@ class SiteDirectory:
 
     def node_ids(self) -> dict[str, int]:
         return {name: info.node_id for name, info in self._by_name.items()}
+
+    def take_recovered(self) -> list[tuple[str, str, bytes]]:
+        """(site, statement JSON, signature) that sites sent back with their identity since the
+        last call: statements whose train reply may have been lost (a restarted site, a
+        restarted coordinator). The registry records those it lacks."""
+        taken, self._recovered = self._recovered, []
+        return taken
 
     def connected(self) -> dict[str, SiteInfo]:
         """Identified sites whose node is still connected."""
@@ -102,7 +110,10 @@ class SiteDirectory:
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("node %s sent a malformed identity: %s", node, exc)
                 continue
-            added.extend(self._admit(info))
+            admitted = self._admit(info)
+            if admitted:
+                self._recovered.extend(_recovered(info.name, result))
+            added.extend(admitted)
         return added
 
     def _admit(self, info: SiteInfo) -> list[SiteInfo]:
@@ -140,3 +151,21 @@ def _optional_int(value: object) -> int | None:
 
 def _optional_str(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _recovered(site: str, result: ConfigRecord) -> list[tuple[str, str, bytes]]:
+    """The kept statements an identity reply carries; malformed lists are ignored whole."""
+    statements = result.get(Key.RECOVERED, [])
+    signatures = result.get(Key.RECOVERED_SIGNATURES, [])
+    if not isinstance(statements, list) or not isinstance(signatures, list):
+        return []
+    if len(statements) != len(signatures):
+        log.warning(
+            "site %s sent %d statements with %d signatures", site, len(statements), len(signatures)
+        )
+        return []
+    return [
+        (site, str(text), bytes(signature))
+        for text, signature in zip(statements, signatures, strict=True)
+        if isinstance(text, str) and isinstance(signature, bytes | bytearray)
+    ]

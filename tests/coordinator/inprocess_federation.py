@@ -125,11 +125,15 @@ def run_inprocess(
     enroll: Iterable[str] | None = None,
     dp: dict[str, dict[str, Any]] | None = None,
     registry: Registry | None = None,
+    grid_class: type[InProcessGrid] | None = None,
+    resume_run: int = 0,
 ) -> Outcome:
     """Run `rounds` rounds of a tiny hospitals federation through the real round loop.
 
     `dp` gives sites a `[dp]` table (by site name). Calling it again with the same `tmp_path`
-    and `registry` is a second run on the same sites' state (their DP history included).
+    and `registry` is a second run on the same sites' state (their DP history included);
+    `resume_run` makes it continue that registry run. `grid_class` swaps in a grid that
+    injects faults.
     """
     names = scenario_site_names("hospitals", sites)
     services: dict[str, SiteService] = {}
@@ -168,9 +172,12 @@ def run_inprocess(
             round_timeout=30.0,
             wait_for_sites=5.0,
             coordinator_state=str(coordinator_state),
+            resume_run=resume_run,
         )
     )
-    grid = InProcessGrid(services, run_id, tamper=tamper, offline_at=dict(offline_at or {}))
+    grid = (grid_class or InProcessGrid)(
+        services, run_id, tamper=tamper, offline_at=dict(offline_at or {})
+    )
     captured: dict[str, Any] = {}
     original = server_app.protocol_for_mode
 

@@ -18,7 +18,16 @@ class RegistryError(Exception):
 
 
 class RegistryUnavailable(RegistryError, ValueError):
-    """The database cannot be opened or migrated; the message is one line without secrets."""
+    """The database cannot be opened or migrated; the message is one line without secrets.
+
+    ``transient`` is True when the database could not be reached or dropped the connection
+    (worth retrying), False for a problem that waiting will not fix (a bad URL, a missing
+    directory, a file that is not a database).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class RecordNotFound(RegistryError, LookupError):

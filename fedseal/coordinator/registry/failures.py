@@ -12,6 +12,7 @@ from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
     IntegrityError,
+    InterfaceError,
     NoSuchModuleError,
     OperationalError,
     SQLAlchemyError,
@@ -19,7 +20,14 @@ from sqlalchemy.exc import (
 
 from .errors import RegistryUnavailable
 
-__all__ = ["describe_error", "one_line", "redact_url", "unavailable", "url_secrets"]
+__all__ = [
+    "describe_error",
+    "is_transient",
+    "one_line",
+    "redact_url",
+    "unavailable",
+    "url_secrets",
+]
 
 _USERINFO_PASSWORD = re.compile(r"^(?P<head>[^:/?#]+://[^:/@?#]*):(?P<password>[^/?#]*)@")
 _REDACTED = "***"
@@ -86,7 +94,13 @@ def unavailable(url: str, reason: str | BaseException) -> RegistryUnavailable:
     """A :class:`RegistryUnavailable` naming the redacted URL and the reason, on one line."""
     text = describe_error(reason) if isinstance(reason, BaseException) else reason
     message = one_line(f"registry database {redact_url(url)} unavailable: {text}")
-    return RegistryUnavailable(_scrub(message, url_secrets(url)))
+    return RegistryUnavailable(_scrub(message, url_secrets(url)), transient=is_transient(reason))
+
+
+def is_transient(reason: str | BaseException) -> bool:
+    """Whether waiting may cure the failure: the server was unreachable or dropped the
+    connection (OperationalError, InterfaceError, a socket error), not a bad URL or schema."""
+    return isinstance(reason, OperationalError | InterfaceError | ConnectionError | TimeoutError)
 
 
 _MAX_DETAIL = 300

@@ -19,7 +19,7 @@ from typing import Any, Self, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, Select, exists, func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, joinedload
 
 from fedseal.client.site_keys import SiteKeyError, SitePublicKeys
@@ -535,7 +535,7 @@ class Registry(PrivacyLedgerMixin):
             yield
         except IntegrityError as exc:
             raise RecordConflict(one_line(describe_error(exc))) from exc
-        except OperationalError as exc:
+        except (OperationalError, InterfaceError) as exc:
             raise unavailable(self._url, exc) from exc
 
     def _site_ids(self, session: Session, names: Sequence[str]) -> dict[str, int]:
