@@ -406,7 +406,13 @@ def _check_auth_public_key(path: Path) -> None:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    from .node_auth import NodeAuthError, recorded_node, register_node, remember_node
+    from .node_auth import (
+        NodeAuthError,
+        recorded_node,
+        register_node,
+        remember_node,
+        unregister_node,
+    )
     from .registry import RecordConflict, RegistryError
 
     bundle = _read_site_keys(args.keys, args.site)
@@ -449,8 +455,24 @@ def _enroll(args: argparse.Namespace) -> int:
             f"registered with Flower: {exc}",
             ExitCode.CHILD_FAILED,
         ) from None
+    try:
+        previous = recorded_node(state, args.site)
+    except NodeAuthError:
+        previous = None
     remember_node(state, args.site, node_id, args.auth_public_key)
     _say(f"registered site {args.site}'s SuperNode key with Flower as node {node_id}")
+    if previous is not None and previous != node_id:
+        # A new key for the site: the old one must stop working (key rotation).
+        try:
+            unregister_node(previous, args.connection, home)
+        except NodeAuthError as exc:
+            raise UserError(
+                f"site {args.site}'s new SuperNode key is registered, but its previous one "
+                f"(Flower node {previous}) is still accepted: {exc}; run `flwr supernode "
+                f"unregister {previous} {args.connection}`",
+                ExitCode.CHILD_FAILED,
+            ) from None
+        _say(f"unregistered site {args.site}'s previous SuperNode key (Flower node {previous})")
     return ExitCode.OK
 
 

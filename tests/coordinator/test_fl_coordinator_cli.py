@@ -24,9 +24,12 @@ import json, os, sys
 with open(os.environ["FAKE_FLWR_LOG"], "a") as log:
     log.write(json.dumps({{"argv": sys.argv[1:], "home": os.environ.get("FLWR_HOME")}}) + "\\n")
 answer = os.environ.get("FAKE_FLWR_ANSWER", "ok")
-if answer == "ok":
-    print("✅ SuperNode 77 registered successfully.")
-    print(json.dumps({{"success": True, "node-id": 77}}))
+node = int(os.environ.get("FAKE_FLWR_NODE", "77"))
+if answer == "ok" and sys.argv[1] == "run":
+    print(json.dumps({{"success": True, "run-id": 4242}}))
+elif answer == "ok":
+    print(f"✅ SuperNode {{node}} registered successfully.")
+    print(json.dumps({{"success": True, "node-id": node}}))
 else:
     print(json.dumps({{"success": False,
                       "error-message": "Using SuperLink: fedseal (x)\\n\\n" + answer}}))
@@ -256,8 +259,61 @@ def test_user_mistakes_are_one_line_and_exit_2(
     assert "Traceback" not in err
 
 
+def test_a_new_supernode_key_replaces_the_old_one(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Key rotation: enrolling a site with a new SuperNode key unregisters the previous one."""
+    _ready(env, capsys)
+    keys = _site_keys(env)
+    argv = ["enroll", "--site", "hospital_a", "--keys", str(keys), "--state", "state"]
+    argv += ["--flwr-home", "fh"]
+    assert main(["site-auth-key", "--out", "old.key"]) == 0
+    assert main([*argv, "--auth-public-key", "old.key.pub"]) == 0
+    monkeypatch.setenv("FAKE_FLWR_NODE", "78")
+    assert main(["site-auth-key", "--out", "new.key"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--auth-public-key", "new.key.pub"]) == 0
+    out = capsys.readouterr().out
+    assert "as node 78" in out and "previous SuperNode key (Flower node 77)" in out
+    calls = [call["argv"][:4] for call in _flwr_calls(env)]
+    assert calls[-2:] == [
+        ["supernode", "register", "new.key.pub", "fedseal"],
+        ["supernode", "unregister", "77", "fedseal"],
+    ]
+    assert (
+        json.loads((env / "state" / "flower-nodes.json").read_text())["hospital_a"]["node_id"] == 78
+    )
+
+
+def test_start_run_submits_once_and_follows_an_unfinished_run(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedseal.coordinator import flower_app
+
+    monkeypatch.setattr(flower_app, "_flwr_executable", lambda: str(env / "flwr"))
+    _ready(env, capsys)
+    start = ["start-run", "--state", "state", "--flwr-home", "fh", "--rounds", "2"]
+    assert main(start) == 2
+    assert "no site is enrolled" in capsys.readouterr().err
+    for site in ("hospital_a", "hospital_b"):
+        keys = _site_keys(env, site)
+        assert main(["enroll", "--site", site, "--keys", str(keys), "--state", "state"]) == 0
+    capsys.readouterr()
+    assert main(start) == 0
+    assert "submitted Flower run 4242 (he+ss, 2 rounds)" in capsys.readouterr().out
+    (call,) = [c for c in _flwr_calls(env) if c["argv"][0] == "run"]
+    app = Path(call["argv"][1])
+    config = (app / "pyproject.toml").read_text()
+    assert "min-sites = 2" in config and "rounds = 2" in config
+    assert json.loads((env / "state" / "current-run.json").read_text()) == {"flower_run_id": 4242}
+    # started again (a restarted job): the run is not in the registry yet, so it is followed
+    assert main(start) == 0
+    assert "following the unfinished Flower run 4242" in capsys.readouterr().out
+    assert len([c for c in _flwr_calls(env) if c["argv"][0] == "run"]) == 1
+
+
 def test_help_of_every_command(capsys: pytest.CaptureFixture[str]) -> None:
-    for command in ("init-pki", "site-auth-key", "enroll", "revoke", "status"):
+    for command in ("init-pki", "site-auth-key", "enroll", "revoke", "start-run", "status"):
         with pytest.raises(SystemExit) as exited:
             main([command, "--help"])
         assert exited.value.code == 0

@@ -34,11 +34,16 @@ FL_AUDIT = str(Path(sys.executable).with_name("fl-audit"))
 
 
 def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
-    """`fl-demo` runs 2 he+ss rounds on 3 sites; the registry holds 1 completed run, 2 rounds."""
+    """`fl-demo --tls` runs 2 he+ss rounds on 3 sites; the registry holds 1 completed run.
+
+    With --tls the federation is set up as in the compose stack: the SuperLink on TLS with
+    SuperNode authentication, each site's key registered before it joins.
+    """
     workdir = tmp_path / "demo"
     done = subprocess.run(
         [
             FL_DEMO,
+            "--tls",
             "--workdir",
             str(workdir),
             "--rounds",
@@ -62,6 +67,11 @@ def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "round  status" in done.stdout  # the live table was printed
     assert "(he+ss)" in done.stdout  # the default mode
+    assert "(TLS, SuperNode authentication;" in done.stdout
+    superlink_log = (workdir / "logs" / "superlink.log").read_text(errors="replace")
+    assert "running on https://127.0.0.1" in superlink_log
+    assert superlink_log.count("[Fleet.ActivateNode] Activated node_id") >= 3
+    assert "activate-node HTTP/1.1\" 412" not in superlink_log  # no site was refused
 
     registry = open_registry(f"sqlite:///{workdir / 'registry.db'}")
     runs = registry.list_runs()
