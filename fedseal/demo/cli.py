@@ -25,7 +25,7 @@ from fedseal.cli_support import ExitCode, UserError, run_cli
 from fedseal.client.dp.settings import DEFAULT_MAX_GRAD_NORM, MAX_NOISE_MULTIPLIER
 
 if TYPE_CHECKING:
-    from fedseal.coordinator.registry import RoundView
+    from fedseal.coordinator.registry import Registry, RoundView
     from fedseal.demo.dp_budget import DemoDpOptions, SiteDpPlan
     from fedseal.run_plan import RunPlan
 
@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-baseline",
         action="store_true",
         help="skip training each site alone for comparison at the end",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the workdir's run that is still running (its coordinator was stopped) "
+        "from its last completed round; give the same options as the first time",
     )
     dp = parser.add_argument_group(
         "differential privacy",
@@ -276,6 +282,7 @@ def _main(argv: Sequence[str] | None) -> int:
         registry = open_registry(url, ledger_key=ledger_key)
     except RegistryUnavailable as exc:
         raise UserError(str(exc)) from None
+    resume_run = _run_to_resume(registry) if args.resume else 0
 
     _say(f"preparing the {args.scenario} federation ({args.mode}): {', '.join(sites)}")
     state_root = workdir / "state"
@@ -314,6 +321,7 @@ def _main(argv: Sequence[str] | None) -> int:
         mode=args.mode,
         clip=args.clip,
         coordinator_state=str(coordinator_state),
+        resume_run=resume_run,
     )
     plan = RunSettings.from_run_config(run_config).plan
 
@@ -378,6 +386,19 @@ def _main(argv: Sequence[str] | None) -> int:
         f"check the privacy ledger: fl-audit verify --database {url} --coordinator-key {public_key}"
     )
     return ExitCode.OK if str(run.status) == "completed" else ExitCode.FAILURE
+
+
+def _run_to_resume(registry: Registry) -> int:
+    """The newest run still `running` in the workdir's registry (its coordinator stopped)."""
+    running = [r for r in registry.list_runs() if str(r.status) == "running"]
+    if not running:
+        raise UserError("--resume: no run in this workdir's registry is still running")
+    run = running[0]
+    _say(
+        f"resuming run {run.id}: {run.rounds_completed} of {run.rounds_planned} rounds "
+        "completed; the round in flight is recorded as aborted"
+    )
+    return int(run.id)
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:

@@ -3,8 +3,7 @@
 In-process federation (real site workers, DP, he+ss). The coordinator dies in round 2 after the
 sites trained, charged and uploaded, before anything of the round reached the registry; the
 restarted ServerApp (a new Flower run with `resume-run`) closes round 2 as aborted, records the
-statements the sites kept for it, and runs round 3 from the round-1 global adapter. The
-tests with real processes are in tests/e2e/test_faults.py.
+statements the sites kept for it, and runs round 3 from the round-1 global adapter.
 """
 
 from __future__ import annotations
