@@ -34,6 +34,7 @@ from fedseal.client.site_config import SiteConfig
 from fedseal.client.site_data import SiteData, load_site_records
 from fedseal.client.site_keys import SiteKeys
 from fedseal.client.statement_outbox import SentStatement, StatementOutbox
+from fedseal.message_fields import field_bytes, field_bytes_list, field_int, field_json
 from fedseal.models.data.types import TextExamples
 from fedseal.run_plan import RunPlan
 from fedseal.wire import PROTOCOL_VERSION, Key
@@ -64,6 +65,14 @@ def resolve_device(setting: str) -> str:
     if setting.startswith("cuda") and not torch.cuda.is_available():
         raise SiteRefusal(f"device {setting!r} requested but CUDA is not available here")
     return setting
+
+
+def _catchup_fields(text: object) -> dict[str, Any]:
+    """One missed round's extra fields (JSON object text from the coordinator)."""
+    value = field_json({Key.CATCHUP_FIELDS: text}, Key.CATCHUP_FIELDS)
+    if not isinstance(value, dict):
+        raise SiteRefusal("catch-up fields must be JSON objects")
+    return value
 
 
 def derive_seed(*parts: object) -> int:
@@ -226,7 +235,7 @@ class SiteService:
         from fedseal.update_codec import encode_update
 
         plan = RunPlan.from_config(config)
-        round_number = int(config[Key.ROUND])
+        round_number = field_int(config, Key.ROUND, low=1, high=2**31)
         data = self.data(plan.labels)
         loaded = self._model(plan)
         expected = str(config.get(Key.EXPECTED_DIGEST, ""))
@@ -384,16 +393,16 @@ class SiteService:
 
         Round numbers increase but may skip rounds that aborted (no aggregate); the train
         stage then checks the result against the digest the coordinator expects."""
-        rounds = [int(r) for r in config.get(Key.CATCHUP_ROUNDS, [])]
-        payloads = list(config.get(Key.CATCHUP_PAYLOADS, []))
-        extras = [json.loads(str(e)) for e in config.get(Key.CATCHUP_FIELDS, [])]
+        rounds = [field_int({"r": r}, "r", low=1) for r in config.get(Key.CATCHUP_ROUNDS) or []]
+        payloads = field_bytes_list(config, Key.CATCHUP_PAYLOADS, max_len=1 << 31, default=[])
+        extras = [_catchup_fields(e) for e in config.get(Key.CATCHUP_FIELDS) or []]
         if len(rounds) != len(payloads) or len(extras) not in (0, len(rounds)):
             raise SiteRefusal("catch-up rounds, payloads and fields differ in number")
         for index, (number, payload) in enumerate(zip(rounds, payloads, strict=True)):
             if number <= state.applied_round:
                 continue
             fields = {**config, **(extras[index] if extras else {}), Key.ROUND: number}
-            vector = self._add_aggregate(run_id, vector, bytes(payload), fields, loaded)
+            vector = self._add_aggregate(run_id, vector, payload, fields, loaded)
             state = store.save(number, vector, loaded.layout)
         return state, vector
 
@@ -427,14 +436,14 @@ class SiteService:
         from fedseal.models.adapter import load_vector_into_adapter
 
         plan = RunPlan.from_config(config)
-        round_number = int(config[Key.ROUND])
+        round_number = field_int(config, Key.ROUND, low=1, high=2**31)
         data = self.data(plan.labels)
         loaded = self._model(plan)
         store, state, vector = self._global(run_id, plan, loaded)
         # the train stage of this round checked the adapter against the coordinator's digest;
         # rounds between (aborted ones) have no aggregate
         if state.applied_round < round_number:
-            payload = bytes(config[Key.AGGREGATE])
+            payload = field_bytes(config, Key.AGGREGATE, max_len=1 << 31)
             vector = self._add_aggregate(run_id, vector, payload, config, loaded)
             state = store.save(round_number, vector, loaded.layout)
         elif state.applied_round != round_number:

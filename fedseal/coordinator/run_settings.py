@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedseal.limits import DEFAULT_CONTROL_BYTES
 from fedseal.run_plan import RunPlan
 
 __all__ = ["PROTOCOL_MODES", "RunSettings", "RunSettingsError", "default_run_config"]
@@ -44,6 +45,10 @@ class RunSettings:
     """The registry run this run continues (its coordinator stopped mid-run); 0 for a new run."""
     registry_retry_s: float = 600.0
     """How long the coordinator waits for an unavailable registry database before failing."""
+    max_upload_bytes: int = 0
+    """Largest train reply (an update) accepted from a site; 0 derives it from the adapter."""
+    max_reply_bytes: int = DEFAULT_CONTROL_BYTES
+    """Largest reply accepted at every other stage; larger ones fail their site for the round."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -83,8 +88,10 @@ class RunSettings:
                 coordinator_state=str(get("coordinator-state")),
                 resume_run=int(config.get("resume-run", 0)),
                 registry_retry_s=float(config.get("registry-retry", 600.0)),
+                max_upload_bytes=int(config.get("max-upload-bytes", 0)),
+                max_reply_bytes=int(config.get("max-reply-bytes", DEFAULT_CONTROL_BYTES)),
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise RunSettingsError(f"invalid run config: {exc}") from None
         settings.validate()
         return settings
@@ -106,6 +113,10 @@ class RunSettings:
             raise RunSettingsError("clip must be positive (the largest |change| per coordinate)")
         if self.resume_run < 0:
             raise RunSettingsError("resume-run must be 0 (a new run) or a registry run id")
+        if not 0 <= self.max_upload_bytes < 2**32:
+            raise RunSettingsError("max-upload-bytes must be 0 (from the adapter size) to 4 GiB")
+        if not 1024 <= self.max_reply_bytes < 2**32:
+            raise RunSettingsError("max-reply-bytes must be between 1024 bytes and 4 GiB")
         if not 0 <= self.registry_retry_s <= 86_400:
             raise RunSettingsError("registry-retry must be between 0 and 86400 seconds")
         if not self.coordinator_state:
@@ -145,6 +156,8 @@ def default_run_config(
         "coordinator-state": "",
         "resume-run": 0,
         "registry-retry": 600.0,
+        "max-upload-bytes": 0,
+        "max-reply-bytes": DEFAULT_CONTROL_BYTES,
         "scenario": scenario,
         "mode": DEFAULT_MODE,
         "clip": 0.5,

@@ -88,6 +88,8 @@ def drive_run(grid: Grid, settings: RunSettings, registry: Registry) -> int:
                 enrolled_keys=registry.site_public_keys(),
                 clip=settings.clip,
                 timeout_s=settings.round_timeout_s,
+                max_upload_bytes=settings.max_upload_bytes,
+                max_reply_bytes=settings.max_reply_bytes,
             ),
         )
         state = RunState(run_id=run_id, flower_run_id=flower_run_id, lineage=lineage)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedseal.limits import DEFAULT_CONTROL_BYTES, MessageTooLarge, check_size, record_size
 from fedseal.wire import PROTOCOL_VERSION, Key, MessageType, RecordName
 
 __all__ = ["SiteDirectory", "SiteInfo"]
@@ -98,6 +99,11 @@ class SiteDirectory:
                 log.warning("node %s could not identify itself: %s", node, reply.error.reason)
                 continue
             try:
+                check_size("identify", record_size(reply.content), DEFAULT_CONTROL_BYTES)
+            except MessageTooLarge as exc:
+                log.warning("node %s: identity refused: %s", node, exc)
+                continue
+            try:
                 result = reply.content.config_records[RecordName.RESULT]
                 info = SiteInfo(
                     name=str(result[Key.SITE]),
@@ -107,7 +113,7 @@ class SiteDirectory:
                     adapter_size=_optional_int(result.get(Key.ADAPTER_SIZE)),
                     layout_digest=_optional_str(result.get(Key.LAYOUT_DIGEST)),
                 )
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
                 log.warning("node %s sent a malformed identity: %s", node, exc)
                 continue
             admitted = self._admit(info)

@@ -25,6 +25,8 @@ __all__ = [
     "DEFAULT_PLAIN_MODULUS",
     "FRESH_NOISE_BITS",
     "HE_STANDARD_MAX_COEFF_BITS",
+    "MAX_SITES",
+    "MAX_VECTOR_LENGTH",
     "NOISE_MARGIN_BITS",
     "SPARSE_ABOVE",
     "BfvParams",
@@ -138,6 +140,8 @@ class BfvParams:
                 f"security limit of the HE standard for N={n}"
             )
         t = self.plain_modulus
+        if isinstance(t, bool) or not isinstance(t, int) or not 2 <= t < 2**60:
+            raise ConfigurationError(f"plain_modulus must be an integer in 2..2^60; got {t!r}")
         if not _is_prime(t) or t % (2 * n) != 1:
             raise ConfigurationError(
                 f"plain_modulus {t} must be a prime congruent to 1 mod {2 * n} (batching)"
@@ -183,6 +187,12 @@ def default_threshold(n_sites: int, max_colluding: int = 0) -> int:
     return k
 
 
+MAX_VECTOR_LENGTH = 2**31
+"""Largest update vector a run may plan for (a bound for decoders, far above any adapter)."""
+MAX_SITES = 65535
+"""Largest federation: Shamir share indices are 16-bit."""
+
+
 @dataclass(frozen=True)
 class ProtocolParams:
     """Everything both sides must agree on for a run; validated in full on construction.
@@ -209,8 +219,12 @@ class ProtocolParams:
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode(self.mode))
         self._check_graph()
-        if self.vector_length < 1:
-            raise ConfigurationError(f"vector_length must be at least 1; got {self.vector_length}")
+        if not 1 <= self.vector_length <= MAX_VECTOR_LENGTH:
+            raise ConfigurationError(
+                f"vector_length must be in 1..{MAX_VECTOR_LENGTH}; got {self.vector_length}"
+            )
+        if not 1 <= self.n_sites <= MAX_SITES:
+            raise ConfigurationError(f"n_sites must be in 1..{MAX_SITES}; got {self.n_sites}")
         if not (math.isfinite(self.clip) and self.clip > 0):
             raise ConfigurationError(f"clip must be a positive finite number; got {self.clip}")
         if not (math.isfinite(self.scale) and self.scale > 0):
@@ -285,7 +299,10 @@ def _check_headroom(t: int, clip: float, scale: float, max_weight: int, n_sites:
             f"sample counts can sum to {n_sites} sites x {max_weight} = {n_sites * max_weight}, "
             f"more than (t-1)/2 = {half} for plain modulus t={t}"
         )
-    per_site = math.ceil(max_weight * clip * scale)
+    product = max_weight * clip * scale
+    if not math.isfinite(product):
+        raise WrapAroundRisk(f"max_weight x clip x scale = {product} is not a finite number")
+    per_site = math.ceil(product)
     if n_sites * per_site > half:
         raise WrapAroundRisk(
             f"weighted quantised coordinates can sum to {n_sites} sites x ceil({max_weight} x "
@@ -439,29 +456,51 @@ def params_to_json(params: ProtocolParams) -> str:
 
 
 def params_from_json(text_form: str) -> ProtocolParams:
-    """Parse and fully re-validate parameters received from another party."""
+    """Parse and fully re-validate parameters received from another party.
+
+    Strict: integers must be JSON integers (no booleans, no floats), numbers finite, and the text
+    short; anything else is `ConfigurationError`, never another exception.
+    """
     import json
 
+    if not isinstance(text_form, str) or len(text_form) > _PARAMS_JSON_MAX:
+        raise ConfigurationError("malformed protocol parameters: not a short JSON text")
     try:
         raw = json.loads(text_form)
         bfv_raw = raw["bfv"]
         return ProtocolParams(
-            vector_length=int(raw["vector_length"]),
-            clip=float(raw["clip"]),
-            scale=float(raw["scale"]),
-            max_weight=int(raw["max_weight"]),
-            n_sites=int(raw["n_sites"]),
-            threshold=int(raw["threshold"]),
+            vector_length=_json_int(raw["vector_length"]),
+            clip=_json_float(raw["clip"]),
+            scale=_json_float(raw["scale"]),
+            max_weight=_json_int(raw["max_weight"]),
+            n_sites=_json_int(raw["n_sites"]),
+            threshold=_json_int(raw["threshold"]),
             mode=Mode(raw["mode"]),
             bfv=BfvParams(
-                poly_modulus_degree=int(bfv_raw["poly_modulus_degree"]),
-                coeff_mod_bit_sizes=tuple(int(b) for b in bfv_raw["coeff_mod_bit_sizes"]),
-                plain_modulus=int(bfv_raw["plain_modulus"]),
+                poly_modulus_degree=_json_int(bfv_raw["poly_modulus_degree"]),
+                coeff_mod_bit_sizes=tuple(_json_int(b) for b in bfv_raw["coeff_mod_bit_sizes"]),
+                plain_modulus=_json_int(bfv_raw["plain_modulus"]),
             ),
-            neighbours=int(raw.get("neighbours", 0)),
-            neighbour_threshold=int(raw.get("neighbour_threshold", 0)),
+            neighbours=_json_int(raw.get("neighbours", 0)),
+            neighbour_threshold=_json_int(raw.get("neighbour_threshold", 0)),
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigurationError):
-            raise
-        raise ConfigurationError(f"malformed protocol parameters: {exc}") from None
+    except ConfigurationError:
+        raise
+    except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise ConfigurationError(f"malformed protocol parameters: {reason}") from None
+
+
+_PARAMS_JSON_MAX = 4096
+
+
+def _json_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _json_float(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return float(value)

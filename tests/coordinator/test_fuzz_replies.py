@@ -212,12 +212,13 @@ def test_a_hostile_reply_fails_its_site_and_the_round_goes_on(federation, data):
             )
 
 
-@pytest.mark.parametrize("stage_index", range(5))
-def test_an_oversize_reply_is_refused_by_size_and_the_round_goes_on(federation, stage_index):
-    mode, grid, protocol = federation
-    if stage_index >= len(STAGES[mode]):
-        pytest.skip("no such stage in this mode")
-    stage = STAGES[mode][stage_index]
+@pytest.mark.parametrize(
+    ("federation", "stage"),
+    [(mode, stage) for mode in sorted(STAGES) for stage in STAGES[mode]],
+    indirect=["federation"],
+)
+def test_an_oversize_reply_is_refused_by_size_and_the_round_goes_on(federation, stage):
+    _mode, grid, protocol = federation
     target = SITES[1]
     limit = protocol.limits.for_message_type(stage)
 

@@ -71,7 +71,7 @@ def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
     superlink_log = (workdir / "logs" / "superlink.log").read_text(errors="replace")
     assert "running on https://127.0.0.1" in superlink_log
     assert superlink_log.count("[Fleet.ActivateNode] Activated node_id") >= 3
-    assert "activate-node HTTP/1.1\" 412" not in superlink_log  # no site was refused
+    assert 'activate-node HTTP/1.1" 412' not in superlink_log  # no site was refused
 
     registry = open_registry(f"sqlite:///{workdir / 'registry.db'}")
     runs = registry.list_runs()

@@ -34,7 +34,9 @@ from fedseal.coordinator.protocols.base import (
     privacy_report,
     received_update_digest,
 )
-from fedseal.secure_agg import recipe
+from fedseal.limits import ReplyLimits, encrypted_upload_bound
+from fedseal.message_fields import field_bytes, field_bytes_list, field_str_list
+from fedseal.secure_agg import bfv, recipe
 from fedseal.secure_agg.errors import InsufficientSurvivors, SecureAggError
 from fedseal.secure_agg.graph import round_seed
 from fedseal.secure_agg.messages import Signed
@@ -58,6 +60,7 @@ class SecureAggregation(AggregationProtocol):
         self.participants: list[str] = []
         self.run_id = 0
         self._sampled: dict[int, list[str]] = {}  # round -> sites the round's RoundInfo names
+        self.limits = ReplyLimits()
 
     # -- run start -------------------------------------------------------------------------
 
@@ -88,6 +91,7 @@ class SecureAggregation(AggregationProtocol):
             mode=Mode(self.mode),
         )
         self.directory = {s: directory[s] for s in participants}
+        self.limits = _reply_limits(run, self.params, len(participants))
         log.info(
             "run %d: %s with k=%d of %d sites, clip %g, scale %g, BFV N=%d coeff %s t=%d",
             run.run_id,
@@ -121,7 +125,12 @@ class SecureAggregation(AggregationProtocol):
         custodian = participants[0]
         nodes = {s: run.sites[s].node_id for s in participants}
         keygen = send_stage(
-            grid, MessageType.KEYGEN, {custodian: self._common()}, nodes, run.timeout_s
+            grid,
+            MessageType.KEYGEN,
+            {custodian: self._common()},
+            nodes,
+            run.timeout_s,
+            self.limits.for_message_type(MessageType.KEYGEN),
         )
         reply = keygen.replies.get(custodian)
         if reply is None:
@@ -129,14 +138,19 @@ class SecureAggregation(AggregationProtocol):
             raise RuntimeError(f"key ceremony: custodian {custodian} failed: {reason}")
         try:
             self.context = recipe.aggregator_load_context(
-                Signed.from_bytes(bytes(reply.result[Key.PUBLIC_CONTEXT])),
+                Signed.from_bytes(
+                    field_bytes(reply.result, Key.PUBLIC_CONTEXT, max_len=self.limits.keygen)
+                ),
                 custodian_id=custodian,
                 directory=self._identity_directory(),
                 run_id=str(self.run_id),
                 params=self.params.bfv,
             )
-            sealed_sites = json.loads(str(reply.result[Key.SEALED_SITES]))
-            sealed = dict(zip(sealed_sites, reply.result[Key.SEALED_KEYS], strict=True))
+            sealed_sites = field_str_list(reply.result, Key.SEALED_SITES)
+            sealed_keys = field_bytes_list(
+                reply.result, Key.SEALED_KEYS, max_len=bfv.max_context_bytes(self.params.bfv) * 2
+            )
+            sealed = dict(zip(sealed_sites, sealed_keys, strict=True))
         except (SecureAggError, KeyError, ValueError) as exc:
             raise RuntimeError(
                 f"key ceremony: custodian {custodian}'s reply refused: {exc}"
@@ -148,7 +162,14 @@ class SecureAggregation(AggregationProtocol):
             for site in participants
             if site != custodian and site in sealed
         }
-        installed = send_stage(grid, MessageType.INSTALL, others, nodes, run.timeout_s)
+        installed = send_stage(
+            grid,
+            MessageType.INSTALL,
+            others,
+            nodes,
+            run.timeout_s,
+            self.limits.for_message_type(MessageType.INSTALL),
+        )
         for site, reason in installed.failed.items():
             log.error("key ceremony: site %s could not install the key: %s", site, reason)
         ready = sorted([custodian, *installed.replies])
@@ -168,7 +189,7 @@ class SecureAggregation(AggregationProtocol):
         self, grid: Grid, request: RoundRequest, min_contributors: int
     ) -> AggregationResult:
         assert self.params is not None and self.context is not None
-        tracker = _Tracker(request)
+        tracker = _Tracker(request, self.limits)
         sampled = sorted(s for s in request.sites if s in self.participants)
         for site in sorted(set(request.sites) - set(sampled)):
             tracker.fail(site, "holds no federation key for this run")
@@ -215,9 +236,12 @@ class SecureAggregation(AggregationProtocol):
             for site, reply in stage.replies.items():
                 try:
                     bundles[site] = [
-                        Signed.from_bytes(bytes(b)) for b in reply.result[Key.SIGNED_LIST]
+                        Signed.from_bytes(b)
+                        for b in field_bytes_list(
+                            reply.result, Key.SIGNED_LIST, max_len=self.limits.control
+                        )
                     ]
-                except (SecureAggError, KeyError, TypeError) as exc:
+                except (SecureAggError, ValueError) as exc:
                     tracker.fail(site, f"share stage: {exc}")
             book = recipe.collect_envelopes(info, bundles, adverts=adverts, directory=directory)
             tracker.reject(book.rejected)
@@ -250,10 +274,10 @@ class SecureAggregation(AggregationProtocol):
                 privacy = privacy_report(reply.result)  # kept even if the upload is refused
                 if str(reply.result.get(Key.START_DIGEST)) != start_digest:
                     raise ValueError("trained from a different global adapter")
-                upload = bytes(reply.result[Key.UPDATE])
+                upload = field_bytes(reply.result, Key.UPDATE, max_len=self.limits.upload)
                 digest = received_update_digest(upload, privacy)
                 total.add(Signed.from_bytes(upload))
-            except (SecureAggError, KeyError, TypeError, ValueError) as exc:
+            except (SecureAggError, KeyError, TypeError, ValueError, OverflowError) as exc:
                 tracker.fail(site, f"upload refused: {exc}", privacy=privacy)
                 continue
             tracker.uploaded(site, reply, start_digest, privacy, digest)
@@ -302,8 +326,9 @@ class HeAggregation(SecureAggregation):
 class _Tracker:
     """Who dropped, failed or contributed across a round's stages, for the registry."""
 
-    def __init__(self, request: RoundRequest) -> None:
+    def __init__(self, request: RoundRequest, limits: ReplyLimits) -> None:
         self.request = request
+        self.limits = limits
         self.status: dict[str, SiteContribution] = {}
         self.digest: str | None = request.expected_digest
 
@@ -339,7 +364,14 @@ class _Tracker:
     def stage(
         self, grid: Grid, message_type: str, configs: dict, *, after_upload: bool = False
     ) -> StageResult:
-        result = send_stage(grid, message_type, configs, self.request.nodes, self.request.timeout_s)
+        result = send_stage(
+            grid,
+            message_type,
+            configs,
+            self.request.nodes,
+            self.request.timeout_s,
+            self.limits.for_message_type(message_type),
+        )
         name = message_type.split(".")[-1]
         for site, reason in result.failed.items():
             if after_upload:
@@ -359,13 +391,13 @@ class _Tracker:
                 )
         return result
 
-    @staticmethod
-    def signed(stage: StageResult, key: str) -> list[Signed]:
+    def signed(self, stage: StageResult, key: str) -> list[Signed]:
         messages = []
         for reply in stage.replies.values():
             try:
-                messages.append(Signed.from_bytes(bytes(reply.result[key])))
-            except (SecureAggError, KeyError, TypeError):
+                raw = field_bytes(reply.result, key, max_len=self.limits.control)
+                messages.append(Signed.from_bytes(raw))
+            except (SecureAggError, ValueError):
                 continue  # missing from the list: the collect step treats it as absent
         return messages
 
@@ -388,7 +420,7 @@ class _Tracker:
         self.status[site] = SiteContribution(
             site,
             ContributionStatus.CONTRIBUTED,
-            num_examples=int(reply.result.get(Key.NUM_EXAMPLES, 0)) or None,
+            num_examples=_examples(reply.result.get(Key.NUM_EXAMPLES)),
             train_loss=reply.metrics.get(Key.TRAIN_LOSS),
             train_seconds=reply.metrics.get(Key.TRAIN_SECONDS),
             start_digest=start_digest,
@@ -420,3 +452,22 @@ class _Tracker:
                     entry, status=ContributionStatus.FAILED, error="upload not in the aggregate"
                 )
         return AggregationResult(payload, dict(self.status), start_digest or self.digest, error)
+
+
+def _examples(value: Any) -> int | None:
+    """The number of examples a site reported, when it is a sensible integer (for the record)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 2**40:
+        return None
+    return value
+
+
+def _reply_limits(run: RunContext, params: ProtocolParams, n_sites: int) -> ReplyLimits:
+    """Per-stage reply limits: an upload is at most its ciphertexts, a keygen reply the
+    federation key sealed to every site; other replies are keys, signatures and metrics."""
+    upload = run.max_upload_bytes or encrypted_upload_bound(
+        params.n_ciphertexts, bfv.max_ciphertext_bytes(params.bfv)
+    )
+    sealed = bfv.max_context_bytes(params.bfv) + 4096
+    return ReplyLimits(
+        upload=upload, control=run.max_reply_bytes, keygen=n_sites * sealed + run.max_reply_bytes
+    )
