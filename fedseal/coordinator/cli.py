@@ -181,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
         "connection in FLWR_HOME/config.toml) and, with --wait, follow its rounds in the "
         "registry until it finishes. The Flower run id is kept in STATE/current-run.json: "
         "started again while that run is unfinished, it follows it instead of submitting "
-        "another (--new submits anyway). The run config carries the registry URL: keep "
+        "another (--new submits anyway); one whose coordinator died is continued from its last "
+        "completed round (--resume, or by itself with --wait). The run config carries the "
+        "registry URL: keep "
         "passwords out of it (PostgreSQL: PGPASSWORD in the SuperLink's environment).",
         epilog="Exit codes: 0 submitted (with --wait: the run completed), 1 the run failed or "
         "was aborted, 2 usage error, 3 --wait gave up after --timeout, 4 `flwr run` failed, "
@@ -224,6 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     start.add_argument(
         "--new", action="store_true", help="submit even if the recorded run is unfinished"
+    )
+    start.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the registry's run that is still running (its coordinator stopped) from "
+        "its last completed round; give the same options as the first time",
+    )
+    start.add_argument(
+        "--max-resumes",
+        type=int,
+        default=3,
+        metavar="N",
+        help="with --wait: if the SuperLink or ServerApp dies mid-run, continue the run from "
+        "its last completed round up to N times (default 3; 0: just fail)",
     )
     _flower_options(start, "submit the run")
     _common(start)
@@ -523,9 +539,9 @@ def _revoke(args: argparse.Namespace) -> int:
 def _start_run(args: argparse.Namespace) -> int:
     from fedseal.models.data import get_scenario, load_site_data, scenario_site_names
 
-    from .flower_app import CONNECTION_NAME
+    from .flower_app import CONNECTION_NAME, SubmitError, flower_run_status
     from .registry import RegistryError
-    from .run_launch import LaunchError, follow_run, launch_run
+    from .run_launch import LaunchError, follow_run, launch_run, running_run, submit_recorded
     from .run_settings import default_run_config
 
     for name, value in (("--rounds", args.rounds), ("--steps", args.steps)):
@@ -556,6 +572,17 @@ def _start_run(args: argparse.Namespace) -> int:
             )[2]
         except ValueError as exc:
             raise UserError(str(exc)) from None
+        resume_run = 0
+        if args.resume:
+            interrupted = running_run(registry)
+            if interrupted is None:
+                raise UserError("--resume: no run in the registry is still running")
+            resume_run = int(interrupted.id)
+            _say(
+                f"resuming run {resume_run}: {interrupted.rounds_completed} of "
+                f"{interrupted.rounds_planned} rounds completed; the round in flight is "
+                "recorded as aborted"
+            )
         run_config = default_run_config(
             database_url=url,
             scenario=args.scenario,
@@ -568,19 +595,35 @@ def _start_run(args: argparse.Namespace) -> int:
             max_length=scenario.max_length,
             mode=args.mode,
             coordinator_state=str(state.resolve()),
+            resume_run=resume_run,
         )
         try:
-            launch = launch_run(registry, state, run_config, home, new=args.new)
+            launch = launch_run(registry, state, run_config, home, new=args.new or args.resume)
         except LaunchError as exc:
             raise UserError(str(exc), ExitCode.CHILD_FAILED) from None
         verb = "following the unfinished" if launch.resumed else "submitted"
         _say(f"{verb} Flower run {launch.flower_run_id} ({args.mode}, {args.rounds} rounds)")
         if not args.wait:
             return ExitCode.OK
+
+        def resubmit(run_id: int) -> int:
+            return submit_recorded(state, {**run_config, "resume-run": run_id}, home)
+
         try:
-            run = follow_run(registry, launch.flower_run_id, timeout_s=args.timeout, report=_say)
+            run = follow_run(
+                registry,
+                launch.flower_run_id,
+                timeout_s=args.timeout,
+                report=_say,
+                flower_status=lambda flower_run_id: flower_run_status(flower_run_id, home),
+                resubmit=resubmit if args.max_resumes > 0 else None,
+                max_resumes=args.max_resumes,
+            )
+        except SubmitError as exc:
+            raise UserError(str(exc), ExitCode.CHILD_FAILED) from None
         except LaunchError as exc:
-            raise UserError(str(exc), ExitCode.UNREACHABLE) from None
+            code = ExitCode.UNREACHABLE if "did not finish" in str(exc) else ExitCode.FAILURE
+            raise UserError(str(exc), code) from None
     _say(f"run {run.id} {run.status}" + (f": {run.error}" if run.error else ""))
     return ExitCode.OK if str(run.status) == "completed" else ExitCode.FAILURE
 

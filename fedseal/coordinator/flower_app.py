@@ -21,6 +21,7 @@ import tomli_w
 __all__ = [
     "CONNECTION_NAME",
     "SubmitError",
+    "flower_run_status",
     "flwr_environment",
     "submit_run",
     "write_app",
@@ -109,3 +110,27 @@ def submit_run(app_folder: Path, flwr_home: Path, *, timeout_s: float = 120.0) -
         detail = answer.get("error-message") or (done.stderr or output).strip().splitlines()[-1:]
         raise SubmitError(f"`flwr run` failed: {detail}")
     return int(answer["run-id"])
+
+
+def flower_run_status(
+    flower_run_id: int, flwr_home: Path, *, timeout_s: float = 30.0
+) -> str | None:
+    """Flower's own status text of a run (e.g. ``finished:failed``), or None if it is unknown.
+
+    The registry, not this, is the truth about rounds; this only tells whether the ServerApp that
+    drives a run is still alive (``running``) or has ended (``finished:...``).
+    """
+    command = [_flwr_executable(), "ls", "--run-id", str(flower_run_id), "--format", "json"]
+    try:
+        done = subprocess.run(
+            command,
+            env=flwr_environment(flwr_home),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        runs = json.loads(done.stdout[done.stdout.find("{") :]).get("runs", [])
+    except (subprocess.TimeoutExpired, ValueError, OSError, AttributeError):
+        return None
+    return str(runs[0].get("status")) if runs and isinstance(runs[0], dict) else None

@@ -25,6 +25,8 @@ __all__ = [
     "current_run",
     "follow_run",
     "launch_run",
+    "running_run",
+    "submit_recorded",
 ]
 
 CURRENT_RUN_FILE = "current-run.json"
@@ -74,6 +76,11 @@ def launch_run(
     recorded = current_run(state_dir)
     if recorded is not None and not new and _unfinished(registry, recorded):
         return RunLaunch(recorded, resumed=True)
+    return RunLaunch(submit_recorded(state_dir, run_config, flwr_home), resumed=False)
+
+
+def submit_recorded(state_dir: Path, run_config: Mapping[str, Any], flwr_home: Path) -> int:
+    """Submit the run and record its Flower id in STATE/current-run.json (for restarts)."""
     app = write_app(state_dir / "app", run_config)
     try:
         flower_run_id = submit_run(app, flwr_home)
@@ -81,7 +88,17 @@ def launch_run(
         raise LaunchError(str(exc)) from None
     path = state_dir / CURRENT_RUN_FILE
     path.write_text(json.dumps({"flower_run_id": flower_run_id}) + "\n", encoding="utf-8")
-    return RunLaunch(flower_run_id, resumed=False)
+    return flower_run_id
+
+
+def running_run(registry: Registry) -> RunView | None:
+    """The newest registry run still `running`: one whose coordinator stopped mid-run."""
+    running = [run for run in registry.list_runs() if str(run.status) == "running"]
+    return running[0] if running else None
+
+
+Resubmit = Callable[[int], int]
+"""Submits a continuation of a registry run (its id); returns the new Flower run id."""
 
 
 def follow_run(
@@ -91,11 +108,23 @@ def follow_run(
     timeout_s: float,
     report: Callable[[str], None],
     poll_s: float = 5.0,
+    flower_status: Callable[[int], str | None] | None = None,
+    resubmit: Resubmit | None = None,
+    max_resumes: int = 3,
+    check_every_s: float = 30.0,
 ) -> RunView:
-    """Wait until the registry says the run finished, reporting each completed round."""
+    """Wait until the registry says the run finished, reporting each completed round.
+
+    With `flower_status`, Flower's own view of the run is checked every `check_every_s`: a run
+    that Flower says has ended while the registry still says `running` lost its coordinator
+    (the SuperLink or the ServerApp died). With `resubmit`, such a run is continued from its last
+    completed round, at most `max_resumes` times; without it, following it fails at once.
+    """
     deadline = time.monotonic() + timeout_s
     reported = -1
     announced = False
+    resumes = 0
+    last_check = time.monotonic()
     while True:
         run = registry.find_flower_run(flower_run_id)
         if run is None and not announced:
@@ -107,6 +136,40 @@ def follow_run(
                 report(f"run {run.id}: {reported} of {run.rounds_planned} rounds completed")
             if str(run.status) != "running":
                 return run
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if flower_status is not None and now - last_check >= check_every_s:
+            last_check = now
+            status = flower_status(flower_run_id)
+            if status is not None and status.startswith("finished"):
+                run = _settled(registry, flower_run_id, poll_s)
+                if run is not None and str(run.status) != "running":
+                    continue  # it finished normally after all; reported on the next pass
+                if run is None:
+                    raise LaunchError(
+                        f"Flower run {flower_run_id} ended ({status}) before the coordinator "
+                        "recorded it in the registry; see the SuperLink's log"
+                    )
+                if resubmit is None or resumes >= max_resumes:
+                    raise LaunchError(
+                        f"run {run.id} lost its coordinator (Flower run {flower_run_id} "
+                        f"{status}) after {run.rounds_completed} rounds; continue it with "
+                        "`fl-coordinator start-run --resume`"
+                    )
+                resumes += 1
+                report(
+                    f"run {run.id} lost its coordinator (Flower run {flower_run_id} {status}) "
+                    f"after {run.rounds_completed} rounds; continuing it (attempt {resumes} of "
+                    f"{max_resumes})"
+                )
+                flower_run_id = resubmit(run.id)
+                report(f"submitted Flower run {flower_run_id} to continue run {run.id}")
+                announced, reported = False, -1
+        if now > deadline:
             raise LaunchError(f"Flower run {flower_run_id} did not finish within {timeout_s:g} s")
         time.sleep(poll_s)
+
+
+def _settled(registry: Registry, flower_run_id: int, wait_s: float) -> RunView | None:
+    """The registry's view of the run a moment after Flower said it ended (final writes land)."""
+    time.sleep(wait_s)
+    return registry.find_flower_run(flower_run_id)

@@ -6,10 +6,8 @@ exactly what the demo runs (including killing a site in the middle of a run).
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +17,7 @@ from typing import Any
 
 from fedseal.coordinator.flower_app import (
     CONNECTION_NAME,
+    flower_run_status,
     flwr_environment,
     submit_run,
     write_app,
@@ -215,19 +214,9 @@ class LocalFederation:
 
     def flower_status(self) -> str | None:
         """Flower's own status text of the run (e.g. finished:failed), or None if unknown."""
-        try:
-            done = subprocess.run(
-                [executable("flwr"), "ls", "--run-id", str(self.flower_run_id), "--format", "json"],
-                env=flwr_environment(self.flwr_home),
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-            runs = json.loads(done.stdout[done.stdout.find("{") :]).get("runs", [])
-        except (subprocess.TimeoutExpired, ValueError, OSError):
+        if self.flower_run_id is None:
             return None
-        return str(runs[0].get("status")) if runs else None
+        return flower_run_status(self.flower_run_id, self.flwr_home)
 
     def wait(
         self,
