@@ -1,0 +1,397 @@
+"""Scale of `he+ss`: per-site and coordinator cost per round as the federation grows.
+
+Part 1 (``protocol``) runs whole rounds of the protocol layer (`fedseal.secure_agg.recipe`) in one
+process for n = 10, 25, 50, 100 sites, with real TenSEAL ciphertexts of the demo adapter's size,
+all pairs and, where the planner picks one, the SecAgg+ neighbour graph. Per round it reports
+each site's time (median) and bytes sent / received, the coordinator's time and bytes, and the
+coordinator's memory (tracemalloc peak and what it keeps, in a second pass over the same
+messages so tracing does not distort the timings), each as a ratio to a plaintext FedAvg of the
+same updates measured in the same run, and the log-log growth exponent of every metric.
+
+Part 2 (``processes``) runs `fl-demo` with real SuperLink and SuperNode processes for the given
+number of sites in `he+ss` and in `plain`, and reports seconds per round and their ratio.
+
+    python bench/bench_scale.py protocol                    # n = 10 25 50 100
+    python bench/bench_scale.py protocol --sites 10 --dense-only
+    python bench/bench_scale.py processes --sites 10 --rounds 2 --steps 2
+
+Bytes are the protocol messages' wire bytes (`Signed.to_bytes`, the aggregate, the survivor list),
+without Flower's framing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fedseal.secure_agg import keys, recipe
+from fedseal.secure_agg.bfv import make_secret_context
+from fedseal.secure_agg.messages import Signed
+from fedseal.secure_agg.params import ProtocolParams, plan
+
+#: all-MiniLM-L6-v2 + LoRA r=8 on query/value (6 layers x 2 x 2 x 8 x 384) + the 22-class head
+DEMO_ADAPTER_PARAMS = 6 * 2 * 2 * 8 * 384 + 384 * 22 + 22
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@dataclass
+class Federation:
+    """Sites' keys and ciphers and the coordinator's parameters-only context (made once)."""
+
+    ids: list[str]
+    params: ProtocolParams
+    identities: dict[str, recipe.SiteIdentity]
+    directory: dict[str, bytes]
+    ciphers: dict[str, object]
+    context: object
+
+    @classmethod
+    def make(cls, n: int, length: int, **plan_kwargs) -> Federation:
+        ids = [f"site-{i:03d}" for i in range(n)]
+        identities = {
+            s: recipe.SiteIdentity(s, keys.generate_identity_key(os.urandom)) for s in ids
+        }
+        directory = {s: keys.public_bytes(i.identity_key) for s, i in identities.items()}
+        sealing = {s: keys.generate_agreement_key(os.urandom) for s in ids}
+        params = plan(vector_length=length, clip=0.5, max_weight=3000, n_sites=n, **plan_kwargs)
+        secret = make_secret_context(params.bfv)
+        custodian = identities[ids[0]]
+        sealed = recipe.custodian_seal_federation_key(
+            secret,
+            custodian=custodian,
+            run_id="bench",
+            recipients={s: keys.public_bytes(sealing[s]) for s in ids},
+            randbytes=os.urandom,
+        )
+        ciphers = {
+            s: recipe.site_open_federation_key(
+                sealed[s],
+                site_id=s,
+                sealing_key=sealing[s],
+                custodian_id=ids[0],
+                directory=directory,
+                run_id="bench",
+                params=params.bfv,
+            )
+            for s in ids
+        }
+        context = recipe.aggregator_load_context(
+            recipe.custodian_public_context(secret, custodian=custodian, run_id="bench"),
+            custodian_id=ids[0],
+            directory=directory,
+            run_id="bench",
+            params=params.bfv,
+        )
+        return cls(ids, params, identities, directory, ciphers, context)
+
+
+@dataclass
+class RoundCost:
+    site_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    site_sent: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    site_received: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    coordinator_s: float = 0.0
+    coordinator_peak_mib: float = 0.0
+    coordinator_kept_mib: float = 0.0
+    keys_and_shares_mib: float = 0.0
+    rss_growth_mib: float = 0.0
+
+
+def _timed(cost: dict[str, float], site: str, fn: Callable, *args, **kwargs):
+    started = time.perf_counter()
+    out = fn(*args, **kwargs)
+    cost[site] += time.perf_counter() - started
+    return out
+
+
+def _size(messages) -> int:
+    return sum(len(m.to_bytes()) for m in messages)
+
+
+def secure_round(fed: Federation, updates: dict[str, np.ndarray], dropped: set[str]) -> RoundCost:
+    """One he+ss round; `dropped` sites leave after sharing their keys (the costliest dropout)."""
+    info = recipe.RoundInfo("bench", 1, fed.params, tuple(fed.ids))
+    cost = RoundCost()
+    d = fed.directory
+    states, adverts = {}, []
+    for s in fed.ids:
+        states[s], message = _timed(
+            cost.site_s, s, recipe.site_advertise, info, fed.identities[s], randbytes=os.urandom
+        )
+        cost.site_sent[s] += len(message.to_bytes())
+        adverts.append(message)
+    bundles = {}
+    started = time.perf_counter()
+    accepted, _ = recipe.collect_adverts(info, adverts, directory=d)
+    cost.coordinator_s += time.perf_counter() - started
+    for s in fed.ids:
+        relayed = recipe.adverts_for(info, accepted, s)
+        cost.site_received[s] += _size(relayed)
+        bundles[s] = _timed(
+            cost.site_s,
+            s,
+            recipe.site_share_keys,
+            states[s],
+            relayed,
+            directory=d,
+            randbytes=os.urandom,
+        )
+        cost.site_sent[s] += _size(bundles[s])
+    started = time.perf_counter()
+    book = recipe.collect_envelopes(info, bundles, adverts=accepted, directory=d)
+    cost.coordinator_s += time.perf_counter() - started
+    uploads = []
+    for s in fed.ids:
+        envelopes = book.for_recipient(s)
+        cost.site_received[s] += _size(envelopes)
+        prepared = _timed(
+            cost.site_s,
+            s,
+            recipe.site_prepare_upload,
+            info,
+            fed.identities[s],
+            updates[s],
+            weight=1000,
+            randbytes=os.urandom,
+            cipher=fed.ciphers[s],
+            secagg=states[s],
+            envelopes=envelopes,
+            directory=d,
+        )
+        if s not in dropped:
+            wire = prepared.message.to_bytes()
+            cost.site_sent[s] += len(wire)
+            uploads.append(wire)
+    survivors = [s for s in fed.ids if s not in dropped]
+    acks = []
+    for s in survivors:
+        cost.site_received[s] += len(json.dumps(survivors))
+        ack = _timed(cost.site_s, s, recipe.site_consistency, states[s], survivors)
+        cost.site_sent[s] += len(ack.to_bytes())
+        acks.append(ack)
+    releases = []
+    for s in survivors:
+        cost.site_received[s] += _size(acks)
+        release = _timed(cost.site_s, s, recipe.site_release_shares, states[s], acks, directory=d)
+        cost.site_sent[s] += len(release.to_bytes())
+        releases.append(release)
+
+    def coordinator() -> bytes:
+        total = recipe.UploadSum(info, directory=d, context=fed.context, expected=book.senders)
+        for wire in uploads:
+            total.add(Signed.from_bytes(wire))
+        confirmed, _ = recipe.collect_acks(info, acks, survivors=survivors, directory=d)
+        aggregate, _ = recipe.aggregator_unmask(
+            info, total, book=book, acks=confirmed, releases=releases, directory=d
+        )
+        return aggregate.to_bytes()
+
+    started = time.perf_counter()
+    payload = coordinator()
+    cost.coordinator_s += time.perf_counter() - started
+    for s in survivors:
+        cost.site_received[s] += len(payload)
+        _timed(
+            cost.site_s,
+            s,
+            recipe.site_decrypt_aggregate,
+            info,
+            recipe.AggregateMessage.from_bytes(payload),
+            cipher=fed.ciphers[s],
+        )
+    # memory: the coordinator's stages again over the same messages, traced
+    rss_before = _rss_mib()
+    tracemalloc.start()
+    accepted, _ = recipe.collect_adverts(info, adverts, directory=d)
+    book = recipe.collect_envelopes(info, bundles, adverts=accepted, directory=d)
+    payload = coordinator()
+    kept, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    cost.rss_growth_mib = _rss_mib() - rss_before
+    cost.coordinator_peak_mib = peak / 2**20
+    cost.coordinator_kept_mib = kept / 2**20
+    shares = sum(_size(b) for b in bundles.values()) + _size(releases)
+    cost.keys_and_shares_mib = (_size(adverts) + shares + _size(acks)) / 2**20
+    return cost
+
+
+def plaintext_round(ids: list[str], updates: dict[str, np.ndarray]) -> RoundCost:
+    """FedAvg in the clear: float32 up, float32 mean down, a float64 accumulator."""
+    cost = RoundCost()
+    wires = {}
+    for s in ids:
+        wires[s] = _timed(cost.site_s, s, lambda u: u.astype(np.float32).tobytes(), updates[s])
+        cost.site_sent[s] = len(wires[s])
+    tracemalloc.start()
+    started = time.perf_counter()
+    acc = np.zeros(len(updates[ids[0]]), dtype=np.float64)
+    for s in ids:
+        acc += np.frombuffer(wires[s], dtype=np.float32)
+    mean = (acc / len(ids)).astype(np.float32).tobytes()
+    cost.coordinator_s = time.perf_counter() - started
+    kept, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    cost.coordinator_peak_mib, cost.coordinator_kept_mib = peak / 2**20, kept / 2**20
+    for s in ids:
+        cost.site_received[s] = len(mean)
+        _timed(cost.site_s, s, lambda b: np.frombuffer(b, dtype=np.float32).copy(), mean)
+    return cost
+
+
+def summarise(cost: RoundCost) -> dict[str, float]:
+    sites = list(cost.site_sent)
+    return {
+        "site_s": statistics.median(cost.site_s[s] for s in sites),
+        "site_sent_kb": statistics.median(cost.site_sent[s] for s in sites) / 1e3,
+        "site_received_kb": statistics.median(cost.site_received[s] for s in sites) / 1e3,
+        "coord_s": cost.coordinator_s,
+        "coord_received_mb": sum(cost.site_sent.values()) / 1e6,
+        "coord_sent_mb": sum(cost.site_received.values()) / 1e6,
+        "coord_peak_mib": cost.coordinator_peak_mib,
+        "coord_kept_mib": cost.coordinator_kept_mib,
+        "keys_shares_mib": cost.keys_and_shares_mib,
+        "rss_growth_mib": cost.rss_growth_mib,
+    }
+
+
+METRICS = (
+    ("site_s", "site s", "{:.3f}"),
+    ("site_sent_kb", "site sent kB", "{:.1f}"),
+    ("site_received_kb", "site recv kB", "{:.1f}"),
+    ("coord_s", "coord s", "{:.2f}"),
+    ("coord_received_mb", "coord recv MB", "{:.2f}"),
+    ("coord_sent_mb", "coord sent MB", "{:.2f}"),
+    ("coord_peak_mib", "coord peak MiB", "{:.2f}"),
+    ("keys_shares_mib", "keys+shares MiB", "{:.2f}"),
+)
+
+
+def slope(ns: list[int], values: list[float]) -> float:
+    """Growth exponent: least-squares slope of log(value) against log(n)."""
+    if len(ns) < 2 or min(values) <= 0:
+        return float("nan")
+    return float(np.polyfit(np.log(ns), np.log(values), 1)[0])
+
+
+def protocol(args: argparse.Namespace) -> None:
+    rows: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
+    degrees: dict[int, tuple[int, int]] = {}
+    gen = np.random.default_rng(0)  # benchmark data only, never secret
+    for n in args.sites:
+        updates = {f"site-{i:03d}": gen.normal(0, 0.05, args.params) for i in range(n)}
+        dropped = {f"site-{i:03d}" for i in range(0, n, max(1, round(1 / args.drop)))}
+        base = plaintext_round(sorted(updates), updates)
+        rows["plaintext FedAvg"][n] = summarise(base)
+        variants = [("he+ss all pairs", {"sparse_above": n})]
+        if not args.dense_only:
+            variants.append(("he+ss neighbour graph", {"sparse_above": 0}))
+        for name, kwargs in variants:
+            fed = Federation.make(n, args.params, **kwargs)
+            if name.endswith("graph"):
+                if not fed.params.neighbours:
+                    print(f"n={n}: the planner keeps all pairs", file=sys.stderr)
+                    continue
+                degrees[n] = (fed.params.neighbours, fed.params.neighbour_threshold)
+            started = time.monotonic()
+            rows[name][n] = summarise(secure_round(fed, updates, dropped))
+            print(f"n={n} {name}: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    print(
+        f"\nadapter {args.params:,} parameters; {args.drop:.0%} of the sites drop after sharing "
+        f"their keys; neighbour graph (degree, threshold) by n: {degrees}\n"
+    )
+    print("| variant | n | " + " | ".join(label for _, label, _ in METRICS) + " |")
+    print("|---|---|" + "---|" * len(METRICS))
+    for name, by_n in rows.items():
+        for n, row in by_n.items():
+            cells = [fmt.format(row[key]) for key, _, fmt in METRICS]
+            print(f"| {name} | {n} | " + " | ".join(cells) + " |")
+    print("\nRatio to plaintext FedAvg at the same n:\n")
+    print("| variant | n | " + " | ".join(label for _, label, _ in METRICS) + " |")
+    print("|---|---|" + "---|" * len(METRICS))
+    for name, by_n in rows.items():
+        if name == "plaintext FedAvg":
+            continue
+        for n, row in by_n.items():
+            base = rows["plaintext FedAvg"][n]
+            cells = [
+                f"{row[key] / base[key]:.1f}x" if base[key] > 0 else "-" for key, _, _ in METRICS
+            ]
+            print(f"| {name} | {n} | " + " | ".join(cells) + " |")
+    print("\nGrowth exponent (log-log slope over n):\n")
+    print("| variant | " + " | ".join(label for _, label, _ in METRICS) + " |")
+    print("|---|" + "---|" * len(METRICS))
+    for name, by_n in rows.items():
+        ns = sorted(by_n)
+        cells = [f"{slope(ns, [by_n[n][key] for n in ns]):.2f}" for key, _, _ in METRICS]
+        print(f"| {name} ({ns[0]}..{ns[-1]}) | " + " | ".join(cells) + " |")
+
+
+def processes(args: argparse.Namespace) -> None:
+    fl_demo = str(Path(sys.executable).with_name("fl-demo"))
+    results = {}
+    for mode in args.modes:
+        with tempfile.TemporaryDirectory() as tmp:
+            command = [
+                fl_demo,
+                "--mode",
+                mode,
+                "--sites",
+                str(args.sites[0]),
+                "--rounds",
+                str(args.rounds),
+                "--steps",
+                str(args.steps),
+                "--eval-limit",
+                str(args.eval_limit),
+                "--no-baseline",
+                "--no-dp",
+                "--workdir",
+                tmp,
+            ]
+            started = time.monotonic()
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            wall = time.monotonic() - started
+            print(done.stdout[-3000:], file=sys.stderr)
+            if done.returncode != 0:
+                raise SystemExit(f"fl-demo --mode {mode} failed:\n{done.stderr[-3000:]}")
+            summary = json.loads((Path(tmp) / "summary.json").read_text())
+            results[mode] = (summary, wall, " ".join(["fl-demo", *command[1:-2]]))
+    for mode, (summary, wall, command) in results.items():
+        print(f"{mode}: `{command}`, whole run {wall:.0f} s")
+        print(json.dumps(summary.get("rounds", summary), indent=1)[:3000])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", choices=("protocol", "processes"))
+    parser.add_argument("--sites", type=int, nargs="+", default=[10, 25, 50, 100])
+    parser.add_argument("--params", type=int, default=DEMO_ADAPTER_PARAMS)
+    parser.add_argument("--drop", type=float, default=0.1, help="fraction dropping after sharing")
+    parser.add_argument("--dense-only", action="store_true", help="all pairs only")
+    parser.add_argument("--modes", nargs="+", default=["plain", "he+ss"])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--eval-limit", type=int, default=50)
+    args = parser.parse_args()
+    protocol(args) if args.part == "protocol" else processes(args)
+
+
+if __name__ == "__main__":
+    main()
