@@ -5,6 +5,8 @@
 - `site-auth-key`: an ECDSA P-384 OpenSSH key pair for a site's SuperNode authentication.
 - `enroll` / `revoke`: a site's fedseal keys in the registry (a chained ledger event), and
   optionally its SuperNode key with Flower's node authentication (`flwr supernode register`).
+- `start-run`: submit a run to the SuperLink and follow it in the registry; a run whose
+  SuperLink or ServerApp died is continued from its last completed round.
 - `status`: runs, rounds and each site's ε spent against its budget (reads only; no ledger key).
 
 Every mistake a person can fix ends in one line on stderr and exit code 2; a `flwr` command that
@@ -81,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Operate a fedseal federation: make its PKI, enrol and revoke sites, and "
-        "see its runs and each site's privacy spend.",
+        description="Operate a fedseal federation: make its PKI, enrol and revoke sites, start "
+        "runs, and see its runs and each site's privacy spend.",
         epilog=_EPILOG,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
