@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ import tomli_w
 
 __all__ = [
     "CONNECTION_NAME",
+    "FlwrAnswer",
     "SubmitError",
     "flower_run_status",
     "flwr_environment",
+    "run_flwr_json",
     "submit_run",
     "write_app",
     "write_flwr_home",
@@ -86,30 +89,61 @@ def _flwr_executable() -> str:
     return shutil.which("flwr") or str(Path(sys.executable).with_name("flwr"))
 
 
+@dataclass(frozen=True)
+class FlwrAnswer:
+    """What a `flwr ... --format json` command answered: its exit code, JSON and raw output."""
+
+    returncode: int
+    answer: dict[str, Any]
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and bool(self.answer.get("success", False))
+
+
+def run_flwr_json(args: list[str], flwr_home: Path, *, timeout_s: float) -> FlwrAnswer:
+    """Run `flwr ARGS --format json` against FLWR_HOME; the JSON it printed (flwr prints other
+    lines before it). Raises subprocess.TimeoutExpired and OSError for the caller to word."""
+    done = subprocess.run(
+        [_flwr_executable(), *args, "--format", "json"],
+        env=flwr_environment(flwr_home),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    output = done.stdout.strip()
+    start = output.find("{")
+    answer: dict[str, Any] = {}
+    if start >= 0:
+        try:
+            parsed = json.loads(output[start:])
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            answer = parsed
+    return FlwrAnswer(done.returncode, answer, output, done.stderr)
+
+
 def submit_run(app_folder: Path, flwr_home: Path, *, timeout_s: float = 120.0) -> int:
     """Submit the app; returns Flower's run id (the run then proceeds on the SuperLink)."""
-    command = [_flwr_executable(), "run", str(app_folder), CONNECTION_NAME, "--format", "json"]
     try:
-        done = subprocess.run(
-            command,
-            env=flwr_environment(flwr_home),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
+        done = run_flwr_json(
+            ["run", str(app_folder), CONNECTION_NAME], flwr_home, timeout_s=timeout_s
         )
     except subprocess.TimeoutExpired:
         raise SubmitError(f"`flwr run` did not answer within {timeout_s:g} s") from None
-    output = done.stdout.strip()
-    start = output.find("{")
-    try:
-        answer = json.loads(output[start:]) if start >= 0 else {}
-    except json.JSONDecodeError:
-        answer = {}
-    if done.returncode != 0 or not answer.get("success", False) or "run-id" not in answer:
-        detail = answer.get("error-message") or (done.stderr or output).strip().splitlines()[-1:]
+    except OSError as exc:
+        raise SubmitError(f"cannot run `flwr run`: {exc}") from None
+    if not done.ok or "run-id" not in done.answer:
+        detail = (
+            done.answer.get("error-message")
+            or (done.stderr or done.stdout).strip().splitlines()[-1:]
+        )
         raise SubmitError(f"`flwr run` failed: {detail}")
-    return int(answer["run-id"])
+    return int(done.answer["run-id"])
 
 
 def flower_run_status(
@@ -120,17 +154,11 @@ def flower_run_status(
     The registry, not this, is the truth about rounds; this only tells whether the ServerApp that
     drives a run is still alive (``running``) or has ended (``finished:...``).
     """
-    command = [_flwr_executable(), "ls", "--run-id", str(flower_run_id), "--format", "json"]
     try:
-        done = subprocess.run(
-            command,
-            env=flwr_environment(flwr_home),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-        runs = json.loads(done.stdout[done.stdout.find("{") :]).get("runs", [])
-    except (subprocess.TimeoutExpired, ValueError, OSError, AttributeError):
+        done = run_flwr_json(["ls", "--run-id", str(flower_run_id)], flwr_home, timeout_s=timeout_s)
+    except (subprocess.TimeoutExpired, OSError):
         return None
-    return str(runs[0].get("status")) if runs and isinstance(runs[0], dict) else None
+    runs = done.answer.get("runs")
+    if not isinstance(runs, list) or not runs or not isinstance(runs[0], dict):
+        return None
+    return str(runs[0].get("status"))

@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .flower_app import _flwr_executable, flwr_environment
+from .flower_app import run_flwr_json
 
 __all__ = [
     "NODES_FILE",
@@ -42,27 +42,14 @@ class NodeAuthError(RuntimeError):
     """A `flwr supernode` command that failed; the message is one line."""
 
 
-def _flwr() -> str:
-    return _flwr_executable()
-
-
 def register_command(public_key: Path, connection: str, site: str) -> list[str]:
     """`flwr supernode register` for the site's public key (the node is named after the site)."""
-    return [
-        _flwr(),
-        "supernode",
-        "register",
-        str(public_key),
-        connection,
-        "--name",
-        site,
-        "--format",
-        "json",
-    ]
+    return ["supernode", "register", str(public_key), connection, "--name", site]
 
 
 def unregister_command(node_id: int, connection: str) -> list[str]:
-    return [_flwr(), "supernode", "unregister", str(node_id), connection, "--format", "json"]
+    """`flwr supernode unregister` of a node id."""
+    return ["supernode", "unregister", str(node_id), connection]
 
 
 def _one_line(text: str) -> str:
@@ -70,38 +57,22 @@ def _one_line(text: str) -> str:
 
 
 def run_flwr(argv: list[str], flwr_home: Path, *, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Run a `flwr ... --format json` command; its JSON answer, or NodeAuthError in one line."""
-    what = " ".join(argv[1:3])
+    """Run a `flwr ...` command (argv without the executable and `--format json`); its JSON
+    answer, or NodeAuthError in one line."""
+    what = " ".join(argv[:2])
     try:
-        done = subprocess.run(
-            argv,
-            env=flwr_environment(flwr_home),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
+        done = run_flwr_json(argv, flwr_home, timeout_s=timeout_s)
     except subprocess.TimeoutExpired:
         raise NodeAuthError(f"`flwr {what}` did not answer within {timeout_s:g} s") from None
     except OSError as exc:
         raise NodeAuthError(f"cannot run `flwr {what}`: {exc}") from None
-    output = done.stdout.strip()
-    start = output.find("{")
-    answer: dict[str, Any] = {}
-    if start >= 0:
-        try:
-            parsed = json.loads(output[start:])
-        except json.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, dict):
-            answer = parsed
-    if done.returncode != 0 or not answer.get("success", False):
+    if not done.ok:
         # flwr's message starts with "Using SuperLink: ..." lines; the reason is the last one
-        text = str(answer.get("error-message") or "") or done.stderr + "\n" + output
+        text = str(done.answer.get("error-message") or "") or done.stderr + "\n" + done.stdout
         lines = [line for line in text.splitlines() if line.strip()]
         detail = lines[-1] if lines else f"exit code {done.returncode}"
         raise NodeAuthError(f"`flwr {what}` failed: {_one_line(detail)}")
-    return answer
+    return done.answer
 
 
 def register_node(public_key: Path, connection: str, site: str, flwr_home: Path) -> int:

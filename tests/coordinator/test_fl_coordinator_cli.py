@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fedseal.client.site_keys import create_site_keys
-from fedseal.coordinator import node_auth
+from fedseal.coordinator import flower_app
 from fedseal.coordinator.cli import main
 from fedseal.coordinator.ledger_key import load_ledger_key
 from fedseal.coordinator.registry import EventAction, Registry, open_registry, sqlite_url
@@ -44,7 +44,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     fake = tmp_path / "flwr"
     fake.write_text(FAKE_FLWR.format(python=sys.executable))
     fake.chmod(0o755)
-    monkeypatch.setattr(node_auth, "_flwr_executable", lambda: str(fake))
+    monkeypatch.setattr(flower_app, "_flwr_executable", lambda: str(fake))
     monkeypatch.setenv("FAKE_FLWR_LOG", str(tmp_path / "flwr.log"))
     (tmp_path / "fh").mkdir()
     (tmp_path / "fh" / "config.toml").write_text('[superlink]\ndefault = "fedseal"\n')
@@ -288,9 +288,6 @@ def test_a_new_supernode_key_replaces_the_old_one(
 def test_start_run_submits_once_and_follows_an_unfinished_run(
     env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fedseal.coordinator import flower_app
-
-    monkeypatch.setattr(flower_app, "_flwr_executable", lambda: str(env / "flwr"))
     _ready(env, capsys)
     start = ["start-run", "--state", "state", "--flwr-home", "fh", "--rounds", "2"]
     assert main(start) == 2
