@@ -84,6 +84,7 @@ def _round_no(fields: Mapping[str, Any]) -> int:
 
 
 _SIGNED_MAX = 1 << 20  # one advert, envelope or acknowledgement
+_DIRECTORY_MAX = 1 << 24  # every enrolled site's name and two keys (~110 characters a site)
 _SEALED_KEY_MAX = 16 << 20  # the sealed federation key (a secret BFV context)
 _AGGREGATE_MAX = 1 << 31  # bounded before this by the site's message limit
 
@@ -121,7 +122,10 @@ class SecureSite:
     @staticmethod
     def identity_directory(fields: Mapping[str, Any]) -> dict[str, bytes]:
         return {
-            s: k.identity for s, k in decode_directory(field_str(fields, Key.DIRECTORY)).items()
+            s: k.identity
+            for s, k in decode_directory(
+                field_str(fields, Key.DIRECTORY, max_len=_DIRECTORY_MAX)
+            ).items()
         }
 
     # -- federation key ceremony -----------------------------------------------------------
@@ -132,7 +136,7 @@ class SecureSite:
     def keygen(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Custodian: make the run's BFV key, seal it to every site, sign the public part."""
         params = _params(fields)
-        directory = decode_directory(field_str(fields, Key.DIRECTORY, max_len=1 << 24))
+        directory = decode_directory(field_str(fields, Key.DIRECTORY, max_len=_DIRECTORY_MAX))
         me = self.identity()
         if me.site_id not in directory:
             raise PermissionError(f"site {me.site_id} is not in the enrolled directory")
@@ -170,7 +174,7 @@ class SecureSite:
         record = {
             "sealed": base64.b64encode(sealed).decode(),
             "custodian": custodian,
-            "directory": field_str(fields, Key.DIRECTORY, max_len=1 << 24),
+            "directory": field_str(fields, Key.DIRECTORY, max_len=_DIRECTORY_MAX),
             "params": field_str(fields, Key.PROTOCOL_PARAMS),
         }
         self._ciphers[run_id] = self._open(run_id, record)
