@@ -11,9 +11,15 @@ same updates measured in the same run, and the log-log growth exponent of every 
 Part 2 (``processes``) runs `fl-demo` with real SuperLink and SuperNode processes for the given
 number of sites in `he+ss` and in `plain`, and reports seconds per round and their ratio.
 
+Part 3 (``coordinator``) runs the upload stage of the running coordinator (`SecureAggregation`
+and `fedseal.coordinator.messaging`, real sites' replies through an in-process stand-in grid)
+and reports the Python heap it adds over the stage, with replies summed as they arrive and with
+every reply pulled at once (what Flower's `Grid.send_and_receive` does).
+
     python bench/bench_scale.py protocol                    # n = 10 25 50 100
     python bench/bench_scale.py protocol --sites 10 --dense-only
     python bench/bench_scale.py processes --sites 10 --rounds 2 --steps 2
+    python bench/bench_scale.py coordinator                 # n = 10 25 50 100
 
 Bytes are the protocol messages' wire bytes (`Signed.to_bytes`, the aggregate, the survivor list),
 without Flower's framing.
@@ -378,9 +384,107 @@ def processes(args: argparse.Namespace) -> None:
         print(json.dumps(summary.get("rounds", summary), indent=1)[:3000])
 
 
+class _UploadStageHeap:
+    """The Python heap the coordinator adds over a round's upload stage: traced from just after
+    the train messages are queued (the sites have answered by then, untraced) to the next push."""
+
+    def __init__(self) -> None:
+        self.start: int | None = None
+        self.peak: int | None = None
+
+    def before_push(self, message_type: str) -> None:
+        if self.start is not None and self.peak is None:
+            self.peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+
+    def after_push(self, message_type: str) -> None:
+        if message_type == "train":
+            tracemalloc.start()
+            self.start = tracemalloc.get_traced_memory()[0]
+
+
+def coordinator(args: argparse.Namespace) -> None:
+    """Part 3: the running coordinator's upload stage (`SecureAggregation` through
+    `fedseal.coordinator.messaging`), its sites real `SecureSite`s behind the tests' stand-in
+    grid (`tests/coordinator/protocol_grid.py`), replies pulled a few at a time and summed as
+    they arrive ("streamed"), against all replies pulled at once and held until summed, as
+    Flower's `Grid.send_and_receive` returns them ("all at once")."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "coordinator"))
+    import dataclasses
+
+    from protocol_grid import protocol_federation
+
+    from fedseal.coordinator import messaging
+    from fedseal.coordinator.protocols import RoundRequest
+    from fedseal.run_plan import RunPlan
+
+    streamed = messaging.POLLING
+    plan_ = RunPlan("minilm-l6", ("x", "y"), 8, 16.0, 0.0, 0, 1, 0.005, 32, 3)
+    gen = np.random.default_rng(0)  # benchmark data only, never secret
+    rows = []
+    for n in args.sites:
+        names = [f"site-{i:03d}" for i in range(n)]
+        updates = {
+            s: (np.clip(gen.normal(0, 0.05, args.params), -0.5, 0.5).astype(np.float32), 100)
+            for s in names
+        }
+        row: dict[str, float] = {"n": n}
+        for label, polling in (
+            ("streamed", streamed),
+            ("all at once", dataclasses.replace(streamed, batch=10**6)),
+        ):
+            with tempfile.TemporaryDirectory() as tmp:
+                grid, protocol_ = protocol_federation(
+                    Path(tmp),
+                    names,
+                    "he+ss",
+                    run_id=1,
+                    adapter=args.params,
+                    update=updates.__getitem__,
+                    train_examples=3000,
+                    clip=0.5,
+                )
+                probe = _UploadStageHeap()
+                grid.on_push, grid.on_pushed = probe.before_push, probe.after_push
+                grid.answer_at_push = {"train"}
+                request = RoundRequest(1, 1, names, grid.node_of, plan_, 600.0, "d0")
+                messaging.POLLING = polling
+                started = time.monotonic()
+                try:
+                    result = protocol_.aggregate(grid, request, min_contributors=n)
+                finally:
+                    messaging.POLLING = streamed
+                    tracemalloc.stop()
+                if result.payload is None or len(result.contributors) != n:
+                    raise SystemExit(f"n={n} {label}: the round failed: {result.error}")
+                assert probe.start is not None and probe.peak is not None
+                row[label] = (probe.peak - probe.start) / 2**20
+                row["upload kB"] = max(grid.upload_sizes) / 1000
+                row["degree"] = getattr(protocol_.params, "neighbours", 0)
+                print(f"n={n} {label}: {time.monotonic() - started:.1f} s", file=sys.stderr)
+        rows.append(row)
+    print(
+        f"\nadapter {args.params:,} parameters; pull batch {streamed.batch}; coordinator heap "
+        "added over the upload stage (tracemalloc peak over the stage's start, MiB)\n"
+    )
+    print("| n | graph degree | upload kB | streamed MiB | all at once MiB | in uploads |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['n']} | {int(row['degree']) or 'all pairs'} | {row['upload kB']:.0f} | "
+            f"{row['streamed']:.2f} | {row['all at once']:.2f} | "
+            f"{row['all at once'] * 2**20 / (row['upload kB'] * 1000):.1f} |"
+        )
+    ns = [int(r["n"]) for r in rows]
+    print(
+        f"\nGrowth exponent over n: streamed {slope(ns, [r['streamed'] for r in rows]):.2f}, "
+        f"all at once {slope(ns, [r['all at once'] for r in rows]):.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("protocol", "processes"))
+    parser.add_argument("part", choices=("protocol", "processes", "coordinator"))
     parser.add_argument("--sites", type=int, nargs="+", default=[10, 25, 50, 100])
     parser.add_argument("--params", type=int, default=DEMO_ADAPTER_PARAMS)
     parser.add_argument("--drop", type=float, default=0.1, help="fraction dropping after sharing")
@@ -390,7 +494,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--eval-limit", type=int, default=50)
     args = parser.parse_args()
-    protocol(args) if args.part == "protocol" else processes(args)
+    {"protocol": protocol, "processes": processes, "coordinator": coordinator}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ This module imports nothing of fedseal's and does no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,16 +76,10 @@ def record_size(records: Any) -> int:
     Counts what the fields occupy (bytes, UTF-8 text, 8 per number), which is what a reader
     would go on to decode; it never copies or decodes a value.
     """
-    groups: Iterable[Any]
-    if hasattr(records, "config_records"):
-        groups = (records.config_records, records.metric_records, records.array_records)
-    else:
-        groups = (records,)
-    total = 0
-    for group in groups:
-        for name, record in dict(group).items():
-            total += len(str(name)) + _value_size(record)
-    return total
+    # A RecordDict maps names to its records: read it as a mapping. (Its typed views,
+    # `config_records` and the like, are self-referencing objects that keep every record, an
+    # upload included, alive until the garbage collector's next full pass.)
+    return sum(len(str(name)) + _value_size(record) for name, record in dict(records).items())
 
 
 def plain_upload_bound(adapter_size: int) -> int:

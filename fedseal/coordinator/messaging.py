@@ -1,26 +1,72 @@
-"""Sending one stage's messages to a set of sites and sorting the replies.
+"""Sending one stage's messages to a set of sites and sorting the replies as they arrive.
 
 Every reply is checked to come from the node it was sent to and to name the site that node
 identified as, and its size against the limit for its kind before any field is read; anything
 else is treated as a failure of that site, never trusted.
+
+Replies are pulled from the SuperLink a few at a time (`Grid.push_messages`, then
+`Grid.pull_messages` on small batches of message ids) and handed out one by one
+(`stream_stage`), so a caller that handles each reply and lets it go holds a few replies at a
+time whatever the number of sites: at the upload stage that is what keeps the coordinator's
+memory flat (Flower's `Grid.send_and_receive` returns a whole stage's replies at once).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
 from fedseal.limits import MessageTooLarge, ReplyLimits, check_size, record_size
 from fedseal.wire import PROTOCOL_VERSION, Key, RecordName
 
-__all__ = ["SiteReply", "StageResult", "send_stage"]
+__all__ = [
+    "POLLING",
+    "Polling",
+    "SiteReply",
+    "StageResult",
+    "StageStream",
+    "send_stage",
+    "stream_stage",
+]
 
 log = logging.getLogger("fedseal.coordinator")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Polling:
+    """How a stage's replies are pulled from the SuperLink.
+
+    `batch` message ids go in one pull, so one pull brings at most `batch` replies: with the
+    caller handling each before the next pull, that bounds the replies held at once (uploads
+    are the size of the adapter's ciphertexts). Between pulls that brought nothing the wait
+    doubles from `first_wait_s` up to `max_wait_s`, so short stages finish quickly and a long
+    training stage costs one request per `batch` waiting sites every `max_wait_s`. `clock` and
+    `sleep` are the wall clock's; an in-process test grid passes a virtual one.
+    """
+
+    batch: int = 4
+    first_wait_s: float = 0.05
+    max_wait_s: float = 2.0
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise ValueError("Polling.batch must be at least 1")
+        if not 0 < self.first_wait_s <= self.max_wait_s:
+            raise ValueError("Polling waits must satisfy 0 < first_wait_s <= max_wait_s")
+
+
+POLLING = Polling()
+"""The polling every stage uses (read at each call, so a test harness can swap it)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +87,99 @@ class StageResult:
     missing: list[str]
 
 
+@dataclass
+class StageStream:
+    """One stage's replies, handed out one at a time as they arrive: `for reply in stream`.
+
+    A reply is checked (its node, its size before any field is read, its fields, the site it
+    names) before it is handed out; one that fails is recorded in `failed` instead. Once the
+    iteration ends (every site answered, or the stage timed out) `missing` lists the sites that
+    never answered. Iterate once.
+    """
+
+    message_type: str
+    sites: list[str]
+    node_to_site: dict[int, str]
+    limit: int
+    arrivals: Iterator[Message]
+    failed: dict[str, str] = field(default_factory=dict)
+    answered: set[str] = field(default_factory=set)
+
+    @property
+    def missing(self) -> list[str]:
+        """Sites that have not answered (after the iteration: never answered)."""
+        return sorted(set(self.sites) - self.answered)
+
+    def __iter__(self) -> Iterator[SiteReply]:
+        for message in self.arrivals:
+            reply = self._check(message)
+            if reply is not None:
+                yield reply
+
+    def _check(self, message: Message) -> SiteReply | None:
+        """The reply's content when it is well formed; else records why its site failed."""
+        site = self.node_to_site.get(message.metadata.src_node_id)
+        if site is None:
+            log.warning("ignoring a reply from unknown node %s", message.metadata.src_node_id)
+            return None
+        if site in self.answered:
+            log.warning("ignoring a second reply from site %s", site)
+            return None
+        self.answered.add(site)
+        if message.has_error():
+            self.failed[site] = _one_line(message.error.reason)
+            return None
+        try:
+            check_size(self.message_type, record_size(message.content), self.limit)
+        except MessageTooLarge as exc:
+            log.warning("refusing site %s's reply: %s", site, exc)
+            self.failed[site] = f"reply refused: {exc}"
+            return None
+        try:
+            result = dict(_record(message.content, RecordName.RESULT, ConfigRecord))
+            metrics_record = message.content.get(RecordName.METRICS)
+            if not isinstance(metrics_record, MetricRecord):
+                metrics_record = None
+            metrics = {str(k): float(v) for k, v in (metrics_record or {}).items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            self.failed[site] = f"malformed reply: {exc}"
+            return None
+        if not isinstance(result.get(Key.SITE), str) or result.get(Key.SITE) != site:
+            self.failed[site] = f"reply names site {result.get(Key.SITE)!r}, expected {site!r}"
+            return None
+        return SiteReply(site, result, metrics)
+
+
+def stream_stage(
+    grid: Grid,
+    message_type: str,
+    configs: Mapping[str, dict[str, Any]],
+    nodes: Mapping[str, int],
+    timeout_s: float,
+    max_reply_bytes: int | None = None,
+) -> StageStream:
+    """Send `configs[site]` to each site's node now; iterate the result for the replies, which
+    arrive for at most `timeout_s`.
+
+    A reply over `max_reply_bytes` (default: `ReplyLimits()` for the message type) fails its
+    site before any of its fields is read.
+    """
+    limit = (
+        ReplyLimits().for_message_type(message_type) if max_reply_bytes is None else max_reply_bytes
+    )
+    polling = POLLING
+    sites = list(configs)
+    message_ids = list(grid.push_messages(_messages(message_type, configs, nodes)))
+    deadline = polling.clock() + timeout_s
+    return StageStream(
+        message_type=str(message_type),
+        sites=sites,
+        node_to_site={nodes[site]: site for site in sites},
+        limit=limit,
+        arrivals=_pull_replies(grid, [i for i in message_ids if i], deadline, polling),
+    )
+
+
 def send_stage(
     grid: Grid,
     message_type: str,
@@ -51,52 +190,73 @@ def send_stage(
 ) -> StageResult:
     """Send `configs[site]` to each site's node and wait at most `timeout_s` for the replies.
 
+    For stages whose replies are small (keys, signatures, metrics): the replies are collected.
     A reply over `max_reply_bytes` (default: `ReplyLimits()` for the message type) fails its
     site before any of its fields is read.
     """
-    limit = (
-        ReplyLimits().for_message_type(message_type) if max_reply_bytes is None else max_reply_bytes
-    )
-    node_to_site = {nodes[site]: site for site in configs}
-    messages = []
-    for site, fields in configs.items():
-        record = ConfigRecord({Key.PROTOCOL_VERSION: PROTOCOL_VERSION, **fields})
-        messages.append(
-            Message(
-                RecordDict({RecordName.CONFIG: record}),
-                dst_node_id=nodes[site],
-                message_type=message_type,
-            )
+    stream = stream_stage(grid, message_type, configs, nodes, timeout_s, max_reply_bytes)
+    replies = {reply.site: reply for reply in stream}
+    return StageResult(replies, stream.failed, stream.missing)
+
+
+def _messages(
+    message_type: str, configs: Mapping[str, dict[str, Any]], nodes: Mapping[str, int]
+) -> list[Message]:
+    return [
+        Message(
+            RecordDict(
+                {
+                    RecordName.CONFIG: ConfigRecord(
+                        {Key.PROTOCOL_VERSION: PROTOCOL_VERSION, **fields}
+                    )
+                }
+            ),
+            dst_node_id=nodes[site],
+            message_type=message_type,
         )
-    replies: dict[str, SiteReply] = {}
-    failed: dict[str, str] = {}
-    for reply in grid.send_and_receive(messages, timeout=timeout_s):
-        site = node_to_site.get(reply.metadata.src_node_id)
-        if site is None:
-            log.warning("ignoring a reply from unknown node %s", reply.metadata.src_node_id)
-            continue
-        if reply.has_error():
-            failed[site] = _one_line(reply.error.reason)
-            continue
-        try:
-            check_size(str(message_type), record_size(reply.content), limit)
-        except MessageTooLarge as exc:
-            log.warning("refusing site %s's reply: %s", site, exc)
-            failed[site] = f"reply refused: {exc}"
-            continue
-        try:
-            result = dict(reply.content.config_records[RecordName.RESULT])
-            metrics_record = reply.content.metric_records.get(RecordName.METRICS)
-            metrics = {str(k): float(v) for k, v in (metrics_record or {}).items()}
-        except (KeyError, TypeError, ValueError) as exc:
-            failed[site] = f"malformed reply: {exc}"
-            continue
-        if not isinstance(result.get(Key.SITE), str) or result.get(Key.SITE) != site:
-            failed[site] = f"reply names site {result.get(Key.SITE)!r}, expected {site!r}"
-            continue
-        replies[site] = SiteReply(site, result, metrics)
-    missing = sorted(set(configs) - set(replies) - set(failed))
-    return StageResult(replies, failed, missing)
+        for site, fields in configs.items()
+    ]
+
+
+def _pull_replies(
+    grid: Grid, message_ids: list[str], deadline: float, polling: Polling
+) -> Iterator[Message]:
+    """Replies to `message_ids` as they arrive, until every one has or `deadline` passes.
+
+    Pulls `polling.batch` ids at a time and yields each reply before the next pull, so at most
+    one batch of replies waits in memory for the caller.
+    """
+    pending = dict.fromkeys(message_ids)  # an ordered set
+    wait = polling.first_wait_s
+    while pending:
+        arrived = False
+        for batch in _batches(list(pending), polling.batch):
+            for reply in grid.pull_messages(batch):
+                pending.pop(reply.metadata.reply_to_message_id, None)
+                arrived = True
+                yield reply
+        left = deadline - polling.clock()
+        if not pending or left <= 0:
+            return
+        polling.sleep(min(wait, left))
+        wait = polling.first_wait_s if arrived else min(2 * wait, polling.max_wait_s)
+
+
+def _batches(items: list[str], size: int) -> Iterable[list[str]]:
+    return (items[i : i + size] for i in range(0, len(items), size))
+
+
+def _record(content: RecordDict, name: str, kind: type[T]) -> T:
+    """The record `name` of a reply, of type `kind` (a KeyError otherwise).
+
+    Reads the RecordDict as a mapping: its typed views (`content.config_records`) reference
+    themselves, so each one would keep the reply's records, an upload included, alive until the
+    garbage collector's next full pass, not until the caller lets the reply go.
+    """
+    record = content.get(name)
+    if not isinstance(record, kind):
+        raise KeyError(name)
+    return record
 
 
 def _one_line(text: Any) -> str:

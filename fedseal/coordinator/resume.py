@@ -46,8 +46,11 @@ PLAN_KEYS = (
     "max_length",
     "seed",
     "clip",
+    "sparse_above",
+    "neighbours",
 )
-"""Settings a continuation must share with the run it continues (the model and its training)."""
+"""Settings a continuation must share with the run it continues (the model, its training and
+the shape of its secure aggregation)."""
 
 _MAX_LINEAGE = 1000
 

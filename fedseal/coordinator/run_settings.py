@@ -12,6 +12,7 @@ from typing import Any
 
 from fedseal.limits import DEFAULT_CONTROL_BYTES
 from fedseal.run_plan import RunPlan
+from fedseal.secure_agg.params import MAX_SITES, SPARSE_ABOVE
 
 __all__ = ["PROTOCOL_MODES", "RunSettings", "RunSettingsError", "default_run_config"]
 
@@ -49,6 +50,13 @@ class RunSettings:
     """Largest train reply (an update) accepted from a site; 0 derives it from the adapter."""
     max_reply_bytes: int = DEFAULT_CONTROL_BYTES
     """Largest reply accepted at every other stage; larger ones fail their site for the round."""
+    sparse_above: int = SPARSE_ABOVE
+    """he+ss runs of more than this many sites mask and share over a SecAgg+ neighbour graph
+    instead of all pairs (docs/protocol.md, "Large federations"); 0 uses a graph at any size
+    where one is smaller than all pairs, a number at or above the federation's size never."""
+    neighbours: int = 0
+    """The neighbour graph's degree (even, at least 2); 0 lets the planner size it for the
+    default collusion and dropout bounds."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -90,6 +98,8 @@ class RunSettings:
                 registry_retry_s=float(config.get("registry-retry", 600.0)),
                 max_upload_bytes=int(config.get("max-upload-bytes", 0)),
                 max_reply_bytes=int(config.get("max-reply-bytes", DEFAULT_CONTROL_BYTES)),
+                sparse_above=int(config.get("sparse-above", SPARSE_ABOVE)),
+                neighbours=int(config.get("neighbours", 0)),
             )
         except (TypeError, ValueError, OverflowError) as exc:
             raise RunSettingsError(f"invalid run config: {exc}") from None
@@ -117,6 +127,16 @@ class RunSettings:
             raise RunSettingsError("max-upload-bytes must be 0 (from the adapter size) to 4 GiB")
         if not 1024 <= self.max_reply_bytes < 2**32:
             raise RunSettingsError("max-reply-bytes must be between 1024 bytes and 4 GiB")
+        if not 0 <= self.sparse_above <= MAX_SITES:
+            raise RunSettingsError(
+                f"sparse-above must be between 0 (a neighbour graph at any size) and {MAX_SITES}"
+            )
+        if self.neighbours != 0 and not (
+            2 <= self.neighbours <= MAX_SITES and self.neighbours % 2 == 0
+        ):
+            raise RunSettingsError(
+                "neighbours must be 0 (sized by the planner) or an even degree of at least 2"
+            )
         if not 0 <= self.registry_retry_s <= 86_400:
             raise RunSettingsError("registry-retry must be between 0 and 86400 seconds")
         if not self.coordinator_state:
@@ -136,6 +156,8 @@ class RunSettings:
             "min_participants": self.min_participants,
             "round_timeout_s": self.round_timeout_s,
             "clip": self.clip,
+            "sparse_above": self.sparse_above,
+            "neighbours": self.neighbours,
             "base_model": self.plan.base_model,
             "labels": list(self.plan.labels),
             "lora_rank": self.plan.lora_rank,
@@ -158,6 +180,8 @@ def default_run_config(
         "registry-retry": 600.0,
         "max-upload-bytes": 0,
         "max-reply-bytes": DEFAULT_CONTROL_BYTES,
+        "sparse-above": SPARSE_ABOVE,
+        "neighbours": 0,
         "scenario": scenario,
         "mode": DEFAULT_MODE,
         "clip": 0.5,

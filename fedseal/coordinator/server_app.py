@@ -90,6 +90,8 @@ def drive_run(grid: Grid, settings: RunSettings, registry: Registry) -> int:
                 timeout_s=settings.round_timeout_s,
                 max_upload_bytes=settings.max_upload_bytes,
                 max_reply_bytes=settings.max_reply_bytes,
+                sparse_above=settings.sparse_above,
+                neighbours=settings.neighbours,
             ),
         )
         state = RunState(run_id=run_id, flower_run_id=flower_run_id, lineage=lineage)

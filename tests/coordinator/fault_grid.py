@@ -8,7 +8,7 @@ on a new Flower node, as a restarted `fl-client` is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from flwr.app import Message
@@ -32,22 +32,19 @@ def fault_grid(kills: dict[str, tuple[int, str]], sites_dir: Path) -> type[InPro
             self.dead: set[str] = set()
             self.killed: list[tuple[str, int, str]] = []
 
-        def send_and_receive(
-            self, messages: Iterable[Message], *, timeout: float | None = None
-        ) -> Iterator[Message]:
-            for message in list(messages):
-                site = self.site_of[message.metadata.dst_node_id]
-                if site in self.dead:
-                    continue
-                kind = message.metadata.message_type
-                config = message.content.config_records[RecordName.CONFIG]
-                number = int(config.get(Key.ROUND, 0))
-                if kills.get(site) == (number, kind):
-                    self._handle(site, kind, message)  # handled, then killed before replying
-                    self.dead.add(site)
-                    self.killed.append((site, number, kind))
-                    continue
-                yield from super().send_and_receive([message], timeout=timeout)
+        def deliver(self, message: Message) -> Message | None:
+            site = self.site_of[message.metadata.dst_node_id]
+            if site in self.dead:
+                return None
+            kind = message.metadata.message_type
+            config = message.content.config_records[RecordName.CONFIG]
+            number = int(config.get(Key.ROUND, 0))
+            if kills.get(site) == (number, kind):
+                self._handle(site, kind, message)  # handled, then killed before replying
+                self.dead.add(site)
+                self.killed.append((site, number, kind))
+                return None
+            return super().deliver(message)
 
         def get_node_ids(self) -> Iterable[int]:
             return [n for n in super().get_node_ids() if self.site_of[n] not in self.dead]
@@ -76,9 +73,7 @@ def crashing_grid(number: int, kind: str) -> type[InProcessGrid]:
     (the replies it already holds die with it)."""
 
     class CrashingGrid(InProcessGrid):
-        def send_and_receive(
-            self, messages: Iterable[Message], *, timeout: float | None = None
-        ) -> Iterator[Message]:
+        def push_messages(self, messages: Iterable[Message]) -> list[str]:
             messages = list(messages)
             for message in messages:
                 config = message.content.config_records[RecordName.CONFIG]
@@ -87,6 +82,6 @@ def crashing_grid(number: int, kind: str) -> type[InProcessGrid]:
                     kind,
                 ):
                     raise CoordinatorKilled(f"coordinator killed before {kind} of round {number}")
-            return super().send_and_receive(messages, timeout=timeout)
+            return super().push_messages(messages)
 
     return CrashingGrid

@@ -9,7 +9,10 @@ sockets of a real deployment are covered by tests/e2e; this harness makes protoc
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,14 +25,32 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedseal.client.site_config import load_site_config
 from fedseal.client.site_keys import create_site_keys
 from fedseal.client.site_service import SiteService
-from fedseal.coordinator import server_app
+from fedseal.coordinator import messaging, server_app
 from fedseal.coordinator.ledger_key import create_ledger_key
 from fedseal.coordinator.registry import Registry, open_registry
 from fedseal.coordinator.run_settings import RunSettings, default_run_config
 from fedseal.models.data import load_site_data, scenario_site_names
 from fedseal.wire import RecordName
 
-__all__ = ["InProcessGrid", "Outcome", "run_inprocess"]
+__all__ = ["InProcessGrid", "Outcome", "run_inprocess", "virtual_time"]
+
+
+@contextmanager
+def virtual_time() -> Iterator[None]:
+    """Stage timeouts on a virtual clock: waiting for a site that never answers (offline,
+    killed) takes no real time, the coordinator's polling is otherwise unchanged."""
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    original = messaging.POLLING
+    messaging.POLLING = dataclasses.replace(original, clock=lambda: now[0], sleep=sleep)
+    try:
+        yield
+    finally:
+        messaging.POLLING = original
+
 
 _OPERATIONS = {
     "query.identify": "identify",
@@ -61,6 +82,8 @@ class InProcessGrid:
         self.site_of = {node: site for site, node in self.node_of.items()}
         self.offline: set[str] = set()
         self.run = SimpleNamespace(run_id=self.run_id)
+        self.queued: dict[str, Message] = {}
+        self._message_ids = itertools.count(1)
         TaskIdentity.run_id = self.run_id
         TaskIdentity.node_id = 1
         TaskIdentity.task_id = 1
@@ -68,19 +91,45 @@ class InProcessGrid:
     def get_node_ids(self) -> Iterable[int]:
         return [node for site, node in self.node_of.items() if site not in self.offline]
 
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        """Queue each message for its site, as the SuperLink does; the site handles it when
+        the coordinator pulls its reply."""
+        ids = []
+        for message in messages:
+            message_id = f"{self.run_id}-{next(self._message_ids)}"
+            message.metadata.__dict__["_message_id"] = message_id  # as Flower's grid sets it
+            self.queued[message_id] = message
+            ids.append(message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        """The replies to those of `message_ids` whose site answers (each is handled once)."""
+        replies = []
+        for message_id in message_ids:
+            message = self.queued.pop(message_id, None)
+            if message is None:
+                continue
+            reply = self.deliver(message)
+            if reply is not None:
+                replies.append(reply)
+        return replies
+
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterator[Message]:
-        for message in list(messages):
-            site = self.site_of[message.metadata.dst_node_id]
-            kind = message.metadata.message_type
-            if self.offline_at.get(site) == kind:
-                self.offline.add(site)
-            if site in self.offline:
-                continue
-            reply = self._handle(site, kind, message)
-            self.replies_seen.append(reply)
-            yield reply
+    ) -> list[Message]:
+        return self.pull_messages(self.push_messages(messages))
+
+    def deliver(self, message: Message) -> Message | None:
+        """The addressed site's reply, or None when it is offline (it never answers)."""
+        site = self.site_of[message.metadata.dst_node_id]
+        kind = message.metadata.message_type
+        if self.offline_at.get(site) == kind:
+            self.offline.add(site)
+        if site in self.offline:
+            return None
+        reply = self._handle(site, kind, message)
+        self.replies_seen.append(reply)
+        return reply
 
     def _handle(self, site: str, kind: str, message: Message) -> Message:
         service = self.services[site]
@@ -127,13 +176,14 @@ def run_inprocess(
     registry: Registry | None = None,
     grid_class: type[InProcessGrid] | None = None,
     resume_run: int = 0,
+    run_config: dict[str, Any] | None = None,
 ) -> Outcome:
     """Run `rounds` rounds of a tiny hospitals federation through the real round loop.
 
     `dp` gives sites a `[dp]` table (by site name). Calling it again with the same `tmp_path`
     and `registry` is a second run on the same sites' state (their DP history included);
     `resume_run` makes it continue that registry run. `grid_class` swaps in a grid that
-    injects faults.
+    injects faults; `run_config` overrides run settings (`default_run_config`'s names).
     """
     names = scenario_site_names("hospitals", sites)
     services: dict[str, SiteService] = {}
@@ -173,6 +223,7 @@ def run_inprocess(
             wait_for_sites=5.0,
             coordinator_state=str(coordinator_state),
             resume_run=resume_run,
+            **(run_config or {}),
         )
     )
     grid = (grid_class or InProcessGrid)(
@@ -187,7 +238,8 @@ def run_inprocess(
 
     server_app.protocol_for_mode = capture
     try:
-        registry_run = server_app.drive_run(grid, settings, registry)
+        with virtual_time():
+            registry_run = server_app.drive_run(grid, settings, registry)
     finally:
         server_app.protocol_for_mode = original
     return Outcome(registry, grid, registry_run, captured.get("protocol"), services)

@@ -1,44 +1,32 @@
 """Fuzz: every reply field the coordinator reads from a site, at every stage, in every mode.
 
 Real sites (`SecureSite`: real keys, BFV, Shamir, signatures, no model) answer a real protocol
-driver through a stand-in Grid; one site's reply at one stage is replaced by a hostile one
-(missing fields, wrong types, mutated bytes, huge declared sizes, oversize blobs). The round
-must never raise: the hostile site ends failed or dropped (or contributes, when the change was
-harmless), the honest sites' round completes, and an oversize reply is refused by its size
-before any field is read, naming size and limit.
+driver through a stand-in Grid (`protocol_grid.ProtocolGrid`); one site's reply at one stage is
+replaced by a hostile one (missing fields, wrong types, mutated bytes, huge declared sizes,
+oversize blobs). The round must never raise: the hostile site ends failed or dropped (or
+contributes, when the change was harmless), the honest sites' round completes, and an oversize
+reply is refused by its size before any field is read, naming size and limit.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
+from flwr.app import ConfigRecord
 from fuzzing import FUZZ_SLOW, hostile_values, mutated
 from hypothesis import given
 from hypothesis import strategies as st
+from protocol_grid import ProtocolGrid, protocol_federation
 
-from fedseal.client.secure_stages import SecureSite
-from fedseal.client.site_keys import create_site_keys
 from fedseal.coordinator.messaging import send_stage
-from fedseal.coordinator.protocols import (
-    ContributionStatus,
-    PlainFedAvg,
-    RoundRequest,
-    RunContext,
-    SecureAggregation,
-)
-from fedseal.coordinator.site_directory import SiteInfo
+from fedseal.coordinator.protocols import ContributionStatus, RoundRequest
 from fedseal.limits import DEFAULT_CONTROL_BYTES
 from fedseal.run_plan import RunPlan
-from fedseal.update_codec import encode_update
-from fedseal.wire import Key, MessageType, RecordName
+from fedseal.wire import Key, MessageType
 
 SITES = ("site_a", "site_b", "site_c")
 ADAPTER = 40
@@ -54,78 +42,14 @@ STAGES = {
     ),
     "plain": (MessageType.TRAIN,),
 }
-Hostile = Callable[[str, str, dict[str, Any]], dict[str, Any]]
 
 
-class ProtocolGrid:
-    """Hands each message to the addressed site's real `SecureSite`; no model, no training."""
-
-    def __init__(self, sites: dict[str, SecureSite], mode: str) -> None:
-        self.sites = sites
-        self.mode = mode
-        self.node_of = {site: 11 + i for i, site in enumerate(sorted(sites))}
-        self.site_of = {node: site for site, node in self.node_of.items()}
-        self.hostile: Hostile | None = None
-        self.run = SimpleNamespace(run_id=RUN_ID)
-        TaskIdentity.run_id = RUN_ID
-        TaskIdentity.node_id = 1
-        TaskIdentity.task_id = 1
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.site_of)
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterator[Message]:
-        for message in list(messages):
-            site = self.site_of[message.metadata.dst_node_id]
-            kind = message.metadata.message_type
-            fields = dict(message.content.config_records[RecordName.CONFIG].items())
-            result = {Key.SITE: site, **self._answer(site, kind, fields)}
-            if self.hostile is not None:
-                result = self.hostile(site, kind, result)
-            yield Message(RecordDict({RecordName.RESULT: ConfigRecord(result)}), reply_to=message)
-
-    def _answer(self, site: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
-        secure = self.sites[site]
-        stage = kind.split(".")[-1]
-        if kind == MessageType.IDENTIFY:
-            return {}
-        if kind == MessageType.TRAIN:
-            delta = np.full(ADAPTER, 0.01, dtype=np.float32)
-            if self.mode == "plain":
-                upload = encode_update(delta * np.float32(10))
-            else:
-                upload, _ = secure.prepare_upload(RUN_ID, fields, delta, 10)
-            return {
-                Key.ROUND: fields[Key.ROUND],
-                Key.START_DIGEST: "d0",
-                Key.UPDATE: upload,
-                Key.NUM_EXAMPLES: 10,
-            }
-        return getattr(secure, stage)(RUN_ID, fields)
+def _update(site: str) -> tuple[np.ndarray, int]:
+    return np.full(ADAPTER, 0.01, dtype=np.float32), 10
 
 
 def _federation(tmp: Path, mode: str) -> tuple[ProtocolGrid, Any]:
-    sites: dict[str, SecureSite] = {}
-    bundles = {}
-    for name in SITES:
-        keys, _ = create_site_keys(name, tmp / name)
-        sites[name] = SecureSite(keys, tmp / name)
-        bundles[name] = keys.public().to_bundle()
-    grid = ProtocolGrid(sites, mode)
-    protocol = SecureAggregation() if mode == "he+ss" else PlainFedAvg()
-    protocol.prepare_run(
-        grid,
-        RunContext(
-            run_id=RUN_ID,
-            sites={s: SiteInfo(s, grid.node_of[s], 10, 5, ADAPTER) for s in SITES},
-            enrolled_keys=bundles,
-            clip=1.0,
-            timeout_s=5.0,
-        ),
-    )
-    return grid, protocol
+    return protocol_federation(tmp, SITES, mode, run_id=RUN_ID, adapter=ADAPTER, update=_update)
 
 
 @pytest.fixture(scope="module", params=sorted(STAGES))

@@ -30,6 +30,10 @@ def test_defaults_are_valid_and_summary_hides_the_database() -> None:
         ({"min_sites": 0}, "min-sites"),
         ({"round_timeout": 0.0}, "round-timeout"),
         ({"steps": 0}, "steps"),
+        ({"sparse_above": -1}, "sparse-above"),
+        ({"sparse_above": 70_000}, "sparse-above"),
+        ({"neighbours": 7}, "neighbours"),
+        ({"neighbours": -2}, "neighbours"),
     ],
 )
 def test_bad_values_are_refused(overrides, message) -> None:
@@ -51,3 +55,19 @@ def test_unknown_override_and_missing_key() -> None:
     del broken["rounds"]
     with pytest.raises(RunSettingsError, match="missing 'rounds'"):
         RunSettings.from_run_config(broken)
+
+
+def test_the_neighbour_graph_settings_are_read_and_recorded() -> None:
+    defaults = RunSettings.from_run_config(config())
+    assert (defaults.sparse_above, defaults.neighbours) == (50, 0)
+    settings = RunSettings.from_run_config(config(sparse_above=20, neighbours=8))
+    assert (settings.sparse_above, settings.neighbours) == (20, 8)
+    summary = settings.public_summary()
+    assert (summary["sparse_above"], summary["neighbours"]) == (20, 8)
+
+
+def test_a_run_config_without_the_graph_keys_keeps_the_planner_defaults() -> None:
+    older = config()
+    del older["sparse-above"], older["neighbours"]
+    settings = RunSettings.from_run_config(older)
+    assert (settings.sparse_above, settings.neighbours) == (50, 0)

@@ -185,3 +185,15 @@ def test_an_unenrolled_site_is_left_out(tmp_path: Path) -> None:
     statuses = {c.site: str(c.status) for c in round_.contributions}
     assert statuses["hospital_c"] == "failed"
     assert str(round_.status) == "completed"
+
+
+def test_the_run_config_chooses_the_neighbour_graph(tmp_path):
+    outcome = run_inprocess(
+        tmp_path, mode="he+ss", sites=4, run_config={"sparse_above": 0, "neighbours": 2}
+    )
+    params = outcome.protocol.params
+    assert (params.neighbours, params.neighbour_threshold) == (2, 2)
+    run = outcome.registry.get_run(outcome.run_id)
+    assert (run.config["sparse_above"], run.config["neighbours"]) == (0, 2)
+    rounds = outcome.registry.rounds(outcome.run_id)
+    assert [str(r.status) for r in rounds] == ["completed"]

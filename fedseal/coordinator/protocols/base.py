@@ -15,6 +15,7 @@ from fedseal.coordinator.registry.statuses import ContributionStatus
 from fedseal.ledger_codec import STATEMENT_FIELDS
 from fedseal.limits import DEFAULT_CONTROL_BYTES
 from fedseal.run_plan import RunPlan
+from fedseal.secure_agg.params import SPARSE_ABOVE
 
 __all__ = [
     "AggregationProtocol",
@@ -67,6 +68,10 @@ class RunContext:
     """Largest train reply accepted; 0 derives it from the adapter size and the protocol."""
     max_reply_bytes: int = DEFAULT_CONTROL_BYTES
     """Largest reply accepted at every other stage (keys, signatures, metrics)."""
+    sparse_above: int = SPARSE_ABOVE
+    """he+ss above this many sites uses a SecAgg+ neighbour graph (`params.plan`)."""
+    neighbours: int = 0
+    """The neighbour graph's degree; 0 lets the planner choose it."""
 
 
 @dataclass(frozen=True)

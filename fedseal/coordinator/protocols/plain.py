@@ -1,18 +1,17 @@
 """`plain` mode: FedAvg in the clear (a baseline and a debugging aid, not for production).
 
-The coordinator sees every update. Updates are summed as they are checked, so memory holds one
-running sum whatever the number of sites.
+The coordinator sees every update. Updates are summed as they arrive and are checked, then
+dropped (`uploads`), so memory holds one running sum whatever the number of sites.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 
 import numpy as np
 from flwr.serverapp import Grid
 
-from fedseal.coordinator.messaging import send_stage
+from fedseal.coordinator.messaging import SiteReply, stream_stage
 from fedseal.coordinator.protocols.base import (
     AggregationProtocol,
     AggregationResult,
@@ -24,6 +23,7 @@ from fedseal.coordinator.protocols.base import (
     privacy_report,
     received_update_digest,
 )
+from fedseal.coordinator.protocols.uploads import SumsByStart, UploadOutcome
 from fedseal.limits import ReplyLimits, plain_upload_bound
 from fedseal.message_fields import field_bytes
 from fedseal.update_codec import InvalidPayload, decode_update, encode_aggregate
@@ -59,6 +59,7 @@ class PlainFedAvg(AggregationProtocol):
     def __init__(self) -> None:
         self.limits = ReplyLimits()
         self.adapter_size: int | None = None
+        self._size: int | None = None  # the update length of the round being aggregated
 
     def prepare_run(self, grid: Grid, run: RunContext) -> None:
         """Size limits for the run: an update is 4 bytes per adapter value, plus its statement."""
@@ -84,7 +85,7 @@ class PlainFedAvg(AggregationProtocol):
                 Key.CATCHUP_PAYLOADS: list(payloads),
                 **request.plan.to_config(),
             }
-        stage = send_stage(
+        stream = stream_stage(
             grid,
             MessageType.TRAIN,
             configs,
@@ -92,58 +93,36 @@ class PlainFedAvg(AggregationProtocol):
             request.timeout_s,
             self.limits.for_message_type(MessageType.TRAIN),
         )
-
+        sums = SumsByStart(request.expected_digest, RunningSum)
         contributions: dict[str, SiteContribution] = {}
-        for site in stage.missing:
+        outcomes: list[UploadOutcome] = []
+        self._size = self.adapter_size
+        for reply in stream:  # each update is summed as it arrives, then dropped
+            sums.vote(str(reply.result.get(Key.START_DIGEST, "")))
+            if Key.DECLINED in reply.result:
+                contributions[reply.site] = declined_contribution(reply.site, reply.result)
+                continue
+            outcomes.append(self._take_update(reply, sums, request.round_number))
+        for site in stream.missing:
             contributions[site] = SiteContribution(
                 site, ContributionStatus.DROPPED, error="no reply"
             )
-        for site, reason in stage.failed.items():
+        for site, reason in stream.failed.items():
             contributions[site] = SiteContribution(site, ContributionStatus.FAILED, error=reason)
-
-        start_digest = request.expected_digest or _majority_digest(stage.replies.values())
-        running = RunningSum()
-        size: int | None = self.adapter_size
-        for site, reply in sorted(stage.replies.items()):
-            result = reply.result
-            if Key.DECLINED in result:
-                contributions[site] = declined_contribution(site, result)
-                continue
-            privacy = None
-            try:
-                privacy = privacy_report(result)  # kept even if the update is refused
-                if int(result[Key.ROUND]) != request.round_number:
-                    raise InvalidPayload("reply is for another round")
-                if str(result[Key.START_DIGEST]) != start_digest:
-                    raise InvalidPayload("trained from a different global adapter")
-                weight = int(result[Key.NUM_EXAMPLES])
-                if not 0 < weight <= MAX_WEIGHT:
-                    raise InvalidPayload(f"number of examples outside 1..{MAX_WEIGHT}")
-                payload = field_bytes(result, Key.UPDATE, max_len=self.limits.upload)
-                digest = received_update_digest(payload, privacy)
-                if size is None:
-                    size = len(payload) // 4
-                update = decode_update(payload, size)
-            except (KeyError, TypeError, ValueError, OverflowError) as exc:
-                log.warning("round %d: rejecting %s's update: %s", request.round_number, site, exc)
-                contributions[site] = SiteContribution(
-                    site,
-                    ContributionStatus.FAILED,
-                    error=f"update rejected: {exc}",
-                    privacy=privacy,
+        start_digest = sums.start_digest()
+        for outcome in outcomes:
+            record = outcome.settle(start_digest, "update rejected")
+            if record.status is ContributionStatus.FAILED:
+                log.warning(
+                    "round %d: rejecting %s's update: %s",
+                    request.round_number,
+                    record.site,
+                    record.error,
                 )
-                continue
-            running.add(update, weight)
-            contributions[site] = SiteContribution(
-                site,
-                ContributionStatus.CONTRIBUTED,
-                num_examples=weight,
-                train_loss=reply.metrics.get(Key.TRAIN_LOSS),
-                train_seconds=reply.metrics.get(Key.TRAIN_SECONDS),
-                start_digest=start_digest,
-                privacy=privacy,
-                update_digest=digest,
-            )
+            contributions[record.site] = record
+        contributions = dict(sorted(contributions.items()))  # not in the order of arrival
+
+        running = sums.total()
         contributed = sum(
             c.status is ContributionStatus.CONTRIBUTED for c in contributions.values()
         )
@@ -160,11 +139,41 @@ class PlainFedAvg(AggregationProtocol):
             return AggregationResult(None, contributions, start_digest, error=f"aggregate: {exc}")
         return AggregationResult(payload, contributions, start_digest)
 
+    def _take_update(
+        self, reply: SiteReply, sums: SumsByStart[RunningSum], round_number: int
+    ) -> UploadOutcome:
+        """Check one train reply and add its weighted update to the sum of its start adapter.
 
-def _majority_digest(replies) -> str | None:
-    """In the first round the sites' seeded initial adapters must agree; most of them decide."""
-    counts = Counter(str(r.result.get(Key.START_DIGEST, "")) for r in replies)
-    if not counts:
-        return None
-    digest, _ = counts.most_common(1)[0]
-    return digest
+        The privacy statement is read first and kept even when the update is refused (the site
+        has spent the budget).
+        """
+        site, result = reply.site, reply.result
+        privacy = digest = None
+        try:
+            privacy = privacy_report(result)
+            if int(result[Key.ROUND]) != round_number:
+                raise InvalidPayload("reply is for another round")
+            digest = str(result[Key.START_DIGEST])
+            running = sums.sum_for(digest)
+            weight = int(result[Key.NUM_EXAMPLES])
+            if not 0 < weight <= MAX_WEIGHT:
+                raise InvalidPayload(f"number of examples outside 1..{MAX_WEIGHT}")
+            payload = field_bytes(result, Key.UPDATE, max_len=self.limits.upload)
+            update_digest = received_update_digest(payload, privacy)
+            if self._size is None:  # the adapter size was not reported: the first update's
+                self._size = len(payload) // 4
+            update = decode_update(payload, self._size)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            return UploadOutcome.refused(site, digest, f"update rejected: {exc}", privacy)
+        running.add(update, weight)
+        record = SiteContribution(
+            site,
+            ContributionStatus.CONTRIBUTED,
+            num_examples=weight,
+            train_loss=reply.metrics.get(Key.TRAIN_LOSS),
+            train_seconds=reply.metrics.get(Key.TRAIN_SECONDS),
+            start_digest=digest,
+            privacy=privacy,
+            update_digest=update_digest,
+        )
+        return UploadOutcome(digest, record)

@@ -22,7 +22,13 @@ from typing import Any
 from flwr.serverapp import Grid
 
 from fedseal.client.site_keys import SiteKeyError, SitePublicKeys
-from fedseal.coordinator.messaging import StageResult, send_stage
+from fedseal.coordinator.messaging import (
+    SiteReply,
+    StageResult,
+    StageStream,
+    send_stage,
+    stream_stage,
+)
 from fedseal.coordinator.protocols.base import (
     AggregationProtocol,
     AggregationResult,
@@ -34,10 +40,11 @@ from fedseal.coordinator.protocols.base import (
     privacy_report,
     received_update_digest,
 )
+from fedseal.coordinator.protocols.uploads import SumsByStart, UploadOutcome
 from fedseal.limits import ReplyLimits, encrypted_upload_bound
 from fedseal.message_fields import field_bytes, field_bytes_list, field_str_list
 from fedseal.secure_agg import bfv, recipe
-from fedseal.secure_agg.errors import InsufficientSurvivors, SecureAggError
+from fedseal.secure_agg.errors import InsufficientSurvivors, InvalidMessage, SecureAggError
 from fedseal.secure_agg.graph import round_seed
 from fedseal.secure_agg.messages import Signed
 from fedseal.secure_agg.params import Mode, ProtocolParams, params_to_json, plan
@@ -89,15 +96,18 @@ class SecureAggregation(AggregationProtocol):
             max_weight=max(run.sites[s].train_examples for s in participants),
             n_sites=len(participants),
             mode=Mode(self.mode),
+            sparse_above=run.sparse_above,
+            neighbours=run.neighbours or None,
         )
         self.directory = {s: directory[s] for s in participants}
         self.limits = _reply_limits(run, self.params, len(participants))
         log.info(
-            "run %d: %s with k=%d of %d sites, clip %g, scale %g, BFV N=%d coeff %s t=%d",
+            "run %d: %s with k=%d of %d sites, %s, clip %g, scale %g, BFV N=%d coeff %s t=%d",
             run.run_id,
             self.mode,
             self.params.threshold,
             self.params.n_sites,
+            _masking(self.params),
             self.params.clip,
             self.params.scale,
             self.params.bfv.poly_modulus_degree,
@@ -260,27 +270,7 @@ class SecureAggregation(AggregationProtocol):
             }
             if book is not None:
                 configs[site][Key.RELAYED] = [e.to_bytes() for e in book.for_recipient(site)]
-        stage = tracker.stage(grid, MessageType.TRAIN, configs)
-        total = recipe.UploadSum(
-            info, directory=directory, context=self.context, expected=uploaders
-        )
-        start_digest = tracker.start_digest(stage)
-        for site, reply in sorted(stage.replies.items()):
-            if Key.DECLINED in reply.result:  # its masks are removed like a dropped site's
-                tracker.declined(site, reply.result)
-                continue
-            privacy = None
-            try:
-                privacy = privacy_report(reply.result)  # kept even if the upload is refused
-                if str(reply.result.get(Key.START_DIGEST)) != start_digest:
-                    raise ValueError("trained from a different global adapter")
-                upload = field_bytes(reply.result, Key.UPDATE, max_len=self.limits.upload)
-                digest = received_update_digest(upload, privacy)
-                total.add(Signed.from_bytes(upload))
-            except (SecureAggError, KeyError, TypeError, ValueError, OverflowError) as exc:
-                tracker.fail(site, f"upload refused: {exc}", privacy=privacy)
-                continue
-            tracker.uploaded(site, reply, start_digest, privacy, digest)
+        total, start_digest = self._uploads(grid, info, configs, uploaders, tracker)
 
         if info.mode is Mode.HE_SS:
             survivors = list(total.contributors)
@@ -315,6 +305,75 @@ class SecureAggregation(AggregationProtocol):
         if len(aggregate.contributors) < min_contributors:
             return tracker.result(None, f"{len(aggregate.contributors)} contributors, too few")
         return tracker.result(aggregate.to_bytes(), None, start_digest, aggregate.contributors)
+
+    def _uploads(
+        self,
+        grid: Grid,
+        info: recipe.RoundInfo,
+        configs: dict[str, dict[str, Any]],
+        uploaders: list[str],
+        tracker: _Tracker,
+    ) -> tuple[recipe.UploadSum, str | None]:
+        """Send the train messages and fold each upload into the encrypted sum as it arrives.
+
+        Of an upload the coordinator keeps only its record (digest, signed statement, example
+        count) for the later stages and the registry; its ciphertexts go into the running sum
+        and are dropped, so memory does not grow with the number of sites. Returns the sum of
+        the uploads trained from the round's start adapter (U3 is its contributors) and that
+        adapter's digest.
+        """
+        directory = self._identity_directory()
+        sums = SumsByStart(
+            tracker.request.expected_digest,
+            lambda: recipe.UploadSum(
+                info, directory=directory, context=self.context, expected=uploaders
+            ),
+        )
+        outcomes: list[UploadOutcome] = []
+        stream = tracker.stream(grid, MessageType.TRAIN, configs)
+        for reply in stream:
+            sums.vote(str(reply.result.get(Key.START_DIGEST, "")))
+            if Key.DECLINED in reply.result:  # its masks are removed like a dropped site's
+                tracker.declined(reply.site, reply.result)
+                continue
+            outcomes.append(self._take_upload(reply, sums))
+        tracker.stage_ended(stream)
+        start_digest = sums.start_digest()
+        for outcome in outcomes:
+            tracker.record(outcome.settle(start_digest, "upload refused"))
+        return sums.total(), start_digest
+
+    def _take_upload(self, reply: SiteReply, sums: SumsByStart[recipe.UploadSum]) -> UploadOutcome:
+        """Check one train reply and add its upload to the sum of its start adapter.
+
+        The privacy statement is read first and kept even when the upload is refused (the site
+        has spent the budget); the upload must be signed by the site that sent it.
+        """
+        site, result = reply.site, reply.result
+        privacy = digest = None
+        try:
+            privacy = privacy_report(result)
+            digest = str(result.get(Key.START_DIGEST))
+            total = sums.sum_for(digest)
+            upload = field_bytes(result, Key.UPDATE, max_len=self.limits.upload)
+            update_digest = received_update_digest(upload, privacy)
+            signed = Signed.from_bytes(upload)
+            if signed.sender != site:
+                raise InvalidMessage()
+            total.add(signed)
+        except (SecureAggError, KeyError, TypeError, ValueError, OverflowError) as exc:
+            return UploadOutcome.refused(site, digest, f"upload refused: {exc}", privacy)
+        record = SiteContribution(
+            site,
+            ContributionStatus.CONTRIBUTED,
+            num_examples=_examples(result.get(Key.NUM_EXAMPLES)),
+            train_loss=reply.metrics.get(Key.TRAIN_LOSS),
+            train_seconds=reply.metrics.get(Key.TRAIN_SECONDS),
+            start_digest=digest,
+            privacy=privacy,
+            update_digest=update_digest,
+        )
+        return UploadOutcome(digest, record)
 
 
 class HeAggregation(SecureAggregation):
@@ -361,10 +420,9 @@ class _Tracker:
             else:
                 self.fail(site, reason or "message refused")
 
-    def stage(
-        self, grid: Grid, message_type: str, configs: dict, *, after_upload: bool = False
-    ) -> StageResult:
-        result = send_stage(
+    def stream(self, grid: Grid, message_type: str, configs: dict) -> StageStream:
+        """Send a stage's messages; its replies arrive as the stream is iterated."""
+        return stream_stage(
             grid,
             message_type,
             configs,
@@ -372,15 +430,27 @@ class _Tracker:
             self.request.timeout_s,
             self.limits.for_message_type(message_type),
         )
-        name = message_type.split(".")[-1]
-        for site, reason in result.failed.items():
+
+    def stage(
+        self, grid: Grid, message_type: str, configs: dict, *, after_upload: bool = False
+    ) -> StageResult:
+        """Send a stage's messages and collect its (small) replies."""
+        stream = self.stream(grid, message_type, configs)
+        replies = {reply.site: reply for reply in stream}
+        self.stage_ended(stream, after_upload=after_upload)
+        return StageResult(replies, stream.failed, stream.missing)
+
+    def stage_ended(self, stream: StageStream, *, after_upload: bool = False) -> None:
+        """Record the sites that failed a stage or never answered it."""
+        name = stream.message_type.split(".")[-1]
+        for site, reason in stream.failed.items():
             if after_upload:
                 log.warning(
                     "round %d: site %s failed %s: %s", self.request.round_number, site, name, reason
                 )
             else:
                 self.fail(site, f"{name}: {reason}")
-        for site in result.missing:
+        for site in stream.missing:
             if after_upload:
                 log.warning(
                     "round %d: site %s dropped at %s", self.request.round_number, site, name
@@ -389,7 +459,6 @@ class _Tracker:
                 self.status[site] = SiteContribution(
                     site, ContributionStatus.DROPPED, error=f"no reply at {name}"
                 )
-        return result
 
     def signed(self, stage: StageResult, key: str) -> list[Signed]:
         messages = []
@@ -401,32 +470,16 @@ class _Tracker:
                 continue  # missing from the list: the collect step treats it as absent
         return messages
 
-    def start_digest(self, stage: StageResult) -> str | None:
-        if self.digest:
-            return self.digest
-        from collections import Counter
-
-        counts = Counter(str(r.result.get(Key.START_DIGEST, "")) for r in stage.replies.values())
-        return counts.most_common(1)[0][0] if counts else None
-
-    def uploaded(
-        self,
-        site: str,
-        reply,
-        start_digest: str | None,
-        privacy: Mapping[str, Any] | None,
-        update_digest: str,
-    ) -> None:
-        self.status[site] = SiteContribution(
-            site,
-            ContributionStatus.CONTRIBUTED,
-            num_examples=_examples(reply.result.get(Key.NUM_EXAMPLES)),
-            train_loss=reply.metrics.get(Key.TRAIN_LOSS),
-            train_seconds=reply.metrics.get(Key.TRAIN_SECONDS),
-            start_digest=start_digest,
-            privacy=privacy,
-            update_digest=update_digest,
-        )
+    def record(self, contribution: SiteContribution) -> None:
+        """A site's settled part in the upload stage (a refusal is logged)."""
+        self.status[contribution.site] = contribution
+        if contribution.status is ContributionStatus.FAILED:
+            log.warning(
+                "round %d: site %s: %s",
+                self.request.round_number,
+                contribution.site,
+                contribution.error,
+            )
 
     def result(
         self,
@@ -451,7 +504,9 @@ class _Tracker:
                 self.status[site] = dataclasses.replace(
                     entry, status=ContributionStatus.FAILED, error="upload not in the aggregate"
                 )
-        return AggregationResult(payload, dict(self.status), start_digest or self.digest, error)
+        # by site: replies arrive in any order, the round's records do not depend on it
+        contributions = dict(sorted(self.status.items()))
+        return AggregationResult(payload, contributions, start_digest or self.digest, error)
 
 
 def _examples(value: Any) -> int | None:
@@ -459,6 +514,15 @@ def _examples(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 2**40:
         return None
     return value
+
+
+def _masking(params: ProtocolParams) -> str:
+    """How the run's uploads are masked, for the log."""
+    if params.mode is not Mode.HE_SS:
+        return "no masks"
+    if params.neighbours:
+        return f"masks over a neighbour graph of degree {params.neighbours}"
+    return "masks between all pairs"
 
 
 def _reply_limits(run: RunContext, params: ProtocolParams, n_sites: int) -> ReplyLimits:
