@@ -7,10 +7,12 @@ traceback; it is raised as `UserError` and printed as `PROG: error: MESSAGE`.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-__all__ = ["ExitCode", "UserError", "configure_logging", "run_cli"]
+__all__ = ["ExitCode", "UserError", "configure_logging", "run_cli", "with_own_scripts"]
 
 
 class ExitCode:
@@ -55,3 +57,17 @@ def configure_logging(verbose: bool) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
+
+
+def with_own_scripts(env: dict[str, str]) -> dict[str, str]:
+    """`env` with this environment's scripts folder first on PATH.
+
+    Flower's processes start each other by name (the SuperLink runs `flower-superexec`, the
+    SuperNode `flwr-clientapp`), so they must find the ones installed beside this Python even
+    when the virtual environment was never activated (`.venv/bin/fl-demo`).
+    """
+    scripts = str(Path(sys.executable).parent)
+    path = env.get("PATH", "")
+    if scripts not in path.split(os.pathsep):
+        env["PATH"] = os.pathsep.join(part for part in (scripts, path) if part)
+    return env

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from fedseal.cli_support import with_own_scripts
 from fedseal.client.site_config import SiteConfig
 
 __all__ = [
@@ -111,7 +112,7 @@ def supernode_command(config: SiteConfig, runtime_port: int) -> list[str]:
 
 def supernode_environment(config: SiteConfig) -> dict[str, str]:
     """Environment for the SuperNode and the ClientApp processes it starts."""
-    env = dict(os.environ)
+    env = with_own_scripts(dict(os.environ))
     threads = str(config.training.threads)
     env.update(
         {

@@ -19,6 +19,8 @@ from typing import Any
 
 import tomli_w
 
+from fedseal.cli_support import with_own_scripts
+
 __all__ = [
     "CONNECTION_NAME",
     "FlwrAnswer",
@@ -80,7 +82,8 @@ def write_flwr_home(
 
 
 def flwr_environment(flwr_home: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    """The environment for Flower's commands and processes: this FLWR_HOME, telemetry off."""
+    env = with_own_scripts(dict(os.environ))
     env.update({"FLWR_HOME": str(flwr_home), "FLWR_TELEMETRY_ENABLED": "0"})
     return env
 

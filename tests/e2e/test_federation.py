@@ -33,6 +33,11 @@ FL_CLIENT = str(Path(sys.executable).with_name("fl-client"))
 FL_AUDIT = str(Path(sys.executable).with_name("fl-audit"))
 
 
+def _path_without_this_environment() -> str:
+    scripts = str(Path(sys.executable).parent)
+    return os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != scripts)
+
+
 def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
     """`fl-demo --tls` runs 2 he+ss rounds on 3 sites; the registry holds 1 completed run.
 
@@ -62,7 +67,8 @@ def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
         text=True,
         timeout=1000,
         check=False,
-        env={**os.environ, "FEDSEAL_DATABASE_URL": ""},
+        # as `.venv/bin/fl-demo` on a fresh machine: the environment is not activated
+        env={**os.environ, "FEDSEAL_DATABASE_URL": "", "PATH": _path_without_this_environment()},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "round  status" in done.stdout  # the live table was printed
