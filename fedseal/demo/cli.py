@@ -390,10 +390,11 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _run_to_resume(registry: Registry) -> int:
     """The newest run still `running` in the workdir's registry (its coordinator stopped)."""
-    running = [r for r in registry.list_runs() if str(r.status) == "running"]
-    if not running:
+    from fedseal.coordinator.run_launch import running_run
+
+    run = running_run(registry)
+    if run is None:
         raise UserError("--resume: no run in this workdir's registry is still running")
-    run = running[0]
     _say(
         f"resuming run {run.id}: {run.rounds_completed} of {run.rounds_planned} rounds "
         "completed; the round in flight is recorded as aborted"

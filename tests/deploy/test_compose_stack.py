@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
@@ -27,6 +26,7 @@ from compose_local import LocalService, LocalStack, executable, run_healthcheck,
 
 from fedseal.coordinator.registry import open_registry
 from fedseal.demo.federation import free_port
+from fedseal.demo.processes import ProcessGroup
 
 pytestmark = pytest.mark.e2e
 
@@ -55,51 +55,23 @@ def stack_database() -> Iterator[str]:
         admin.dispose()
 
 
-class Processes:
-    """The stack's long-running services, each with its log file."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, service: LocalService, extra: list[str] | None = None) -> None:
-        log = (self.log_dir / f"{service.name}.log").open("ab")
-        self.running[service.name] = subprocess.Popen(
-            service.command + (extra or []),
-            env=service.environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def log(self, name: str) -> str:
-        return (self.log_dir / f"{name}.log").read_text(errors="replace")
-
-    def stop(self, name: str) -> None:
-        process = self.running.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-    def stop_all(self) -> None:
-        for name in reversed(list(self.running)):
-            self.stop(name)
+def start(processes: ProcessGroup, service: LocalService, extra: list[str] | None = None) -> None:
+    """Start a long-running service (its log in the group's folder, named after it)."""
+    processes.start(service.name, service.command + (extra or []), env=service.environment)
 
 
-def wait_healthy(service: LocalService, processes: Processes, timeout_s: float = 90.0) -> None:
+def log(processes: ProcessGroup, name: str) -> str:
+    return (processes.log_dir / f"{name}.log").read_text(errors="replace")
+
+
+def wait_healthy(service: LocalService, processes: ProcessGroup, timeout_s: float = 90.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if run_healthcheck(service):
             return
-        process = processes.running[service.name]
-        assert process.poll() is None, processes.log(service.name)[-3000:]
+        assert processes.children[service.name].alive(), log(processes, service.name)[-3000:]
         time.sleep(1.0)
-    raise AssertionError(f"{service.name} not healthy: {processes.log(service.name)[-3000:]}")
+    raise AssertionError(f"{service.name} not healthy: {log(processes, service.name)[-3000:]}")
 
 
 def https_status(url: str, ca: Path, method: str = "POST") -> int:
@@ -153,7 +125,7 @@ def test_compose_stack_runs_a_round_through_the_fleet_proxy(stack_database: str)
     assert order.index("fleet-proxy") < min(order.index(site) for site in SITES)
     log_dir = root / "logs"
     log_dir.mkdir()
-    processes = Processes(log_dir)
+    processes = ProcessGroup(log_dir)
     try:
         # registry: the machine's PostgreSQL (stack_database). pki: a one-shot job.
         pki = stack.local("pki")
@@ -163,25 +135,26 @@ def test_compose_stack_runs_a_round_through_the_fleet_proxy(stack_database: str)
         assert done.returncode == 0, done.stderr[-3000:]
 
         superlink = stack.local("superlink")
-        processes.start(superlink)
+        start(processes, superlink)
         wait_healthy(superlink, processes)
 
         proxy = stack.local("fleet-proxy")
         nginx_conf = stack.local_path("fleet-proxy", "/etc/nginx/nginx.conf")
-        processes.start(proxy, ["-c", str(nginx_conf), "-e", "stderr"])
+        start(processes, proxy, ["-c", str(nginx_conf), "-e", "stderr"])
         wait_healthy(proxy, processes)
 
         coordinator = stack.local("coordinator")
-        processes.start(coordinator)
+        start(processes, coordinator)
         for site in SITES:
-            processes.start(stack.local(site))
+            start(processes, stack.local(site))
 
         deadline = time.monotonic() + 600
-        while processes.running["coordinator"].poll() is None:
-            assert time.monotonic() < deadline, processes.log("coordinator")[-3000:]
+        coordinator_process = processes.children["coordinator"].process
+        while coordinator_process.poll() is None:
+            assert time.monotonic() < deadline, log(processes, "coordinator")[-3000:]
             time.sleep(2.0)
-        assert processes.running["coordinator"].returncode == 0, (
-            processes.log("coordinator")[-3000:] + processes.log("superlink")[-3000:]
+        assert coordinator_process.returncode == 0, (
+            log(processes, "coordinator")[-3000:] + log(processes, "superlink")[-3000:]
         )
 
         # The registry (PostgreSQL) holds one completed run: one round with all three sites.
@@ -216,7 +189,7 @@ def test_compose_stack_runs_a_round_through_the_fleet_proxy(stack_database: str)
         assert audit.returncode == 0, audit.stdout + audit.stderr
 
         # The sites reached the SuperLink only through the proxy, over TLS, on Fleet routes.
-        access = processes.log("fleet-proxy")
+        access = log(processes, "fleet-proxy")
         assert "POST /v1/fleet/push-messages" in access or "POST /v1/fleet/push-object" in access
         assert "/v1/control/" not in access
 
@@ -233,7 +206,7 @@ def test_compose_stack_runs_a_round_through_the_fleet_proxy(stack_database: str)
 
         # The auditor's page shows the run, verified.
         auditor = stack.local("auditor")
-        processes.start(auditor)
+        start(processes, auditor)
         page = _get_page(f"http://127.0.0.1:{auditor_port}/", processes)
         assert all(site in page for site in SITES)
 
@@ -297,12 +270,12 @@ def _assert_refused(done: subprocess.CompletedProcess[str]) -> None:
     assert "Exit Code" not in done.stderr  # Flower's multi-line banner is replaced
 
 
-def _get_page(url: str, processes: Processes, timeout_s: float = 60.0) -> str:
+def _get_page(url: str, processes: ProcessGroup, timeout_s: float = 60.0) -> str:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             with urllib.request.urlopen(url, timeout=10) as response:
                 return response.read().decode()
         except (urllib.error.URLError, ConnectionError):
-            assert time.monotonic() < deadline, processes.log("auditor")[-3000:]
+            assert time.monotonic() < deadline, log(processes, "auditor")[-3000:]
             time.sleep(1.0)
