@@ -8,11 +8,24 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from fedseal.wire import Key
 
-__all__ = ["RunPlan", "RunPlanError"]
+__all__ = ["AdapterKind", "RunPlan", "RunPlanError"]
+
+
+class AdapterKind(StrEnum):
+    """Which parameters train and travel (docs/privacy.md, "The training regime").
+
+    `head`: a linear head over the frozen base model's cached sentence embeddings (the CPU
+    default under DP); `lora`: LoRA on the attention layers plus the classification head, through
+    the whole base model (the GPU default). The strings go on the wire: never rename.
+    """
+
+    HEAD = "head"
+    LORA = "lora"
 
 
 class RunPlanError(ValueError):
@@ -33,6 +46,7 @@ class RunPlan:
     learning_rate: float
     max_length: int
     rounds: int
+    adapter: AdapterKind = AdapterKind.LORA
 
     @classmethod
     def from_config(cls, config: Any) -> RunPlan:
@@ -50,6 +64,7 @@ class RunPlan:
                 learning_rate=float(config[Key.LEARNING_RATE]),
                 max_length=int(config[Key.MAX_LENGTH]),
                 rounds=int(config[Key.ROUNDS]),
+                adapter=AdapterKind(str(config[Key.ADAPTER])),
             )
         except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
             reason = "labels nested too deeply" if isinstance(exc, RecursionError) else exc
@@ -79,4 +94,5 @@ class RunPlan:
             Key.LEARNING_RATE: self.learning_rate,
             Key.MAX_LENGTH: self.max_length,
             Key.ROUNDS: self.rounds,
+            Key.ADAPTER: str(self.adapter),
         }

@@ -54,6 +54,7 @@ class Key(StrEnum):
     LEARNING_RATE = "learning-rate"
     MAX_LENGTH = "max-length"
     ROUNDS = "rounds"  # planned rounds of the run (a site calibrates its DP noise for them)
+    ADAPTER = "adapter"  # which parameters train: run_plan.AdapterKind
     # adapter state
     EXPECTED_DIGEST = "expected-digest"
     START_DIGEST = "start-digest"

@@ -106,7 +106,7 @@ def _main(argv: Sequence[str] | None) -> int:
     from dataclasses import replace
 
     from fedseal.client.site_config import SiteConfigError, load_site_config
-    from fedseal.client.site_data import SiteDataError, load_site_records
+    from fedseal.client.site_data import SiteDataError, check_validation, load_site_records
     from fedseal.client.supernode import (
         CoordinatorUnreachable,
         wait_for_coordinator,
@@ -144,10 +144,12 @@ def _main(argv: Sequence[str] | None) -> int:
 
     try:
         data = load_site_records(config)
+        check_validation(config, data)
     except SiteDataError as exc:
         raise UserError(str(exc)) from None
     _say(
-        f"site {config.site.name}: {len(data.train)} training and {len(data.test)} test records, "
+        f"site {config.site.name}: {len(data.train)} training, {len(data.validation)} "
+        f"validation and {len(data.test)} test records, "
         f"{len(data.labels)} classes, device {config.site.device}"
     )
     try:

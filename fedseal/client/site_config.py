@@ -83,6 +83,7 @@ class DataSettings:
     seed: int = 0
     train_path: Path | None = None
     test_path: Path | None = None
+    validation_path: Path | None = None
     text_column: str = "text"
     label_column: str = "label"
 
@@ -241,6 +242,7 @@ def _parse_data(reader: _Reader, base_dir: Path) -> DataSettings:
         "num_sites",
         "seed",
         "train_path",
+        "validation_path",
         "test_path",
         "text_column",
         "label_column",
@@ -257,7 +259,12 @@ def _parse_data(reader: _Reader, base_dir: Path) -> DataSettings:
         return DataSettings(source=source, scenario=scenario, num_sites=num_sites, seed=seed)
     train_path = _resolve(base_dir, data_raw.string("train_path", required=True))
     test_path = _resolve(base_dir, data_raw.string("test_path", required=True))
-    for key, value in (("data.train_path", train_path), ("data.test_path", test_path)):
+    validation = data_raw.string("validation_path", default="")
+    validation_path = _resolve(base_dir, validation) if validation else None
+    paths = [("data.train_path", train_path), ("data.test_path", test_path)]
+    if validation_path is not None:
+        paths.append(("data.validation_path", validation_path))
+    for key, value in paths:
         if not value.is_file():
             reader.fail(key, f"file {value} does not exist")
     return DataSettings(
@@ -265,6 +272,7 @@ def _parse_data(reader: _Reader, base_dir: Path) -> DataSettings:
         seed=seed,
         train_path=train_path,
         test_path=test_path,
+        validation_path=validation_path,
         text_column=data_raw.string("text_column", default="text"),
         label_column=data_raw.string("label_column", default="label"),
     )

@@ -31,19 +31,19 @@ import numpy as np
 from fedseal.client.adapter_state import AdapterState, GlobalAdapterStore, find_global
 from fedseal.client.secure_stages import SecureSite
 from fedseal.client.site_config import SiteConfig
-from fedseal.client.site_data import SiteData, load_site_records
+from fedseal.client.site_data import SiteData, check_validation, load_site_records
 from fedseal.client.site_keys import SiteKeys
 from fedseal.client.statement_outbox import SentStatement, StatementOutbox
 from fedseal.message_fields import field_bytes, field_bytes_list, field_int, field_json
 from fedseal.models.data.types import TextExamples
-from fedseal.run_plan import RunPlan
+from fedseal.run_plan import AdapterKind, RunPlan
 from fedseal.wire import PROTOCOL_VERSION, Key
 
 if TYPE_CHECKING:
     from fedseal.client.dp.private_round import PrivateRound
     from fedseal.client.dp.report import PrivacyReport
     from fedseal.client.dp.settings import DpSettings
-    from fedseal.client.training import TrainSettings
+    from fedseal.client.training import TrainingInputs, TrainSettings
 
 __all__ = ["SiteRefusal", "SiteService", "derive_seed", "resolve_device"]
 
@@ -86,9 +86,25 @@ def derive_seed(*parts: object) -> int:
 @dataclass
 class _LoadedModel:
     model: Any
-    tokenizer: Any
+    tokenizer: Any  # None for the head adapter, which reads cached embeddings
     layout: Any
     initial: np.ndarray  # the run's seeded initial adapter, identical on every site
+    adapter: AdapterKind = AdapterKind.LORA
+
+
+def _encoding_progress(part: str) -> Any:
+    """A progress callback that logs the embedding of a large part every ~10 %."""
+    marks: set[int] = set()
+
+    def report(done: int, total: int) -> None:
+        if total < 2000:
+            return
+        tenth = done * 10 // total
+        if tenth not in marks:
+            marks.add(tenth)
+            log.info("embedding %s records with the frozen base model: %d of %d", part, done, total)
+
+    return report
 
 
 def _capped(examples: TextExamples, cap: int) -> TextExamples:
@@ -107,13 +123,16 @@ class SiteService:
         self._lock = threading.Lock()
         self._data: dict[tuple[str, ...] | None, SiteData] = {}
         self._models: dict[tuple[Any, ...], _LoadedModel] = {}
+        self._inputs: dict[tuple[Any, ...], TrainingInputs] = {}
         self._device: str | None = None
 
     # -- shared loading -------------------------------------------------------------------
 
     def data(self, labels: tuple[str, ...] | None = None) -> SiteData:
         if labels not in self._data:
-            self._data[labels] = load_site_records(self.config, labels)
+            data = load_site_records(self.config, labels)
+            check_validation(self.config, data)
+            self._data[labels] = data
         return self._data[labels]
 
     def device(self) -> str:
@@ -123,6 +142,7 @@ class SiteService:
 
     def _model(self, plan: RunPlan) -> _LoadedModel:
         key = (
+            plan.adapter,
             plan.base_model,
             len(plan.labels),
             plan.lora_rank,
@@ -131,25 +151,41 @@ class SiteService:
             plan.seed,
         )
         if key not in self._models:
+            from fedseal.client.adapter_model import build_adapter_model
             from fedseal.models.adapter import adapter_layout, adapter_to_vector
-            from fedseal.models.base_models import load_tokenizer
-            from fedseal.models.lora import LoraSettings, build_lora_classifier
 
-            settings = LoraSettings(
-                rank=plan.lora_rank, alpha=plan.lora_alpha, dropout=plan.lora_dropout
-            )
-            model = build_lora_classifier(
-                plan.base_model, len(plan.labels), settings, self.device(), plan.seed
-            )
+            model, tokenizer = build_adapter_model(plan, self.device())
             self._models = {
                 key: _LoadedModel(
                     model,
-                    load_tokenizer(plan.base_model),
+                    tokenizer,
                     adapter_layout(model),
                     adapter_to_vector(model),
+                    plan.adapter,
                 )
             }
         return self._models[key]
+
+    def _inputs_for(
+        self, plan: RunPlan, loaded: _LoadedModel, part: str, examples: TextExamples
+    ) -> TrainingInputs:
+        """`examples` as the run's adapter reads them: token ids (LoRA) or the records' cached
+        embeddings (head; computed once, kept in the site's own state directory)."""
+        key = (plan.adapter, plan.base_model, plan.max_length, part, examples.digest())
+        if key not in self._inputs:
+            from fedseal.client.adapter_model import adapter_inputs
+
+            inputs = adapter_inputs(
+                plan,
+                loaded.tokenizer,
+                examples,
+                self.config.site.state_dir / "cache",
+                self.device(),
+                progress=_encoding_progress(part),
+            )
+            self._inputs = {k: v for k, v in self._inputs.items() if k[3] != part}
+            self._inputs[key] = inputs
+        return self._inputs[key]
 
     def _global(
         self, run_id: int, plan: RunPlan, loaded: _LoadedModel, expected: str = ""
@@ -230,7 +266,8 @@ class SiteService:
             return self._apply(run_id, config)
 
     def _train(self, run_id: int, config: Mapping[str, Any]) -> tuple[Fields, Fields]:
-        from fedseal.client.training import TrainSettings, train_steps
+        from fedseal.client.adapter_model import weight_decay_for
+        from fedseal.client.training import TrainSettings, train_on
         from fedseal.models.adapter import adapter_to_vector, load_vector_into_adapter
         from fedseal.update_codec import encode_update
 
@@ -254,13 +291,15 @@ class SiteService:
             learning_rate=plan.learning_rate,
             max_length=plan.max_length,
             seed=derive_seed(plan.seed, self.config.site.name, round_number),
+            weight_decay=weight_decay_for(plan),
         )
+        inputs = self._inputs_for(plan, loaded, "train", data.train)
         dp = self.config.resolve_dp(len(data.train))
         started = time.perf_counter()
         privacy: Fields = {}
         private: PrivateRound | None = None
         if dp is not None and dp.enabled:
-            private = self._train_private(run_id, round_number, plan, loaded, data, settings, dp)
+            private = self._train_private(run_id, round_number, plan, loaded, inputs, settings, dp)
             if not private.trained:
                 privacy = self._signed_statement(run_id, round_number, private.report, b"")
                 log.warning("round %d: declined: %s", round_number, private.reason)
@@ -275,9 +314,7 @@ class SiteService:
                 }, {}
             loss = None  # a statistic of the training records, outside the DP guarantee
         else:
-            loss = train_steps(
-                loaded.model, loaded.tokenizer, data.train, settings, self.device()
-            ).mean_loss
+            loss = train_on(loaded.model, inputs, settings, self.device()).mean_loss
         seconds = time.perf_counter() - started
         weight = len(data.train)
         delta = adapter_to_vector(loaded.model) - vector
@@ -315,7 +352,7 @@ class SiteService:
         round_number: int,
         plan: RunPlan,
         loaded: _LoadedModel,
-        data: SiteData,
+        inputs: TrainingInputs,
         settings: TrainSettings,
         dp: DpSettings,
     ) -> PrivateRound:
@@ -330,8 +367,7 @@ class SiteService:
         try:
             private = train_private_round(
                 loaded.model,
-                loaded.tokenizer,
-                data.train,
+                inputs,
                 settings,
                 dp,
                 AccountantStore.open(self.config.site.state_dir),
@@ -432,7 +468,7 @@ class SiteService:
         return (vector + mean).astype(np.float32)
 
     def _apply(self, run_id: int, config: Mapping[str, Any]) -> tuple[Fields, Fields]:
-        from fedseal.client.training import evaluate
+        from fedseal.client.training import evaluate_on
         from fedseal.models.adapter import load_vector_into_adapter
 
         plan = RunPlan.from_config(config)
@@ -453,12 +489,10 @@ class SiteService:
             )
         load_vector_into_adapter(loaded.model, vector)
         cap = self.config.training.max_eval_examples
-        local = evaluate(
+        local = evaluate_on(
             loaded.model,
-            loaded.tokenizer,
-            _capped(data.test, cap),
+            self._inputs_for(plan, loaded, "test", _capped(data.test, cap)),
             self.device(),
-            max_length=plan.max_length,
         )
         metrics: Fields = {
             Key.EVAL_LOSS: float(local.loss),
@@ -468,12 +502,10 @@ class SiteService:
         if local.auc is not None:
             metrics[Key.EVAL_AUC] = float(local.auc)
         if bool(config.get(Key.EVALUATE_GLOBAL, False)) and data.global_test is not None:
-            overall = evaluate(
+            overall = evaluate_on(
                 loaded.model,
-                loaded.tokenizer,
-                _capped(data.global_test, cap),
+                self._inputs_for(plan, loaded, "global", _capped(data.global_test, cap)),
                 self.device(),
-                max_length=plan.max_length,
             )
             metrics[Key.GLOBAL_ACCURACY] = float(overall.accuracy)
             metrics[Key.GLOBAL_EXAMPLES] = int(overall.n)

@@ -22,12 +22,17 @@ from fedseal.models.metrics import accuracy, roc_auc
 
 __all__ = [
     "EvalResult",
+    "FeatureInputs",
+    "TokenInputs",
     "TrainResult",
     "TrainSettings",
+    "TrainingInputs",
     "batch_indices",
     "classifier_logits",
     "evaluate",
+    "evaluate_on",
     "tokenize",
+    "train_on",
     "train_steps",
 ]
 
@@ -49,6 +54,8 @@ class TrainSettings:
     learning_rate: float = 5e-4
     max_length: int = 32
     seed: int = 0
+    weight_decay: float = 0.01
+    """AdamW's decoupled weight decay (its default); the head adapter trains with none."""
 
     def __post_init__(self) -> None:
         _check_int("steps", self.steps, 1)
@@ -60,6 +67,9 @@ class TrainSettings:
             raise ValueError(f"learning_rate must be a number, got {lr!r}")
         if not (math.isfinite(lr) and 0 < lr <= 1):
             raise ValueError(f"learning_rate must be in (0, 1], got {lr}")
+        wd = self.weight_decay
+        if isinstance(wd, bool) or not isinstance(wd, int | float) or not 0 <= wd < 1:
+            raise ValueError(f"weight_decay must be a number in [0, 1), got {wd!r}")
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,86 @@ def classifier_logits(
     return model(input_ids, attention_mask=attention_mask).logits
 
 
+class TrainingInputs:
+    """A site's records as the model reads them: `n` records, their labels, logits by index.
+
+    The two kinds of adapter read different inputs (token ids for LoRA, cached embeddings for
+    the head); the training loops, DP or not, see only this interface.
+    """
+
+    labels: torch.Tensor
+    class_weights: torch.Tensor | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.numel())
+
+    def logits(
+        self, model: torch.nn.Module, index: torch.Tensor, device: torch.device
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(
+        self, model: torch.nn.Module, index: torch.Tensor, device: torch.device
+    ) -> torch.Tensor:
+        """Mean cross-entropy over the batch, each record weighted by its class weight (if any).
+
+        The mean divides by the batch size, not the weights' sum, so every record's gradient
+        is its own (what per-example clipping needs).
+        """
+        labels = self.labels[index].to(device)
+        losses = F.cross_entropy(self.logits(model, index, device), labels, reduction="none")
+        if self.class_weights is not None:
+            losses = losses * self.class_weights.to(device)[labels]
+        return losses.mean()
+
+
+class TokenInputs(TrainingInputs):
+    """Texts tokenised once, for a LoRA classifier."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        examples: TextExamples,
+        max_length: int,
+        class_weights: torch.Tensor | None = None,
+    ) -> None:
+        data = tokenize(tokenizer, examples, max_length)
+        self.input_ids = data["input_ids"]
+        self.attention_mask = data["attention_mask"]
+        self.labels = data["labels"]
+        self.class_weights = class_weights
+
+    def logits(
+        self, model: torch.nn.Module, index: torch.Tensor, device: torch.device
+    ) -> torch.Tensor:
+        ids = self.input_ids[index].to(device)
+        mask = self.attention_mask[index].to(device)
+        return classifier_logits(model, ids, mask)
+
+
+class FeatureInputs(TrainingInputs):
+    """Cached embeddings of the records, for the head adapter (`fedseal.models.features`)."""
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        labels: np.ndarray,
+        class_weights: torch.Tensor | None = None,
+    ) -> None:
+        values = np.asarray(features, dtype=np.float32)
+        if values.ndim != 2 or values.shape[0] != len(labels):
+            raise ValueError(f"{values.shape} features for {len(labels)} labels")
+        self.features = torch.from_numpy(values.copy())
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64).copy())
+        self.class_weights = class_weights
+
+    def logits(
+        self, model: torch.nn.Module, index: torch.Tensor, device: torch.device
+    ) -> torch.Tensor:
+        return model(self.features[index].to(device))
+
+
 def _rng_devices(device: torch.device) -> list[int]:
     if device.type == "cuda":
         return [device.index if device.index is not None else torch.cuda.current_device()]
@@ -136,20 +226,33 @@ def train_steps(
     settings: TrainSettings,
     device: torch.device | str,
 ) -> TrainResult:
+    """`train_on` for a LoRA classifier over texts."""
+    if len(examples) == 0:
+        raise ValueError("no training examples")
+    return train_on(model, TokenInputs(tokenizer, examples, settings.max_length), settings, device)
+
+
+def train_on(
+    model: torch.nn.Module,
+    inputs: TrainingInputs,
+    settings: TrainSettings,
+    device: torch.device | str,
+) -> TrainResult:
     """Run `settings.steps` AdamW steps on the trainable parameters only.
 
     Batches and dropout are drawn from `settings.seed` inside a forked RNG, so a round is
     reproducible and the caller's RNG state is left alone. A fresh optimizer is made per call:
     after aggregation the site's old moment estimates no longer match the weights.
     """
-    if len(examples) == 0:
+    if inputs.n == 0:
         raise ValueError("no training examples")
     target = torch.device(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    data = tokenize(tokenizer, examples, settings.max_length)
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate)
+    optimizer = torch.optim.AdamW(
+        params, lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
     was_training = model.training
     model.train()
     losses: list[float] = []
@@ -158,15 +261,10 @@ def train_steps(
     try:
         with torch.random.fork_rng(devices=_rng_devices(target)):
             torch.manual_seed(settings.seed)
-            batches = batch_indices(
-                len(examples), settings.batch_size, settings.steps, settings.seed
-            )
+            batches = batch_indices(inputs.n, settings.batch_size, settings.steps, settings.seed)
             for index in batches:
-                ids = data["input_ids"][index].to(target)
-                mask = data["attention_mask"][index].to(target)
-                labels = data["labels"][index].to(target)
                 optimizer.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(classifier_logits(model, ids, mask), labels)
+                loss = inputs.loss(model, index, target)
                 loss.backward()
                 optimizer.step()
                 losses.append(float(loss.detach()))
@@ -182,7 +280,6 @@ def train_steps(
     )
 
 
-@torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -191,27 +288,38 @@ def evaluate(
     batch_size: int = 64,
     max_length: int = 32,
 ) -> EvalResult:
+    """`evaluate_on` for a LoRA classifier over texts."""
+    _check_int("max_length", max_length, 2, 512)
+    if len(examples) == 0:
+        return evaluate_on(model, None, device, batch_size)
+    return evaluate_on(model, TokenInputs(tokenizer, examples, max_length), device, batch_size)
+
+
+@torch.no_grad()
+def evaluate_on(
+    model: torch.nn.Module,
+    inputs: TrainingInputs | None,
+    device: torch.device | str,
+    batch_size: int = 64,
+) -> EvalResult:
     """Mean cross-entropy, accuracy and ROC AUC in eval mode; the previous mode is restored."""
     _check_int("batch_size", batch_size, 1)
-    _check_int("max_length", max_length, 2, 512)
-    n = len(examples)
-    if n == 0:
+    n = 0 if inputs is None else inputs.n
+    if inputs is None or n == 0:
         nan = float("nan")
         return EvalResult(loss=nan, accuracy=nan, auc=nan, n=0)
     target = torch.device(device)
-    data = tokenize(tokenizer, examples, max_length)
     was_training = model.training
     model.eval()
     try:
         chunks = []
         for start in range(0, n, batch_size):
-            ids = data["input_ids"][start : start + batch_size].to(target)
-            mask = data["attention_mask"][start : start + batch_size].to(target)
-            chunks.append(classifier_logits(model, ids, mask).float().cpu())
+            index = torch.arange(start, min(start + batch_size, n))
+            chunks.append(inputs.logits(model, index, target).float().cpu())
     finally:
         model.train(was_training)
     logits = torch.cat(chunks)
-    labels = data["labels"]
+    labels = inputs.labels
     loss = float(F.cross_entropy(logits, labels))
     probs = torch.softmax(logits, dim=-1).numpy()
     truth = labels.numpy()

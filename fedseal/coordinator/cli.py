@@ -539,7 +539,7 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _start_run(args: argparse.Namespace) -> int:
-    from fedseal.models.data import get_scenario, load_site_data, scenario_site_names
+    from fedseal.models.data import get_scenario, load_federated_dataset, scenario_site_names
 
     from .flower_app import CONNECTION_NAME, SubmitError, flower_run_status
     from .registry import RegistryError
@@ -568,10 +568,8 @@ def _start_run(args: argparse.Namespace) -> int:
             raise UserError("no site is enrolled: enrol sites first (`fl-coordinator enroll`)")
         # The class labels come from the scenario (its label set, not any site's records).
         try:
-            first_site = scenario_site_names(args.scenario, min_sites)[0]
-            labels = load_site_data(
-                args.scenario, first_site, min_sites, args.seed, cache_dir=state / "cache"
-            )[2]
+            scenario_site_names(args.scenario, min_sites)  # checks the number of sites
+            labels = load_federated_dataset(args.scenario, min_sites, args.seed).labels
         except ValueError as exc:
             raise UserError(str(exc)) from None
         resume_run = 0

@@ -38,6 +38,7 @@ PLAN_KEYS = (
     "mode",
     "rounds",
     "base_model",
+    "adapter",
     "labels",
     "lora_rank",
     "lora_alpha",

@@ -79,6 +79,7 @@ class RunSettings:
                     "learning-rate": get("learning-rate"),
                     "max-length": get("max-length"),
                     "rounds": get("rounds"),
+                    "adapter": get("adapter"),
                 }
             )
             settings = cls(
@@ -166,6 +167,7 @@ class RunSettings:
             "learning_rate": self.plan.learning_rate,
             "max_length": self.plan.max_length,
             "seed": self.plan.seed,
+            "adapter": str(self.plan.adapter),
         }
 
 
@@ -200,6 +202,8 @@ def default_run_config(
         "steps": 30,
         "learning-rate": 0.005,
         "max-length": 32,
+        # the library default; fl-demo and fl-coordinator start-run choose the regime's adapter
+        "adapter": "lora",
     }
     for key, value in overrides.items():
         dashed = key.replace("_", "-")

@@ -22,18 +22,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedseal.cli_support import ExitCode, UserError, run_cli
-from fedseal.client.dp.settings import DEFAULT_MAX_GRAD_NORM, MAX_NOISE_MULTIPLIER
+from fedseal.client.dp.settings import DEFAULT_MAX_GRAD_NORM, MAX_NOISE_MULTIPLIER, Accountant
+from fedseal.demo.regime import REGIMES, Regime, choose_adapter, site_batch_sizes
+from fedseal.run_plan import AdapterKind
+
+HEAD, LORA = AdapterKind.HEAD, AdapterKind.LORA
 
 if TYPE_CHECKING:
     from fedseal.coordinator.registry import Registry, RoundView
     from fedseal.demo.dp_budget import DemoDpOptions, SiteDpPlan
+    from fedseal.models.data.types import FederatedDataset
     from fedseal.run_plan import RunPlan
 
 __all__ = ["main"]
 
 PROG = "fl-demo"
 
-DEFAULT_EPSILON = 3.0
+DEFAULT_EPSILON = 1.0
 """ε each site may spend in one fl-demo run."""
 DEFAULT_DP_BUDGET = 10.0
 """Each site's budget over every run on the same workdir."""
@@ -62,21 +67,53 @@ def build_parser() -> argparse.ArgumentParser:
         "no update and no aggregate), he (BFV only) or plain (FedAvg in the clear, for comparison)",
     )
     parser.add_argument(
+        "--adapter",
+        default="auto",
+        choices=("auto", "head", "lora"),
+        help="what trains and travels: head (a linear head over the frozen base model's cached "
+        "embeddings; the CPU default), lora (LoRA and the head through the whole model; the GPU "
+        "default) or auto (lora when this machine has CUDA, else head)",
+    )
+    parser.add_argument(
         "--clip",
         type=float,
-        default=0.5,
+        default=None,
         help="largest change per adapter coordinate per round that the secure modes encode "
-        "exactly; larger ones are clipped and counted (default 0.5)",
-    )
-    parser.add_argument("--sites", type=int, default=3, help="number of sites (default 3)")
-    parser.add_argument("--rounds", type=int, default=3, help="federated rounds (default 3)")
-    parser.add_argument(
-        "--steps", type=int, default=30, help="local training steps per site per round (default 30)"
+        f"exactly; larger ones are clipped and counted (default {REGIMES[HEAD].clip:g} for the "
+        f"head adapter, {REGIMES[LORA].clip:g} for lora)",
     )
     parser.add_argument(
-        "--learning-rate", type=float, default=0.005, help="local learning rate (default 0.005)"
+        "--sites",
+        type=int,
+        default=None,
+        help="number of sites (default: the scenario's own: 3 hospitals, 4 heart, 4 banks)",
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="local batch size (default 32)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help=f"federated rounds (default {REGIMES[HEAD].rounds})",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"local training steps per site per round (default {REGIMES[HEAD].steps})",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help=f"local learning rate (default {REGIMES[HEAD].learning_rate:g} for the head "
+        f"adapter, {REGIMES[LORA].learning_rate:g} for lora)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"largest expected batch per site (default {REGIMES[HEAD].batch_size} for the head "
+        f"adapter, {REGIMES[LORA].batch_size} for lora), capped at each site's validation records",
+    )
     parser.add_argument("--seed", type=int, default=0, help="data split and model seed (default 0)")
     parser.add_argument(
         "--workdir",
@@ -170,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="δ of every site (default: each site's own, min(1e-5, 1/(10 n)) for n records)",
     )
     dp.add_argument(
+        "--accountant",
+        choices=tuple(a.value for a in Accountant),
+        default=None,
+        help="the accountant each site calibrates σ with and records in the ledger: prv "
+        "(default; tight: less noise for the same ε) or rdp (a closed-form upper bound)",
+    )
+    dp.add_argument(
         "--no-dp",
         action="store_true",
         help="train WITHOUT differential privacy: the adapter can then memorise training records",
@@ -183,7 +227,14 @@ def _dp_options(args: argparse.Namespace) -> DemoDpOptions | None:
 
     given = [
         flag
-        for flag in ("--epsilon", "--dp-budget", "--noise-multiplier", "--max-grad-norm", "--delta")
+        for flag in (
+            "--epsilon",
+            "--dp-budget",
+            "--noise-multiplier",
+            "--max-grad-norm",
+            "--delta",
+            "--accountant",
+        )
         if getattr(args, flag[2:].replace("-", "_")) is not None
     ]
     if args.no_dp:
@@ -214,16 +265,25 @@ def _dp_options(args: argparse.Namespace) -> DemoDpOptions | None:
         max_grad_norm=clip,
         noise_multiplier=sigma,
         delta=args.delta,
+        accountant=Accountant(args.accountant or Accountant.PRV),
     )
 
 
 def _validate(args: argparse.Namespace) -> list[str]:
+    """Check the arguments and fill in the scenario's and the regime's defaults."""
     from fedseal.models.data import SCENARIOS, scenario_site_names
 
     if args.scenario not in SCENARIOS:
         raise UserError(
             f"unknown scenario {args.scenario!r} (choose from {', '.join(sorted(SCENARIOS))})"
         )
+    regime: Regime = REGIMES[choose_adapter(args.adapter)]
+    args.adapter = regime.adapter
+    if args.sites is None:
+        args.sites = SCENARIOS[args.scenario].default_sites
+    for name in ("rounds", "steps", "learning_rate", "batch_size", "clip"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(regime, name))
     for name, low, high in (
         ("--rounds", 1, 10_000),
         ("--steps", 1, 100_000),
@@ -265,7 +325,7 @@ def _main(argv: Sequence[str] | None) -> int:
     from fedseal.coordinator.run_settings import RunSettings, default_run_config
     from fedseal.demo.federation import FederationError, LocalFederation
     from fedseal.demo.progress import ProgressTable
-    from fedseal.models.data import get_scenario, load_site_data
+    from fedseal.models.data import get_scenario, load_federated_dataset
 
     workdir = args.workdir.expanduser().resolve()
     try:
@@ -285,16 +345,20 @@ def _main(argv: Sequence[str] | None) -> int:
     resume_run = _run_to_resume(registry) if args.resume else 0
 
     _say(f"preparing the {args.scenario} federation ({args.mode}): {', '.join(sites)}")
+    _say(
+        f"adapter: {args.adapter} ({REGIMES[args.adapter].description}); {args.rounds} rounds "
+        f"x {args.steps} steps, learning rate {args.learning_rate:g}"
+    )
     state_root = workdir / "state"
-    # The first load builds every site's cached split in this folder; the others read from it.
-    cache_dir = state_root / sites[0] / "cache"
-    num_records: dict[str, int] = {}
-    for site in sites:
-        split, _global_test, labels = load_site_data(
-            args.scenario, site, len(sites), args.seed, cache_dir=cache_dir
-        )
-        num_records[site] = len(split.train)
-    dp_plans = _plan_dp(dp_options, sites, state_root, num_records, args.batch_size)
+    # The demo builds every site's data to plan the run and score the result; each site loads
+    # and caches only its own split (in its state directory) when it starts.
+    dataset = load_federated_dataset(args.scenario, len(sites), args.seed)
+    labels = dataset.labels
+    num_records = {site: len(dataset.sites[site].train) for site in sites}
+    batch_sizes = site_batch_sizes(
+        args.batch_size, {site: len(dataset.sites[site].validation) for site in sites}
+    )
+    dp_plans = _plan_dp(dp_options, sites, state_root, num_records, batch_sizes)
     federation = LocalFederation(
         workdir=workdir,
         scenario=args.scenario,
@@ -302,7 +366,7 @@ def _main(argv: Sequence[str] | None) -> int:
         registry=registry,
         seed=args.seed,
         port=args.port,
-        batch_size=args.batch_size,
+        batch_size=batch_sizes,
         max_eval_examples=args.eval_limit,
         dp=None if dp_plans is None else {site: plan.table() for site, plan in dp_plans.items()},
         tls=args.tls,
@@ -322,6 +386,7 @@ def _main(argv: Sequence[str] | None) -> int:
         clip=args.clip,
         coordinator_state=str(coordinator_state),
         resume_run=resume_run,
+        adapter=str(args.adapter),
     )
     plan = RunSettings.from_run_config(run_config).plan
 
@@ -377,7 +442,15 @@ def _main(argv: Sequence[str] | None) -> int:
     }
     if completed and not args.no_baseline:
         summary["comparison"] = _compare_with_solo(
-            args, sites, plan, completed[-1], workdir, dp_options
+            args,
+            sites,
+            plan,
+            completed[-1],
+            workdir,
+            dataset,
+            batch_sizes,
+            flower_run_id,
+            dp_plans,
         )
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     _say(f"summary written to {workdir / 'summary.json'}")
@@ -411,7 +484,7 @@ def _plan_dp(
     sites: list[str],
     state_root: Path,
     num_records: dict[str, int],
-    batch_size: int,
+    batch_sizes: dict[str, int],
 ) -> dict[str, SiteDpPlan] | None:
     """Each site's DP plan for this run, printed one line per site; None (and a warning) for
     --no-dp. Every `[dp]` table is checked as the site will check it, so a setting the site
@@ -437,7 +510,7 @@ def _plan_dp(
             )
         try:
             plan = plan_site_dp(site, state_root / site, n, options)
-            parse_dp_section(plan.table(), Path(site), num_records=n, batch_size=batch_size)
+            parse_dp_section(plan.table(), Path(site), num_records=n, batch_size=batch_sizes[site])
         except AccountantStoreError as exc:
             raise UserError(f"{site}: {exc} (use a fresh --workdir)") from None
         except DpConfigError as exc:
@@ -500,64 +573,118 @@ def _compare_with_solo(
     plan: RunPlan,
     last_round: RoundView,
     workdir: Path,
-    dp_options: DemoDpOptions | None,
+    dataset: FederatedDataset,
+    batch_sizes: dict[str, int],
+    flower_run_id: int,
+    dp_plans: dict[str, SiteDpPlan] | None,
 ) -> dict[str, object]:
-    """Train each site alone for the same number of steps and print the comparison.
-
-    The sites alone train without DP (`train_solo` has no DP), so when the federation used DP
-    the labels say so: the comparison is then DP federated against non-private solo models.
-    """
+    """Score the federated model on the global test set (the union of the sites' test sets)
+    next to each site alone, with DP at the run's ε and without, and print the comparison."""
     import os
-
-    from fedseal.demo.baseline import train_solo
+    import time
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    torch.set_num_threads(2)
-    steps = plan.steps * args.rounds
-    from fedseal.models.data import get_scenario
+    from fedseal.client.adapter_model import build_adapter_model
+    from fedseal.client.site_service import derive_seed, resolve_device
+    from fedseal.demo.baseline import SoloDp, federated_score, load_site_inputs, train_solo
 
-    metric = get_scenario(args.scenario).primary_metric
-    federated = last_round.global_auc if metric == "auc" else last_round.global_accuracy
-    _say(f"training each site alone (without DP) for {steps} steps for comparison ...")
-    solo = {}
-    for site in sites:
+    torch.set_num_threads(2)
+    device = resolve_device("auto")
+    metric = dataset.primary_metric
+    state_root = workdir / "state"
+    _model, tokenizer = build_adapter_model(plan, device)
+    inputs = {
+        site: load_site_inputs(plan, dataset.sites[site], state_root / site, device, tokenizer)
+        for site in sites
+    }
+    tests = [inputs[site].test for site in sites]
+    holder = next(
+        (s for s in last_round.participants if s in sites and (state_root / s).is_dir()), sites[0]
+    )
+    federated = federated_score(
+        plan, state_root / holder, flower_run_id, last_round.global_digest or "", tests, device
+    )
+    runs: list[tuple[str, SoloDp | None]] = []
+    if dp_plans is not None:
+        for site in sites:
+            dp = dp_plans[site]
+            runs.append(
+                (
+                    site,
+                    SoloDp(
+                        dp.this_run,
+                        dp.delta,
+                        dp.options.max_grad_norm,
+                        str(dp.options.accountant),
+                    ),
+                )
+            )
+    runs += [(site, None) for site in sites]
+    steps = plan.steps * args.rounds
+    _say(
+        f"training each site alone for comparison ({len(runs)} models, {args.rounds} rounds x "
+        f"{plan.steps} steps each, the federation's batch and learning rate) ..."
+    )
+    solo: dict[str, dict[str, object]] = {}
+    for index, (site, dp) in enumerate(runs, start=1):
+        started = time.perf_counter()
+        label = f"{site} alone ({'DP' if dp else 'no DP'})"
         score = train_solo(
-            site=site,
-            scenario=args.scenario,
-            num_sites=len(sites),
-            data_seed=args.seed,
             plan=plan,
-            steps=steps,
-            batch_size=args.batch_size,
-            cache_dir=workdir / "state" / site / "cache",
+            site=inputs[site],
+            tests=tests,
+            rounds=args.rounds,
+            batch_size=batch_sizes[site],
+            seed=derive_seed(plan.seed, site, "solo"),
+            device=device,
+            dp=dp,
         )
-        solo[site] = {"accuracy": score.accuracy, "auc": score.auc, "seconds": score.seconds}
-    if dp_options is None:
-        header = "neither the federated model nor the sites alone were trained with DP"
-        federated_label = "federated (all sites)"
-    else:
-        header = (
-            f"federated model trained with DP, ε ≤ {dp_options.epsilon:g} per site this run; "
-            "each site alone trained WITHOUT DP"
-        )
-        federated_label = "federated (all sites, DP)"
-    print(f"\nscore on the global test set ({metric}); {header}:", flush=True)
-    print(f"  {federated_label:<26} {_score(federated)}", flush=True)
-    for site, values in solo.items():
-        print(f"  {site + ' alone (no DP)':<26} {_score(values[metric])}", flush=True)
-    best_solo = max((s[metric] or 0.0) for s in solo.values())
-    verdict = "beats" if federated is not None and federated > best_solo else "does NOT beat"
-    subject = "the federated model" if dp_options is None else "the federated model (DP)"
-    print(f"  {subject} {verdict} every site trained alone (no DP)\n", flush=True)
+        solo.setdefault(site, {})["dp" if dp else "no_dp"] = {
+            "accuracy": score.accuracy,
+            "auc": score.auc,
+            "noise_multiplier": score.noise_multiplier,
+            "seconds": score.seconds,
+        }
+        _say(f"  [{index}/{len(runs)}] {label}: {time.perf_counter() - started:.1f} s")
+
+    def value(result: dict[str, object]) -> float:
+        found = result[metric]
+        return float(found) if isinstance(found, int | float) else float("nan")
+
+    federated_value = federated.auc if metric == "auc" else federated.accuracy
+    dp_label = "" if dp_plans is None else f", ε ≤ {args.epsilon or DEFAULT_EPSILON:g}"
+    print(
+        f"\nscore on the global test set ({metric}; the union of the {len(sites)} sites' test "
+        f"sets, {federated.n} records):",
+        flush=True,
+    )
+    subject = "the federated model" if dp_plans is None else "the federated model (DP)"
+    fed_name = "federated (all sites" + (", DP" if dp_plans is not None else "") + ")"
+    print(f"  {fed_name:<34} {_score(federated_value)}", flush=True)
+    verdicts: dict[str, bool] = {}
+    for kind, title in (("dp", f"DP{dp_label}"), ("no_dp", "no DP")):
+        scores = {site: solo[site][kind] for site in sites if kind in solo[site]}
+        if not scores:
+            continue
+        for site, result in scores.items():
+            print(f"  {site + ' alone (' + title + ')':<34} {_score(value(result))}", flush=True)
+        best = max(value(r) for r in scores.values())
+        verdicts[kind] = federated_value is not None and federated_value > best
+    for kind, title in (("dp", "with DP at the same ε"), ("no_dp", "(no DP)")):
+        if kind in verdicts:
+            verdict = "beats" if verdicts[kind] else "does NOT beat"
+            print(f"  {subject} {verdict} every site trained alone {title}", flush=True)
+    print(flush=True)
     return {
         "metric": metric,
-        "federated": federated,
-        "federated_dp": dp_options is not None,
+        "federated": federated_value,
+        "federated_dp": dp_plans is not None,
+        "global_test_records": federated.n,
         "solo": solo,
-        "solo_dp": False,
         "steps_alone": steps,
+        "beats_every_site_alone": verdicts,
     }
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedseal.client.dp.settings import default_delta
+from fedseal.client.dp.settings import Accountant, default_delta
 
 __all__ = ["DemoDpOptions", "SiteDpPlan", "plan_site_dp"]
 
@@ -31,6 +31,8 @@ class DemoDpOptions:
     """A fixed σ; None lets each site calibrate σ once for the run."""
     delta: float | None = None
     """None: the site's default, min(1e-5, 1/(10 n))."""
+    accountant: Accountant = Accountant.PRV
+    """Calibrates σ and is recorded with every ledger entry (fl-audit recomputes with it)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class SiteDpPlan:
         else:
             table = {"epsilon": self.target, "noise_multiplier": options.noise_multiplier}
         table["max_grad_norm"] = options.max_grad_norm
+        table["accountant"] = str(options.accountant)
         if options.delta is not None:
             table["delta"] = options.delta
         return table
@@ -88,7 +91,7 @@ class SiteDpPlan:
         return (
             f"{self.site}: DP ε ≤ {self.this_run:.3g} this run (spent {self.spent:.3g} of budget "
             f"{self.options.budget:g} so far), δ = {self.delta:.3g}, "
-            f"C = {self.options.max_grad_norm:g}, {sigma}"
+            f"C = {self.options.max_grad_norm:g}, {sigma}, {self.options.accountant} accountant"
         )
 
 

@@ -59,7 +59,8 @@ class LocalFederation:
     registry: Registry
     seed: int = 0
     port: int = 0
-    batch_size: int = 32
+    batch_size: int | dict[str, int] = 32
+    """Every site's `training.batch_size`, or one per site."""
     max_eval_examples: int = 0
     dp: dict[str, dict[str, Any]] | None = None
     """Each site's `[dp]` table for its config; None: the sites train without DP."""

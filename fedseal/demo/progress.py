@@ -10,9 +10,11 @@ from fedseal.coordinator.registry import Registry, RoundView, RunView
 
 __all__ = ["ProgressTable", "find_run"]
 
+# loss, acc and auc are the sites' scores on their own test sets, weighted by test size: the
+# accuracy is then exactly the accuracy on the union of the test sets (the global test set).
 _HEADER = (
     f"{'round':>5}  {'status':<9}  {'sites':>5}  {'dropped':>7}  {'loss':>7}  "
-    f"{'acc':>6}  {'auc':>6}  {'global acc':>10}  {'global auc':>10}  {'seconds':>7}"
+    f"{'acc':>6}  {'auc':>6}  {'seconds':>7}"
 )
 
 
@@ -24,7 +26,6 @@ def format_round(view: RoundView) -> str:
     return (
         f"{view.number:>5}  {view.status!s:<9}  {view.participants:>5}  {view.dropped:>7}  "
         f"{_fmt(view.loss, 7)}  {_fmt(view.accuracy, 6)}  {_fmt(view.auc, 6)}  "
-        f"{_fmt(view.global_accuracy, 10)}  {_fmt(view.global_auc, 10)}  "
         f"{_fmt(view.duration_s, 7, 1)}"
     )
 

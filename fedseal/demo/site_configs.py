@@ -21,7 +21,7 @@ def write_demo_site_configs(
     coordinator: str,
     state_root: Path,
     threads: int = 1,
-    batch_size: int = 32,
+    batch_size: int | dict[str, int] = 32,
     max_eval_examples: int = 0,
     dp: dict[str, dict[str, Any]] | None = None,
     root_certificates: Path | None = None,
@@ -52,7 +52,7 @@ def write_demo_site_configs(
                 "seed": seed,
             },
             "training": {
-                "batch_size": batch_size,
+                "batch_size": batch_size[site] if isinstance(batch_size, dict) else batch_size,
                 "threads": threads,
                 "max_eval_examples": max_eval_examples,
             },

@@ -209,7 +209,7 @@ def run_inprocess(
         if enroll is None or site in set(enroll):
             registry.enroll_site(site, keys.public().to_bundle())
         services[site] = SiteService(load_site_config(path), keys)
-    _split, _test, labels = load_site_data("hospitals", names[0], sites, 0)
+    _split, labels = load_site_data("hospitals", names[0], sites, 0)
     settings = RunSettings.from_run_config(
         default_run_config(
             database_url="sqlite://",

@@ -28,7 +28,7 @@ STEPS = 1
 
 def _site_event(site: str, sites: int = 3) -> tuple[DpEvent, float]:
     """The event one round of `site` releases at σ = SIGMA, and the site's default δ."""
-    split, _test, _labels = load_site_data("hospitals", site, sites, 0)
+    split, _labels = load_site_data("hospitals", site, sites, 0)
     n = len(split.train)
     return DpEvent(SIGMA, BATCH / n, STEPS), default_delta(n)
 

@@ -91,7 +91,7 @@ def test_hospital_sizes_and_classes() -> None:
     assert dataset.labels[0].startswith("Certain infectious and parasitic diseases")
     assert len(dataset.global_test) == sum(len(s.test) for s in dataset.sites.values())
     for split in dataset.sites.values():
-        assert 600 <= len(split.train) <= 3000
+        assert 2000 <= len(split.train) <= 10_000
         assert 200 <= len(split.test) <= 400
 
 
@@ -115,11 +115,10 @@ def test_sites_are_non_iid(dataset: FederatedDataset) -> None:
 
 
 def test_parts_are_disjoint(dataset: FederatedDataset) -> None:
-    parts = [p for s in dataset.sites.values() for p in (s.train, s.test)]
-    if dataset.scenario in {"heart", "hospitals"}:  # global test = union of the site tests
-        assert dataset.global_test == TextExamples.concat([s.test for s in dataset.sites.values()])
-    else:
-        parts.append(dataset.global_test)
+    parts = [p for s in dataset.sites.values() for p in (s.train, s.validation, s.test)]
+    # the global test set is the union of the sites' test sets, in every scenario
+    assert dataset.global_test == TextExamples.concat([s.test for s in dataset.sites.values()])
+    assert all(len(s.validation) > 0 for s in dataset.sites.values())
     used = Counter((t, int(y)) for p in parts for t, y in zip(p.texts, p.labels, strict=True))
     pool = _pool(dataset.scenario)
     available = Counter((t, int(y)) for t, y in zip(pool.texts, pool.labels, strict=True))
@@ -130,7 +129,19 @@ def test_parts_are_disjoint(dataset: FederatedDataset) -> None:
 def test_hospitals_with_many_sites_stay_within_the_pool() -> None:
     ds = load_federated_dataset("hospitals", 10, seed=3)
     assert len(ds.sites) == 10
-    assert min(len(s.train) for s in ds.sites.values()) == 600
+    assert min(len(s.train) for s in ds.sites.values()) == 2000
+
+
+def test_hospital_sizes_are_the_regime_sizes() -> None:
+    """Sites sized as coding departments are (docs/privacy.md, "The training regime"), with a
+    validation split at least as large as the demo's expected batch (1024, capped per site)."""
+    ds = load_federated_dataset("hospitals", 3, seed=0)
+    sizes = [(len(s.train), len(s.validation), len(s.test)) for s in ds.sites.values()]
+    assert sizes == [(10_000, 1024, 400), (4472, 724, 283), (2000, 512, 200)]
+    again = load_federated_dataset("hospitals", 3, seed=0)
+    for name, split in ds.sites.items():
+        for part in ("train", "validation", "test"):
+            assert getattr(again.sites[name], part).digest() == getattr(split, part).digest()
 
 
 def test_heart_rendering_marks_missing_values() -> None:

@@ -15,34 +15,39 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "datasets.md"
 
 def test_site_data_matches_full_build_and_is_cached(tmp_path, monkeypatch) -> None:
     full = load_federated_dataset("heart", 3, seed=2)
-    split, global_test, labels = load_site_data("heart", "hungary", 3, seed=2, cache_dir=tmp_path)
+    split, labels = load_site_data("heart", "hungary", 3, seed=2, cache_dir=tmp_path)
     assert split == full.sites["hungary"]
-    assert global_test == full.global_test
+    assert split.validation == full.sites["hungary"].validation
     assert labels == full.labels
-    # every site's file was written at once, and later calls never rebuild
-    for site in ("cleveland", "hungary", "va_long_beach"):
-        assert site_cache_path(tmp_path, "heart", site, 3, 2).is_file()
-    assert not list(tmp_path.glob(".*"))  # no temp files left
+    # only the site's own split is cached: nothing of another site's, no global test set
+    assert [p.name for p in tmp_path.iterdir()] == [
+        site_cache_path(tmp_path, "heart", "hungary", 3, 2).name
+    ]
+    cached_text = site_cache_path(tmp_path, "heart", "hungary", 3, 2).read_text()
+    for other in ("cleveland", "va_long_beach"):
+        assert all(t not in cached_text for t in full.sites[other].train.texts[:20])
+    assert "global_test" not in cached_text
 
     def no_rebuild(*args, **kwargs):
         raise AssertionError("rebuilt despite the cache")
 
     monkeypatch.setattr(site_cache_module, "load_federated_dataset", no_rebuild)
-    cached = load_site_data("heart", "cleveland", 3, seed=2, cache_dir=tmp_path)
-    assert cached == (full.sites["cleveland"], full.global_test, full.labels)
+    cached = load_site_data("heart", "hungary", 3, seed=2, cache_dir=tmp_path)
+    assert cached == (full.sites["hungary"], full.labels)
+    assert cached[0].validation == full.sites["hungary"].validation
 
 
 def test_corrupt_cache_is_rebuilt(tmp_path) -> None:
     path = site_cache_path(tmp_path, "banks", "bank_south", 2, 0)
     path.write_text("{not json")
-    split, _, labels = load_site_data("banks", "bank_south", 2, cache_dir=tmp_path)
+    split, labels = load_site_data("banks", "bank_south", 2, cache_dir=tmp_path)
     assert labels == ("good", "bad") and len(split.train) > 0
     assert path.read_text().startswith("{")
 
 
 def test_site_data_without_cache_and_bad_site() -> None:
-    split, global_test, _ = load_site_data("heart", "switzerland", 4)
-    assert split.name == "switzerland" and len(global_test) > len(split.test)
+    split, _ = load_site_data("heart", "switzerland", 4)
+    assert split.name == "switzerland" and len(split.test) > 0
     with pytest.raises(ValueError, match="cleveland, hungary"):
         load_site_data("heart", "switzerland", 2)
     with pytest.raises(ValueError, match="valid scenarios"):

@@ -6,7 +6,7 @@ The order is what makes the budget hold (docs/privacy.md, "What is charged, and 
    (`noise_for_run`; kept in the store, so a restarted site uses the same σ);
 2. `check_round`: ε after this round's planned steps, composed after the site's whole history,
    must stay within the budget, and the round must not have been charged already;
-3. train (`train_steps_dp`) — nothing else in this module touches the records;
+3. train (`train_dp_on`) — nothing else in this module touches the records;
 4. `record` the released event (written and fsynced) BEFORE the update leaves the site;
 5. the round's ledger entry for the coordinator (`charged_report` / `declined_report`).
 
@@ -29,10 +29,8 @@ from .settings import MAX_NOISE_MULTIPLIER, DpSettings
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedTokenizerBase
 
-    from fedseal.client.training import TrainSettings
-    from fedseal.models.data.types import TextExamples
+    from fedseal.client.training import TrainingInputs, TrainSettings
 
     from .trainer import DpTrainResult
 
@@ -111,8 +109,7 @@ def plan_private_round(
 
 def train_private_round(
     model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    examples: TextExamples,
+    inputs: TrainingInputs,
     settings: TrainSettings,
     dp: DpSettings,
     store: AccountantStore,
@@ -123,7 +120,7 @@ def train_private_round(
     rounds_planned: int,
 ) -> PrivateRound:
     """Train one round under DP if the budget allows, charge it, and return its ledger entry."""
-    from .trainer import poisson_sample_rate, train_steps_dp
+    from .trainer import poisson_sample_rate, train_dp_on
 
     plan = plan_private_round(
         store,
@@ -131,7 +128,7 @@ def train_private_round(
         run_id=run_id,
         round_number=round_number,
         rounds_planned=rounds_planned,
-        sample_rate=poisson_sample_rate(settings.batch_size, len(examples)),
+        sample_rate=poisson_sample_rate(settings.batch_size, inputs.n),
         steps=settings.steps,
     )
     if not plan.decision.allowed:
@@ -142,8 +139,6 @@ def train_private_round(
         if plan.detail:
             reason = f"{BudgetReason.BUDGET_EXHAUSTED}: {plan.detail}"
         return PrivateRound(declined_report(plan.decision, plan.event, dp), None, reason)
-    result = train_steps_dp(
-        model, tokenizer, examples, settings, dp, plan.event.noise_multiplier, device
-    )
+    result = train_dp_on(model, inputs, settings, dp, plan.event.noise_multiplier, device)
     store.record(result.event, run_id, round_number, release_id=result.release_id)
     return PrivateRound(charged_report(store, result.event, dp), result)

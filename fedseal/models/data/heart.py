@@ -30,6 +30,7 @@ SITES = {
     "switzerland": "Switzerland",
 }
 TEST_FRACTION = 0.25
+VALIDATION_FRACTION = 0.15  # of the records left after the test set
 MAX_LENGTH = 72  # the longest rendered patient is 69 tokens
 
 
@@ -85,14 +86,15 @@ def _patients_by_site() -> dict[str, TextExamples]:
 
 
 def build_heart(num_sites: int, seed: int) -> FederatedDataset:
-    """The first `num_sites` hospitals, each with a 25% held-out test set."""
+    """The first `num_sites` hospitals: 25% held-out test, 15% of the rest validation."""
     patients = _patients_by_site()
     rng = scenario_rng(NAME, seed)
     sites: dict[str, SiteSplit] = {}
     for site in list(SITES)[:num_sites]:
         examples = patients[site]
-        train, test = shuffled_split(rng, examples, round(TEST_FRACTION * len(examples)))
-        sites[site] = SiteSplit(name=site, train=train, test=test)
+        rest, test = shuffled_split(rng, examples, round(TEST_FRACTION * len(examples)))
+        train, validation = shuffled_split(rng, rest, round(VALIDATION_FRACTION * len(rest)))
+        sites[site] = SiteSplit(name=site, train=train, test=test, validation=validation)
     return FederatedDataset(
         scenario=NAME,
         labels=LABELS,

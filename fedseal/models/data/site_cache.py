@@ -1,7 +1,9 @@
 """One site's view of a scenario, cached as JSON so a site process does not rebuild everything.
 
 Building a scenario reads a whole data package (the ICD-10-CM one takes seconds); site processes
-restart often, so the first build writes every site's file and later calls read just one.
+restart often, so the first build writes the site's own split to its cache and later calls read
+it. Only that site's records are written: a site's state directory holds nothing of another
+site's, nor the global test set (the union of every site's held-out records).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from fedseal.models.data.types import FederatedDataset, SiteSplit, TextExamples
 
 __all__ = ["load_site_data", "site_cache_path"]
 
-_FORMAT = "fedseal-site-data-v1"
+_FORMAT = "fedseal-site-data-v2"
 
 
 def site_cache_path(cache_dir: Path, scenario: str, site: str, num_sites: int, seed: int) -> Path:
@@ -31,8 +33,8 @@ def load_site_data(
     num_sites: int,
     seed: int = 0,
     cache_dir: Path | None = None,
-) -> tuple[SiteSplit, TextExamples, tuple[str, ...]]:
-    """A site's split, the global test set and the label names, from the cache when possible."""
+) -> tuple[SiteSplit, tuple[str, ...]]:
+    """A site's split (train, validation, test) and the label names, from its cache if there."""
     names = scenario_site_names(scenario, num_sites)
     if site not in names:
         raise ValueError(
@@ -44,9 +46,10 @@ def load_site_data(
         if cached is not None and cached[0].name == site:
             return cached
     dataset = load_federated_dataset(scenario, num_sites, seed)
+    split = dataset.sites[site]
     if cache_dir is not None:
-        _write_all(Path(cache_dir), dataset, num_sites, seed)
-    return dataset.sites[site], dataset.global_test, dataset.labels
+        _write(Path(cache_dir), dataset, split, num_sites, seed)
+    return split, dataset.labels
 
 
 def _payload(dataset: FederatedDataset, split: SiteSplit) -> dict[str, Any]:
@@ -56,27 +59,28 @@ def _payload(dataset: FederatedDataset, split: SiteSplit) -> dict[str, Any]:
         "labels": list(dataset.labels),
         "site": split.name,
         "train": split.train.to_json(),
+        "validation": split.validation.to_json(),
         "test": split.test.to_json(),
-        "global_test": dataset.global_test.to_json(),
     }
 
 
-def _write_all(cache_dir: Path, dataset: FederatedDataset, num_sites: int, seed: int) -> None:
-    """Write every site's file atomically (temp file + rename): readers never see half a file."""
+def _write(
+    cache_dir: Path, dataset: FederatedDataset, split: SiteSplit, num_sites: int, seed: int
+) -> None:
+    """Write the site's file atomically (temp file + rename): readers never see half a file."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for split in dataset.sites.values():
-        target = site_cache_path(cache_dir, dataset.scenario, split.name, num_sites, seed)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache_dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(_payload(dataset, split), handle, ensure_ascii=False)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    target = site_cache_path(cache_dir, dataset.scenario, split.name, num_sites, seed)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(_payload(dataset, split), handle, ensure_ascii=False)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def _read(path: Path) -> tuple[SiteSplit, TextExamples, tuple[str, ...]] | None:
+def _read(path: Path) -> tuple[SiteSplit, tuple[str, ...]] | None:
     """The cached split, or None when it is missing, unreadable or from another format."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -88,11 +92,11 @@ def _read(path: Path) -> tuple[SiteSplit, TextExamples, tuple[str, ...]] | None:
             name=str(data["site"]),
             train=TextExamples.from_json(data["train"]),
             test=TextExamples.from_json(data["test"]),
+            validation=TextExamples.from_json(data["validation"]),
         )
-        global_test = TextExamples.from_json(data["global_test"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    for part in (split.train, split.test, global_test):
+    for part in (split.train, split.validation, split.test):
         if len(part) and part.labels.max() >= len(labels):
             return None
-    return split, global_test, labels
+    return split, labels

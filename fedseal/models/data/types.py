@@ -82,13 +82,22 @@ class TextExamples:
         return cls(texts, labels)
 
 
+def _no_examples() -> TextExamples:
+    return TextExamples((), np.zeros(0, np.int64))
+
+
 @dataclass(frozen=True)
 class SiteSplit:
-    """One site's private training and held-out test examples."""
+    """One site's private training, validation and held-out test examples (disjoint).
+
+    Validation records are held out of training for choosing hyperparameters; the test records
+    score the model (the global test set is the union of every site's test records).
+    """
 
     name: str
     train: TextExamples
     test: TextExamples
+    validation: TextExamples = field(default_factory=_no_examples)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,142 @@
+"""An in-process federation of the head adapter, for choosing and measuring the DP regime.
+
+Each round does what the real federation does: every site loads the global head, trains
+`steps` steps with a fresh optimizer (DP-SGD through `train_dp_on` when an ε is given, with σ
+calibrated once for the run's planned steps by `calibrate_noise`, as a site worker does), and the
+global head moves by sum(n_i * delta_i) / sum(n_i). The secure modes compute the same sum
+exactly (tests/secure_agg/test_exactness.py), so the protocol is left out here. Sites read the
+cached embeddings their records have in the real federation (`fedseal.models.features`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedseal.client.dp.calibration import calibrate_noise
+from fedseal.client.dp.settings import Accountant, DpSettings, default_delta
+from fedseal.client.dp.trainer import poisson_sample_rate, train_dp_on
+from fedseal.client.training import (
+    EvalResult,
+    FeatureInputs,
+    TrainSettings,
+    evaluate_on,
+    train_on,
+)
+from fedseal.models.adapter import adapter_to_vector, load_vector_into_adapter
+from fedseal.models.data import get_scenario, load_federated_dataset
+from fedseal.models.features import FeatureHead, cached_features, feature_size
+
+__all__ = ["SiteFeatures", "load_features", "run_federation", "score_union"]
+
+BASE = "minilm-l6"
+
+
+@dataclass(frozen=True)
+class SiteFeatures:
+    name: str
+    train: FeatureInputs
+    validation: FeatureInputs
+    test: FeatureInputs
+
+    @property
+    def n(self) -> int:
+        return self.train.n
+
+
+def load_features(
+    scenario: str, num_sites: int, seed: int, cache_dir: Path
+) -> tuple[list[SiteFeatures], int, str]:
+    """Every site's cached embeddings (computed on first use), the label count, the metric."""
+    spec = get_scenario(scenario)
+    data = load_federated_dataset(scenario, num_sites, seed)
+    sites = []
+    for split in data.sites.values():
+        parts = {}
+        for part in ("train", "validation", "test"):
+            examples = getattr(split, part)
+            values = cached_features(cache_dir, BASE, examples.texts, spec.max_length)
+            parts[part] = FeatureInputs(values, examples.labels)
+        sites.append(SiteFeatures(split.name, **parts))
+    return sites, data.num_labels, spec.primary_metric
+
+
+def _head(num_labels: int) -> FeatureHead:
+    head = FeatureHead(feature_size(BASE), num_labels)
+    head.train()
+    return head
+
+
+def run_federation(
+    sites: list[SiteFeatures],
+    num_labels: int,
+    *,
+    rounds: int,
+    steps: int,
+    learning_rate: float,
+    batch: dict[str, int],
+    epsilon: float | None,
+    accountant: Accountant = Accountant.PRV,
+    max_grad_norm: float = 1.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict[str, float]]:
+    """The global head after `rounds` rounds (a single site: that site alone) and each site's σ."""
+    head = _head(num_labels)
+    vector = adapter_to_vector(head)
+    sigmas: dict[str, float] = {}
+    settings: dict[str, DpSettings] = {}
+    if epsilon is not None:
+        for site in sites:
+            delta = default_delta(site.n)
+            q = poisson_sample_rate(batch[site.name], site.n)
+            sigmas[site.name] = calibrate_noise(
+                [],
+                target_epsilon=epsilon,
+                delta=delta,
+                sample_rate=q,
+                steps=rounds * steps,
+                accountant=accountant,
+            )
+            settings[site.name] = DpSettings(
+                epsilon=epsilon,
+                delta=delta,
+                target_epsilon=epsilon,
+                max_grad_norm=max_grad_norm,
+                accountant=accountant,
+            )
+    total = sum(s.n for s in sites)
+    for round_number in range(1, rounds + 1):
+        weighted = np.zeros_like(vector)
+        for index, site in enumerate(sites):
+            load_vector_into_adapter(head, vector)
+            train = TrainSettings(
+                steps=steps,
+                batch_size=batch[site.name],
+                learning_rate=learning_rate,
+                seed=seed * 1_000_003 + round_number * 101 + index,
+                weight_decay=0.0,
+            )
+            if epsilon is None:
+                train_on(head, site.train, train, "cpu")
+            else:
+                dp = settings[site.name]
+                train_dp_on(head, site.train, train, dp, sigmas[site.name], "cpu")
+            weighted += np.float32(site.n) * (adapter_to_vector(head) - vector)
+        vector = (vector + weighted / np.float32(total)).astype(np.float32)
+    return vector, sigmas
+
+
+def score_union(
+    vector: np.ndarray, num_labels: int, parts: list[FeatureInputs]
+) -> EvalResult:
+    """The head's score on the union of `parts` (e.g. every site's test set)."""
+    head = _head(num_labels)
+    load_vector_into_adapter(head, vector)
+    union = FeatureInputs(
+        torch.cat([p.features for p in parts]).numpy(),
+        torch.cat([p.labels for p in parts]).numpy(),
+    )
+    return evaluate_on(head, union, "cpu", batch_size=4096)
