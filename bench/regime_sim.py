@@ -82,6 +82,7 @@ def run_federation(
     accountant: Accountant = Accountant.PRV,
     max_grad_norm: float = 1.0,
     seed: int = 0,
+    keep_optimizer: bool = True,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """The global head after `rounds` rounds (a single site: that site alone) and each site's σ."""
     head = _head(num_labels)
@@ -108,6 +109,7 @@ def run_federation(
                 accountant=accountant,
             )
     total = sum(s.n for s in sites)
+    moments: dict[str, dict | None] = {site.name: None for site in sites}
     for round_number in range(1, rounds + 1):
         weighted = np.zeros_like(vector)
         for index, site in enumerate(sites):
@@ -119,11 +121,16 @@ def run_federation(
                 seed=seed * 1_000_003 + round_number * 101 + index,
                 weight_decay=0.0,
             )
+            state = moments[site.name]
             if epsilon is None:
-                train_on(head, site.train, train, "cpu")
+                result = train_on(head, site.train, train, "cpu", optimizer_state=state)
             else:
                 dp = settings[site.name]
-                train_dp_on(head, site.train, train, dp, sigmas[site.name], "cpu")
+                result = train_dp_on(
+                    head, site.train, train, dp, sigmas[site.name], "cpu", optimizer_state=state
+                )
+            if keep_optimizer:
+                moments[site.name] = result.optimizer_state
             weighted += np.float32(site.n) * (adapter_to_vector(head) - vector)
         vector = (vector + weighted / np.float32(total)).astype(np.float32)
     return vector, sigmas

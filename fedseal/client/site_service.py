@@ -124,6 +124,10 @@ class SiteService:
         self._data: dict[tuple[str, ...] | None, SiteData] = {}
         self._models: dict[tuple[Any, ...], _LoadedModel] = {}
         self._inputs: dict[tuple[Any, ...], TrainingInputs] = {}
+        # The optimizer's moments after the site's last round of a run: computed from what the
+        # site already released (noisy gradients under DP), so keeping them costs no privacy.
+        # Lost on a restart (the next round starts with fresh moments, as the first one does).
+        self._moments: dict[int, dict[str, Any]] = {}
         self._device: str | None = None
 
     # -- shared loading -------------------------------------------------------------------
@@ -299,7 +303,9 @@ class SiteService:
         privacy: Fields = {}
         private: PrivateRound | None = None
         if dp is not None and dp.enabled:
-            private = self._train_private(run_id, round_number, plan, loaded, inputs, settings, dp)
+            private = self._train_private(
+                run_id, round_number, plan, loaded, inputs, settings, dp, self._moments.get(run_id)
+            )
             if not private.trained:
                 privacy = self._signed_statement(run_id, round_number, private.report, b"")
                 log.warning("round %d: declined: %s", round_number, private.reason)
@@ -314,7 +320,15 @@ class SiteService:
                 }, {}
             loss = None  # a statistic of the training records, outside the DP guarantee
         else:
-            loss = train_on(loaded.model, inputs, settings, self.device()).mean_loss
+            plain = train_on(
+                loaded.model,
+                inputs,
+                settings,
+                self.device(),
+                optimizer_state=self._moments.get(run_id),
+            )
+            loss = plain.mean_loss
+            self._keep_moments(run_id, plain.optimizer_state)
         seconds = time.perf_counter() - started
         weight = len(data.train)
         delta = adapter_to_vector(loaded.model) - vector
@@ -355,6 +369,7 @@ class SiteService:
         inputs: TrainingInputs,
         settings: TrainSettings,
         dp: DpSettings,
+        moments: dict[str, Any] | None = None,
     ) -> PrivateRound:
         """One round under DP (`train_private_round`): declined, or trained and charged."""
         from fedseal.client.dp.accountant_store import AccountantStore
@@ -375,9 +390,12 @@ class SiteService:
                 run_id=run_id,
                 round_number=round_number,
                 rounds_planned=plan.rounds,
+                optimizer_state=moments,
             )
         except AlreadyCharged as exc:
             raise SiteRefusal(str(exc)) from None
+        if private.result is not None:
+            self._keep_moments(run_id, private.result.optimizer_state)
         if private.trained:
             report = private.report
             log.info(
@@ -391,6 +409,10 @@ class SiteService:
                 report.budget,
             )
         return private
+
+    def _keep_moments(self, run_id: int, state: dict[str, Any] | None) -> None:
+        """Keep this run's optimizer moments (one run at a time) for the site's next round."""
+        self._moments = {} if state is None else {run_id: state}
 
     def _signed_statement(
         self, run_id: int, round_number: int, report: PrivacyReport, upload: bytes

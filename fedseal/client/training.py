@@ -7,10 +7,12 @@ differentially private trainer can reuse them with its own sampler and optimizer
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,6 +82,8 @@ class TrainResult:
     mean_loss: float
     examples_seen: int
     seconds: float
+    optimizer_state: dict[str, Any] | None = None
+    """The optimizer's moments after the last step, for `train_on(optimizer_state=...)`."""
 
 
 @dataclass(frozen=True)
@@ -237,6 +241,7 @@ def train_on(
     inputs: TrainingInputs,
     settings: TrainSettings,
     device: torch.device | str,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Run `settings.steps` AdamW steps on the trainable parameters only.
 
@@ -253,6 +258,8 @@ def train_on(
     optimizer = torch.optim.AdamW(
         params, lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
     was_training = model.training
     model.train()
     losses: list[float] = []
@@ -277,6 +284,7 @@ def train_on(
         mean_loss=float(np.mean(losses)),
         examples_seen=seen,
         seconds=time.perf_counter() - start,
+        optimizer_state=copy.deepcopy(optimizer.state_dict()),
     )
 
 

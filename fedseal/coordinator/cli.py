@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedseal.cli_support import ExitCode, UserError, run_cli
+from fedseal.regime import REGIMES
+from fedseal.run_plan import AdapterKind
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -200,9 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
         default="he+ss",
         help="aggregation protocol (default he+ss; never silently weakened)",
     )
-    start.add_argument("--rounds", type=int, default=3, help="federated rounds (default 3)")
     start.add_argument(
-        "--steps", type=int, default=30, help="local training steps per round (default 30)"
+        "--adapter",
+        choices=tuple(a.value for a in AdapterKind),
+        default=AdapterKind.HEAD.value,
+        help="what trains and travels: head (a linear head over the frozen base model's cached "
+        "embeddings; default, the measured DP regime on CPU sites) or lora (LoRA and the head "
+        "through the whole model, for GPU sites)",
+    )
+    start.add_argument(
+        "--rounds", type=int, default=None, help="federated rounds (default: the regime's, 5)"
+    )
+    start.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="local training steps per round (default: the regime's, 20)",
     )
     start.add_argument(
         "--min-sites",
@@ -546,6 +561,9 @@ def _start_run(args: argparse.Namespace) -> int:
     from .run_launch import LaunchError, follow_run, launch_run, running_run, submit_recorded
     from .run_settings import default_run_config
 
+    regime = REGIMES[AdapterKind(args.adapter)]
+    args.rounds = regime.rounds if args.rounds is None else args.rounds
+    args.steps = regime.steps if args.steps is None else args.steps
     for name, value in (("--rounds", args.rounds), ("--steps", args.steps)):
         if value < 1:
             raise UserError(f"{name} must be at least 1")
@@ -590,6 +608,9 @@ def _start_run(args: argparse.Namespace) -> int:
             rounds=args.rounds,
             min_sites=min_sites,
             steps=args.steps,
+            learning_rate=regime.learning_rate,
+            clip=regime.clip,
+            adapter=str(regime.adapter),
             seed=args.seed,
             round_timeout=args.round_timeout,
             max_length=scenario.max_length,

@@ -180,6 +180,7 @@ def train_solo(
             accountant=dp.accountant,
         )
     vector = adapter_to_vector(model)
+    moments = None  # kept across rounds, as a site worker keeps them
     for round_number in range(1, rounds + 1):
         load_vector_into_adapter(model, vector)
         train = TrainSettings(
@@ -191,9 +192,12 @@ def train_solo(
             weight_decay=weight_decay_for(plan),
         )
         if settings is None or sigma is None:
-            train_on(model, site.train, train, device)
+            result = train_on(model, site.train, train, device, optimizer_state=moments)
         else:
-            train_dp_on(model, site.train, train, settings, sigma, device)
+            result = train_dp_on(
+                model, site.train, train, settings, sigma, device, optimizer_state=moments
+            )
+        moments = result.optimizer_state
         vector = adapter_to_vector(model)
         if progress is not None:
             progress(f"round {round_number} of {rounds}")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from fedseal.cli_support import ExitCode, UserError, run_cli
 from fedseal.client.dp.settings import DEFAULT_MAX_GRAD_NORM, MAX_NOISE_MULTIPLIER, Accountant
-from fedseal.demo.regime import REGIMES, Regime, choose_adapter, site_batch_sizes
+from fedseal.regime import REGIMES, Regime, choose_adapter, site_batch_sizes
 from fedseal.run_plan import AdapterKind
 
 HEAD, LORA = AdapterKind.HEAD, AdapterKind.LORA
@@ -601,7 +601,12 @@ def _compare_with_solo(
     }
     tests = [inputs[site].test for site in sites]
     holder = next(
-        (s for s in last_round.participants if s in sites and (state_root / s).is_dir()), sites[0]
+        (
+            c.site
+            for c in last_round.contributions
+            if c.site in sites and c.adapter_digest == last_round.global_digest
+        ),
+        sites[0],
     )
     federated = federated_score(
         plan, state_root / holder, flower_run_id, last_round.global_digest or "", tests, device

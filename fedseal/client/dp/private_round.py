@@ -17,7 +17,7 @@ report says what it would have cost.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .accountant_store import AccountantStore
 from .budget import BudgetDecision, BudgetReason, check_round
@@ -118,6 +118,7 @@ def train_private_round(
     run_id: int,
     round_number: int,
     rounds_planned: int,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> PrivateRound:
     """Train one round under DP if the budget allows, charge it, and return its ledger entry."""
     from .trainer import poisson_sample_rate, train_dp_on
@@ -139,6 +140,14 @@ def train_private_round(
         if plan.detail:
             reason = f"{BudgetReason.BUDGET_EXHAUSTED}: {plan.detail}"
         return PrivateRound(declined_report(plan.decision, plan.event, dp), None, reason)
-    result = train_dp_on(model, inputs, settings, dp, plan.event.noise_multiplier, device)
+    result = train_dp_on(
+        model,
+        inputs,
+        settings,
+        dp,
+        plan.event.noise_multiplier,
+        device,
+        optimizer_state=optimizer_state,
+    )
     store.record(result.event, run_id, round_number, release_id=result.release_id)
     return PrivateRound(charged_report(store, result.event, dp), result)

@@ -13,11 +13,13 @@ would let the coordinator subtract the noise and see which records were used.
 
 from __future__ import annotations
 
+import copy
 import math
 import secrets
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +52,9 @@ class DpTrainResult:
     event: DpEvent
     empty_batches: int
     release_id: str
+    optimizer_state: dict[str, Any] | None = None
+    """The optimizer's moments after the last step: computed from the released noisy gradients
+    only (post-processing), so a site may keep them for its next round at no privacy cost."""
 
 
 def poisson_sample_rate(batch_size: int, num_records: int) -> float:
@@ -99,6 +104,7 @@ def train_dp_on(
     dp: DpSettings,
     noise_multiplier: float,
     device: torch.device | str,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> DpTrainResult:
     """Run `settings.steps` DP-SGD steps (AdamW on the noisy gradient) on the trainable parameters.
 
@@ -120,6 +126,8 @@ def train_dp_on(
     optimizer = torch.optim.AdamW(
         params, lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
     # make_private needs a loader for its bookkeeping only; batches are sampled below with q.
     index_loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(torch.arange(n)), batch_size=settings.batch_size
@@ -189,4 +197,5 @@ def train_dp_on(
         event=event,
         empty_batches=empty,
         release_id=secrets.token_hex(16),
+        optimizer_state=copy.deepcopy(optimizer.state_dict()),
     )

@@ -1,4 +1,7 @@
-"""fl-demo's training regime: which adapter trains, and the public defaults it trains with.
+"""The training regime: which adapter trains, and the public defaults it trains with.
+
+Shared by fl-demo and `fl-coordinator start-run` (nothing here imports torch until `auto` is
+resolved, which only fl-demo does: the coordinator never imports torch).
 
 The defaults were chosen on the sites' validation records (never on the global test set) with
 `bench/bench_dp.py tune`, and are fixed here as public settings: a site that tuned them on its
@@ -33,7 +36,7 @@ REGIMES: dict[AdapterKind, Regime] = {
     AdapterKind.HEAD: Regime(
         adapter=AdapterKind.HEAD,
         rounds=5,
-        steps=20,
+        steps=60,
         learning_rate=0.1,
         batch_size=1024,
         clip=4.0,
