@@ -259,7 +259,7 @@ def train_on(
         params, lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
     if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
+        optimizer.load_state_dict(copy.deepcopy(optimizer_state))
     was_training = model.training
     model.train()
     losses: list[float] = []

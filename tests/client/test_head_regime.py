@@ -155,4 +155,4 @@ def test_dp_site_with_enough_validation_passes_the_check(tmp_path: Path) -> None
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "10 validation" in result.stdout
+    assert "10 validation" in result.stdout + result.stderr

@@ -116,7 +116,12 @@ def test_site_that_never_trained_may_spend_epsilon_and_nothing_is_written(tmp_pa
     plan = plan_site_dp("hospital_a", tmp_path / "hospital_a", 3000, OPTIONS)
     assert plan.spent == 0.0 and plan.target == 3.0 and plan.this_run == 3.0
     assert plan.delta == default_delta(3000) and not plan.exhausted
-    assert plan.table() == {"epsilon": 10.0, "target_epsilon": 3.0, "max_grad_norm": 1.0}
+    assert plan.table() == {
+        "epsilon": 10.0,
+        "target_epsilon": 3.0,
+        "max_grad_norm": 1.0,
+        "accountant": "prv",
+    }
     assert not (tmp_path / "hospital_a").exists()
 
 
@@ -159,7 +164,12 @@ def test_fixed_noise_caps_this_run_with_the_site_budget(tmp_path: Path) -> None:
     options = DemoDpOptions(epsilon=3.0, budget=10.0, noise_multiplier=1.1, max_grad_norm=0.5)
     plan = plan_site_dp("a", tmp_path / "a", 500, options)
     table = plan.table()
-    assert table == {"epsilon": plan.target, "noise_multiplier": 1.1, "max_grad_norm": 0.5}
+    assert table == {
+        "epsilon": plan.target,
+        "noise_multiplier": 1.1,
+        "max_grad_norm": 0.5,
+        "accountant": "prv",
+    }
     assert plan.target == pytest.approx(plan.spent + 3.0)
     assert "σ = 1.1 fixed" in plan.describe()
 
@@ -169,7 +179,7 @@ def test_unreadable_history_is_an_error_not_a_fresh_budget(tmp_path: Path) -> No
     path.parent.mkdir(parents=True)
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(UserError, match="fresh --workdir"):
-        cli._plan_dp(OPTIONS, ["a"], tmp_path / "state", {"a": 500}, 32)
+        cli._plan_dp(OPTIONS, ["a"], tmp_path / "state", {"a": 500}, {"a": 32})
 
 
 def test_written_configs_carry_a_dp_table_the_site_accepts(tmp_path: Path) -> None:
@@ -213,7 +223,7 @@ def test_operator_sees_one_line_per_site_and_a_note_when_spent(tmp_path: Path, c
     state = tmp_path / "state"
     spent = _store_with(state / "b", rounds=3).spent_epsilon(default_delta(500))
     options = DemoDpOptions(epsilon=min(3.0, spent / 2), budget=spent / 2)
-    plans = cli._plan_dp(options, ["a", "b"], state, {"a": 500, "b": 500}, 32)
+    plans = cli._plan_dp(options, ["a", "b"], state, {"a": 500, "b": 500}, {"a": 32, "b": 32})
     assert plans is not None and not plans["a"].exhausted and plans["b"].exhausted
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"fl-demo: a: DP ε ≤ {options.epsilon:.3g} this run (spent 0 of")
@@ -225,7 +235,10 @@ def test_operator_sees_one_line_per_site_and_a_note_when_spent(tmp_path: Path, c
 
 def test_no_dp_warns_about_memorisation_and_earlier_dp_runs(tmp_path: Path, capsys) -> None:
     _store_with(tmp_path / "state" / "b", rounds=1)
-    assert cli._plan_dp(None, ["a", "b"], tmp_path / "state", {"a": 5, "b": 5}, 32) is None
+    assert (
+        cli._plan_dp(None, ["a", "b"], tmp_path / "state", {"a": 5, "b": 5}, {"a": 32, "b": 32})
+        is None
+    )
     out = capsys.readouterr().out
     assert "WITHOUT differential privacy" in out and "memorise" in out
     assert "b trained with DP in this workdir before" in out
@@ -235,4 +248,4 @@ def test_no_dp_warns_about_memorisation_and_earlier_dp_runs(tmp_path: Path, caps
 def test_delta_at_or_above_one_over_n_is_refused_before_anything_starts(tmp_path: Path) -> None:
     options = DemoDpOptions(epsilon=3.0, budget=10.0, delta=0.01)
     with pytest.raises(UserError, match=r"--delta 0\.01 must be below 1/n"):
-        cli._plan_dp(options, ["a"], tmp_path / "state", {"a": 100}, 32)
+        cli._plan_dp(options, ["a"], tmp_path / "state", {"a": 100}, {"a": 32})

@@ -127,7 +127,7 @@ def train_dp_on(
         params, lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
     if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
+        optimizer.load_state_dict(copy.deepcopy(optimizer_state))
     # make_private needs a loader for its bookkeeping only; batches are sampled below with q.
     index_loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(torch.arange(n)), batch_size=settings.batch_size
