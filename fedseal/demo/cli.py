@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps",
         type=int,
         default=None,
-        help=f"local training steps per site per round (default {REGIMES[HEAD].steps})",
+        help=f"local training steps per site per round (default {REGIMES[HEAD].steps} for the "
+        f"head adapter, {REGIMES[LORA].steps} for lora)",
     )
     parser.add_argument(
         "--learning-rate",
