@@ -10,6 +10,7 @@ medians and ranges over the repeats. `--tune` scores a grid on the sites' VALIDA
 instead (how the public defaults were chosen).
 
 Usage: python bench/bench_regime.py [--scenarios hospitals banks heart] [--repeats 3]
+       (pip install -e ".[bench]" for the banks reference: scikit-learn)
 """
 
 from __future__ import annotations
