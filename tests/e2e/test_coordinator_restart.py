@@ -58,6 +58,10 @@ def test_a_killed_superlink_is_restarted_and_the_run_continues(tmp_path: Path) -
                 FL_COORDINATOR,
                 "start-run",
                 "--wait",
+                # the restart is what is tested: LoRA sites start training at once, while the
+                # head adapter's first round embeds every record (longer than the 60 s timeout)
+                "--adapter",
+                "lora",
                 "--rounds",
                 "3",
                 "--steps",
