@@ -83,10 +83,11 @@ def run_federation(
     max_grad_norm: float = 1.0,
     seed: int = 0,
     keep_optimizer: bool = True,
+    initial: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """The global head after `rounds` rounds (a single site: that site alone) and each site's σ."""
     head = _head(num_labels)
-    vector = adapter_to_vector(head)
+    vector = adapter_to_vector(head) if initial is None else initial.astype(np.float32)
     sigmas: dict[str, float] = {}
     settings: dict[str, DpSettings] = {}
     if epsilon is not None:

@@ -1,6 +1,8 @@
-"""DP-SGD on a site's LoRA adapter: Poisson sampling, per-example clipping, Gaussian noise.
+"""DP-SGD on a site's adapter: Poisson sampling, per-example clipping, Gaussian noise.
 
-Opacus' `PrivacyEngine.make_private` wraps the PEFT model for this call only (its hooks are
+The head adapter on cached embeddings clips in closed form (`head_clipping`, no per-example
+gradient tensors: a DP step costs about what a plain one does). Any other adapter goes through
+Opacus: its `PrivacyEngine.make_private` wraps the PEFT model for this call only (its hooks are
 removed at the end, so the next round can wrap the same model again) and turns the optimizer into
 a `DPOptimizer`. Only LoRA matrices and the head are trainable, so only they get per-example
 gradients; the frozen base is never touched. The engine's own accountant is not used: the event
@@ -24,12 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 from opacus import PrivacyEngine
+from opacus.optimizers import DPOptimizer
 from transformers import PreTrainedTokenizerBase
 
-from fedseal.client.training import TokenInputs, TrainingInputs, TrainSettings
+from fedseal.client.training import FeatureInputs, TokenInputs, TrainingInputs, TrainSettings
 from fedseal.models.data.types import TextExamples
+from fedseal.models.features import FeatureHead
 
 from .events import DpEvent
+from .head_clipping import clipped_head_gradient_sum, has_closed_form
 from .settings import DpSettings
 
 __all__ = ["DpTrainResult", "poisson_sample_rate", "train_dp_on", "train_steps_dp"]
@@ -128,6 +133,45 @@ def train_dp_on(
     )
     if optimizer_state is not None:
         optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+    before = [p.detach().clone() for p in params]
+    step = _closed_form_steps if has_closed_form(model, inputs) else _opacus_steps
+    start = time.perf_counter()
+    losses, seen, empty = step(model, inputs, settings, dp, event, optimizer, target)
+    seconds = time.perf_counter() - start
+    stuck = sum(bool(torch.equal(old, p.detach())) for old, p in zip(before, params, strict=True))
+    if stuck:
+        raise RuntimeError(
+            f"{stuck} of {len(params)} trainable tensors did not change under DP-SGD: was the "
+            "model moved to its device after PEFT wrapped it (opacus #820)?"
+        )
+    return DpTrainResult(
+        steps=event.steps,
+        mean_loss=float(np.mean(losses)) if losses else math.nan,
+        examples_seen=seen,
+        seconds=seconds,
+        event=event,
+        empty_batches=empty,
+        release_id=secrets.token_hex(16),
+        optimizer_state=copy.deepcopy(optimizer.state_dict()),
+    )
+
+
+_StepLog = tuple[list[float], int, int]
+"""The non-empty batches' losses, the records seen, the empty batches."""
+
+
+def _opacus_steps(
+    model: torch.nn.Module,
+    inputs: TrainingInputs,
+    settings: TrainSettings,
+    dp: DpSettings,
+    event: DpEvent,
+    optimizer: torch.optim.Optimizer,
+    target: torch.device,
+) -> _StepLog:
+    """DP-SGD through Opacus' per-example gradient hooks (any adapter, LoRA included)."""
+    n = inputs.n
+    params = [p for p in model.parameters() if p.requires_grad]
     # make_private needs a loader for its bookkeeping only; batches are sampled below with q.
     index_loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(torch.arange(n)), batch_size=settings.batch_size
@@ -151,14 +195,13 @@ def train_dp_on(
     except BaseException:
         model.train(was_training)
         raise
+    assert isinstance(dp_optimizer, DPOptimizer)
     # the mean over a Poisson batch divides by its EXPECTED size q·n, not the drawn size
     dp_optimizer.expected_batch_size = event.sample_rate * n
     sampler = _secret_generator(torch.device("cpu"))
-    before = [p.detach().clone() for p in params]
     losses: list[float] = []
     seen = 0
     empty = 0
-    start = time.perf_counter()
     try:
         with torch.random.fork_rng(devices=_rng_devices(target)), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
@@ -182,20 +225,47 @@ def train_dp_on(
         dp_optimizer.zero_grad(set_to_none=True)
         private_model._close()  # remove Opacus' hooks so the next round can wrap the model again
         model.train(was_training)
-    seconds = time.perf_counter() - start
-    stuck = sum(bool(torch.equal(old, p.detach())) for old, p in zip(before, params, strict=True))
-    if stuck:
-        raise RuntimeError(
-            f"{stuck} of {len(params)} trainable tensors did not change under DP-SGD: was the "
-            "model moved to its device after PEFT wrapped it (opacus #820)?"
-        )
-    return DpTrainResult(
-        steps=event.steps,
-        mean_loss=float(np.mean(losses)) if losses else math.nan,
-        examples_seen=seen,
-        seconds=seconds,
-        event=event,
-        empty_batches=empty,
-        release_id=secrets.token_hex(16),
-        optimizer_state=copy.deepcopy(optimizer.state_dict()),
-    )
+    return losses, seen, empty
+
+
+def _closed_form_steps(
+    model: torch.nn.Module,
+    inputs: TrainingInputs,
+    settings: TrainSettings,
+    dp: DpSettings,
+    event: DpEvent,
+    optimizer: torch.optim.Optimizer,
+    target: torch.device,
+) -> _StepLog:
+    """DP-SGD on the head adapter: the same sampling, clipping, noise and mean as Opacus'
+    optimizer, with the clipped sum in closed form (`head_clipping`)."""
+    assert isinstance(model, FeatureHead) and isinstance(inputs, FeatureInputs)
+    n = inputs.n
+    layer = model.classifier
+    expected_batch = event.sample_rate * n
+    std = event.noise_multiplier * dp.max_grad_norm
+    sampler = _secret_generator(torch.device("cpu"))
+    noise = _secret_generator(target)
+    losses: list[float] = []
+    seen = 0
+    empty = 0
+    try:
+        for _ in range(event.steps):
+            chosen = _poisson_batch(n, event.sample_rate, sampler)
+            optimizer.zero_grad(set_to_none=True)
+            if chosen.numel() == 0:
+                weight = torch.zeros_like(layer.weight)
+                bias = torch.zeros_like(layer.bias)
+                empty += 1
+            else:
+                clipped = clipped_head_gradient_sum(model, inputs, chosen, target, dp.max_grad_norm)
+                weight, bias = clipped.weight, clipped.bias
+                losses.append(clipped.mean_loss)
+                seen += int(chosen.numel())
+            for param, total in ((layer.weight, weight), (layer.bias, bias)):
+                drawn = torch.normal(0.0, std, size=total.shape, generator=noise, device=target)
+                param.grad = (total + drawn) / expected_batch
+            optimizer.step()
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+    return losses, seen, empty
