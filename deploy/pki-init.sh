@@ -52,4 +52,22 @@ for site in $(echo "$SITES" | tr ',' ' '); do
   cp "$state/keys/site-public-keys.json" "$state/keys/node-auth.pub" "$ENROL/$site/"
   say "site $site: keys in its own volume; public halves in $ENROL/$site"
 done
+
+# 4. the federation manifest (members, modes, collusion bound), pinned at every site. A real
+#    site's operator reviews it and compares its fingerprint out of band (`fl-client trust`);
+#    this job plays every site's operator, as the demo does.
+MANIFEST="$ENROL/manifest.json"
+if [ ! -f "$MANIFEST" ]; then
+  set --
+  for site in $(echo "$SITES" | tr ',' ' '); do
+    set -- "$@" "$ENROL/$site/site-public-keys.json"
+  done
+  fl-coordinator manifest --federation demo --out "$MANIFEST" --keys "$@" >/dev/null
+fi
+fingerprint=$(python3 -c 'import sys; from fedseal.manifest import FederationManifest as M; print(M.from_bytes(open(sys.argv[1], "rb").read()).fingerprint)' "$MANIFEST")
+for site in $(echo "$SITES" | tr ',' ' '); do
+  fl-client --site "$site" --config "$SITE_CONFIGS/$site.toml" trust "$MANIFEST" \
+    --yes "$fingerprint" >/dev/null
+done
+say "manifest $fingerprint pinned at every site"
 say "done"

@@ -42,11 +42,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=("run", "enroll"),
+        choices=("run", "enroll", "trust"),
         default="run",
         help="run (default): join the federation; enroll: make the site's identity and sealing "
         "keys and its SuperNode authentication key (once) and print the public keys for the "
-        "operator to enrol",
+        "operator to enrol; trust FILE: review the federation manifest FILE (members, modes, "
+        "collusion bound, fingerprint) and pin it: the site then takes part only in rounds it "
+        "allows",
+    )
+    parser.add_argument(
+        "manifest",
+        nargs="?",
+        type=Path,
+        metavar="FILE",
+        help="(trust) the federation manifest the operator made with `fl-coordinator manifest`",
+    )
+    parser.add_argument(
+        "--yes",
+        metavar="FINGERPRINT",
+        help="(trust) pin without asking, if the manifest's fingerprint is exactly FINGERPRINT "
+        "(compare it with the operator's out of band)",
     )
     parser.add_argument(
         "--site",
@@ -141,6 +156,10 @@ def _main(argv: Sequence[str] | None) -> int:
 
     if args.command == "enroll":
         return _enroll(config)
+    if args.command == "trust":
+        return _trust(config, args.manifest, args.yes)
+    if args.manifest is not None or args.yes is not None:
+        raise UserError("FILE and --yes belong to the trust command")
 
     try:
         data = load_site_records(config)
@@ -157,6 +176,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except SiteConfigError as exc:
         raise UserError(str(exc)) from None
     _say(f"site {config.site.name}: {_describe_dp(config, dp)}")
+    _say(f"site {config.site.name}: {_describe_trust(config)}")
     auth_key = config.coordinator.auth_key
     if auth_key is not None and not auth_key.is_file():
         raise UserError(
@@ -212,6 +232,88 @@ def _describe_dp(config, dp) -> str:
         f"DP-SGD on, budget ε = {dp.epsilon:g} at δ = {dp.require_delta():.3g} "
         f"({dp.accountant}), spent so far {spent:.4g}; clipping {dp.max_grad_norm:g}, {mechanism}"
     )
+
+
+def _describe_trust(config) -> str:
+    """One line on the pinned manifest and the modes this site accepts (weaker ones warned)."""
+    from fedseal.client.trust import load_pinned_manifest
+    from fedseal.manifest import ManifestError
+
+    try:
+        manifest = load_pinned_manifest(config.site.state_dir)
+    except ManifestError as exc:
+        raise UserError(f"site {config.site.name}: {exc}") from None
+    modes = ", ".join(sorted(str(m) for m in config.secure_agg.modes))
+    if manifest is None:
+        pinned = "no federation manifest pinned: every he and he+ss round will be refused"
+    elif config.site.name not in manifest.members:
+        raise UserError(
+            f"site {config.site.name}: the pinned manifest {manifest.fingerprint} does not list "
+            "this site; pin the federation's current manifest with `trust FILE`"
+        )
+    else:
+        pinned = (
+            f"manifest {manifest.federation} v{manifest.version} pinned ({manifest.fingerprint}, "
+            f"{len(manifest.members)} members, up to {manifest.max_colluding} colluding)"
+        )
+    weaker = config.secure_agg.weaker_modes
+    warning = (
+        f"; WARNING: [secure_agg] allows {', '.join(weaker)}, which show this site's update "
+        "to the coordinator (plain) or to any colluding site (he)"
+        if weaker
+        else ""
+    )
+    return f"{pinned}; accepts modes {modes}{warning}"
+
+
+def _trust(config, path: Path | None, expected: str | None) -> int:
+    """Show the manifest, and pin it once a person confirms it (or --yes names its print)."""
+    from fedseal.client.trust import load_pinned_manifest, pin_manifest
+    from fedseal.manifest import FederationManifest, ManifestError
+
+    if path is None:
+        raise UserError("trust needs the manifest FILE the operator gave you")
+    try:
+        manifest = FederationManifest.from_bytes(path.read_bytes())
+        pinned = load_pinned_manifest(config.site.state_dir)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    except ManifestError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    if config.site.name not in manifest.members:
+        raise UserError(f"{path} does not list this site ({config.site.name}) as a member")
+    print(f"federation {manifest.federation}, version {manifest.version}")
+    print(f"modes accepted: {', '.join(sorted(str(m) for m in manifest.modes))}")
+    print(f"rounds withstand up to {manifest.max_colluding} colluding member site(s)")
+    for name, member in sorted(manifest.members.items()):
+        print(f"  {name:<24} identity {member.identity.hex()[:16]}…")
+    print(f"fingerprint {manifest.fingerprint}")
+    if pinned is not None:
+        if pinned.fingerprint == manifest.fingerprint:
+            _say(f"site {config.site.name}: this manifest is already pinned")
+            return ExitCode.OK
+        if pinned.federation != manifest.federation or manifest.version <= pinned.version:
+            raise UserError(
+                f"site {config.site.name} has pinned {pinned.federation} v{pinned.version} "
+                f"({pinned.fingerprint}); a replacement must be a later version of the same "
+                "federation"
+            )
+    if expected is not None:
+        if expected != manifest.fingerprint:
+            raise UserError(
+                f"fingerprint mismatch: {path} is {manifest.fingerprint}, --yes says {expected}; "
+                "nothing was pinned"
+            )
+    else:
+        if not sys.stdin.isatty():
+            raise UserError("confirm the fingerprint: run in a terminal, or pass --yes FINGERPRINT")
+        answer = input("pin this manifest? Compare the fingerprint with the operator's [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            _say("nothing was pinned")
+            return ExitCode.USAGE
+    where = pin_manifest(config.site.state_dir, manifest)
+    _say(f"site {config.site.name}: pinned {manifest.fingerprint} in {where}")
+    return ExitCode.OK
 
 
 def _enroll(config) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from fedseal.client.site_keys import SiteKeys, SitePublicKeys
+from fedseal.client.trust import SiteTrust
 from fedseal.message_fields import (
     MessageFieldError,
     field_bytes,
@@ -97,13 +98,20 @@ def _signed_list(fields: Mapping[str, Any]) -> list[Signed]:
 
 
 class SecureSite:
-    """One site's keys, federation keys by run, and the round secrets in progress."""
+    """One site's keys, federation keys by run, and the round secrets in progress.
 
-    def __init__(self, keys: SiteKeys | None, state_dir: Path) -> None:
+    Every member key, custodian, mode, sampled set and threshold in a message is checked
+    against `trust` (the site's pinned manifest and policy) before anything is computed; keys
+    used to verify or seal come from the manifest only.
+    """
+
+    def __init__(self, keys: SiteKeys | None, state_dir: Path, trust: SiteTrust) -> None:
         self._keys = keys
         self._state_dir = Path(state_dir)
+        self.trust = trust
         self._ciphers: dict[int, bfv.SiteCipher] = {}
         self._rounds: dict[tuple[int, int], recipe.SiteRound] = {}
+        self._uploaded: set[tuple[int, int]] = set()
 
     # -- identity -------------------------------------------------------------------------
 
@@ -119,14 +127,46 @@ class SecureSite:
     def identity(self) -> recipe.SiteIdentity:
         return recipe.SiteIdentity(self.keys.site, self.keys.identity)
 
-    @staticmethod
-    def identity_directory(fields: Mapping[str, Any]) -> dict[str, bytes]:
-        return {
-            s: k.identity
-            for s, k in decode_directory(
-                field_str(fields, Key.DIRECTORY, max_len=_DIRECTORY_MAX)
-            ).items()
-        }
+    def identity_directory(self) -> dict[str, bytes]:
+        """Every pinned member's identity key: what signatures are verified against."""
+        return {name: m.identity for name, m in self.trust.manifest.members.items()}
+
+    def _checked_directory(self, fields: Mapping[str, Any]) -> dict[str, SitePublicKeys]:
+        """The message's directory, each entry equal to the pinned manifest's."""
+        decoded = decode_directory(field_str(fields, Key.DIRECTORY, max_len=_DIRECTORY_MAX))
+        pinned = self.trust.directory(fields, decoded)
+        return {name: SitePublicKeys(name, m.identity, m.sealing) for name, m in pinned.items()}
+
+    def _checked_params(self, fields: Mapping[str, Any]) -> ProtocolParams:
+        """The run's parameters, in a mode this site and its manifest accept."""
+        mode = self.trust.mode(fields)
+        if mode is Mode.PLAIN:
+            raise self.trust.refuse("a key ceremony or key stage in mode plain")
+        return _params(fields)
+
+    def _checked_round(
+        self, run_id: int, fields: Mapping[str, Any], *, taking_part: bool = True
+    ) -> recipe.RoundInfo:
+        """The round, checked: mode, members, n, k; `taking_part=False` for an aggregate of a
+        round this site missed (it need not be in that round's sampled set)."""
+        self._checked_params(fields)
+        info = round_info_from_fields(run_id, fields)
+        if taking_part:
+            self.trust.check_round(info)
+        else:
+            for name in info.sampled:
+                self.trust.member(name, "sampled site")
+        bound = self.bound_mode(run_id)
+        if bound is not None and bound is not info.mode:
+            raise self.trust.refuse(f"run {run_id} is bound to mode {bound}, message {info.mode}")
+        return info
+
+    def bound_mode(self, run_id: int) -> Mode | None:
+        """The mode of the run's federation key, once this site holds one."""
+        path = self._key_file(run_id)
+        if not path.is_file():
+            return None
+        return params_from_json(json.loads(path.read_text("utf-8"))["params"]).mode
 
     # -- federation key ceremony -----------------------------------------------------------
 
@@ -134,9 +174,12 @@ class SecureSite:
         return self._state_dir / "runs" / str(run_id) / "federation-key.json"
 
     def keygen(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """Custodian: make the run's BFV key, seal it to every site, sign the public part."""
-        params = _params(fields)
-        directory = decode_directory(field_str(fields, Key.DIRECTORY, max_len=_DIRECTORY_MAX))
+        """Custodian: make the run's BFV key, seal it to every site, sign the public part.
+
+        Sealed only to pinned members, with their pinned keys; refused if the run has a key."""
+        params = self._checked_params(fields)
+        directory = self._checked_directory(fields)
+        self._refuse_second_key(run_id)
         me = self.identity()
         if me.site_id not in directory:
             raise PermissionError(f"site {me.site_id} is not in the enrolled directory")
@@ -158,14 +201,26 @@ class SecureSite:
         }
 
     def install(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """Other sites: open the sealed federation key after checking the custodian's signature."""
-        self._open_and_store(
-            run_id,
-            field_bytes(fields, Key.SEALED_KEY, max_len=_SEALED_KEY_MAX),
-            field_str(fields, Key.CUSTODIAN, max_len=256),
-            fields,
-        )
+        """Other sites: open the sealed federation key after checking the custodian's signature
+        against its pinned identity key; a second key for the same run is refused."""
+        self._checked_params(fields)
+        self._checked_directory(fields)
+        custodian = field_str(fields, Key.CUSTODIAN, max_len=256)
+        self.trust.member(custodian, "custodian")
+        sealed = field_bytes(fields, Key.SEALED_KEY, max_len=_SEALED_KEY_MAX)
+        if self._key_file(run_id).is_file():
+            record = json.loads(self._key_file(run_id).read_text("utf-8"))
+            if record["sealed"] == base64.b64encode(sealed).decode() and (
+                record["custodian"] == custodian
+            ):
+                return {}  # the same key delivered again: nothing changes
+        self._refuse_second_key(run_id)
+        self._open_and_store(run_id, sealed, custodian, fields)
         return {}
+
+    def _refuse_second_key(self, run_id: int) -> None:
+        if self._key_file(run_id).is_file():
+            raise self.trust.refuse(f"run {run_id} already has a federation key on this site")
 
     def _open_and_store(
         self, run_id: int, sealed: bytes, custodian: str, fields: Mapping[str, Any]
@@ -174,7 +229,7 @@ class SecureSite:
         record = {
             "sealed": base64.b64encode(sealed).decode(),
             "custodian": custodian,
-            "directory": field_str(fields, Key.DIRECTORY, max_len=_DIRECTORY_MAX),
+            "directory": encode_directory(self._checked_directory(fields)),
             "params": field_str(fields, Key.PROTOCOL_PARAMS),
         }
         self._ciphers[run_id] = self._open(run_id, record)
@@ -190,13 +245,12 @@ class SecureSite:
 
     def _open(self, run_id: int, record: Mapping[str, str]) -> bfv.SiteCipher:
         params = params_from_json(record["params"])
-        directory = decode_directory(record["directory"])
         return recipe.site_open_federation_key(
             Signed.from_bytes(base64.b64decode(record["sealed"])),
             site_id=self.keys.site,
             sealing_key=self.keys.sealing,
             custodian_id=record["custodian"],
-            directory={s: k.identity for s, k in directory.items()},
+            directory=self.trust.identities([record["custodian"]]),
             run_id=str(run_id),
             params=params.bfv,
         )
@@ -212,29 +266,36 @@ class SecureSite:
     # -- he+ss key stages ------------------------------------------------------------------
 
     def advertise(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
-        info = round_info_from_fields(run_id, fields)
+        """Fresh round secrets; once per (run, round): new secrets for a round that already
+        has some would let two uploads of one round be told apart."""
+        info = self._checked_round(run_id, fields)
+        if (run_id, info.round_no) in self._rounds or (run_id, info.round_no) in self._uploaded:
+            raise self.trust.refuse(f"round {info.round_no} of run {run_id} was advertised before")
         self._forget_other_rounds(run_id, info.round_no)
         state, message = recipe.site_advertise(info, self.identity(), randbytes=os.urandom)
         self._rounds[(run_id, info.round_no)] = state
         return {Key.SIGNED: message.to_bytes()}
 
     def share(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        self._checked_round(run_id, fields)
         state = self._round(run_id, fields)
         adverts = _signed_list(fields)
         envelopes = recipe.site_share_keys(
-            state, adverts, directory=self.identity_directory(fields), randbytes=os.urandom
+            state, adverts, directory=self.identity_directory(), randbytes=os.urandom
         )
         return {Key.SIGNED_LIST: [e.to_bytes() for e in envelopes]}
 
     def consistency(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        self._checked_round(run_id, fields)
         state = self._round(run_id, fields)
         survivors = field_str_list(fields, Key.SURVIVORS, max_items=MAX_SITES)
         return {Key.SIGNED: recipe.site_consistency(state, survivors).to_bytes()}
 
     def release(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        self._checked_round(run_id, fields)
         state = self._round(run_id, fields)
         acks = _signed_list(fields)
-        message = recipe.site_release_shares(state, acks, directory=self.identity_directory(fields))
+        message = recipe.site_release_shares(state, acks, directory=self.identity_directory())
         self._rounds.pop((run_id, state.info.round_no), None)  # nothing more to do with it
         return {Key.SIGNED: message.to_bytes()}
 
@@ -254,12 +315,16 @@ class SecureSite:
     def prepare_upload(
         self, run_id: int, fields: Mapping[str, Any], delta: np.ndarray, weight: int
     ) -> tuple[bytes, int]:
-        """Quantise, (mask,) encrypt and sign the update; returns (upload, clipped count)."""
-        info = round_info_from_fields(run_id, fields)
+        """Quantise, (mask,) encrypt and sign the update; returns (upload, clipped count).
+
+        Round secrets serve one upload only."""
+        info = self._checked_round(run_id, fields)
+        if (run_id, info.round_no) in self._uploaded:
+            raise self.trust.refuse(f"round {info.round_no} of run {run_id} was uploaded before")
         cipher = self.cipher(run_id)
         secagg = None
         envelopes: list[Signed] = []
-        directory = self.identity_directory(fields)
+        directory = self.identity_directory()
         if info.mode is Mode.HE_SS:
             secagg = self._round(run_id, fields)
             envelopes = _signed_list(fields)
@@ -274,13 +339,14 @@ class SecureSite:
             envelopes=envelopes,
             directory=directory,
         )
+        self._uploaded.add((run_id, info.round_no))
         return prepared.message.to_bytes(), int(prepared.n_clipped)
 
     def decrypt_mean(self, run_id: int, fields: Mapping[str, Any], payload: bytes) -> np.ndarray:
         """The round's weighted mean update from its encrypted aggregate."""
         if not isinstance(payload, bytes) or len(payload) > _AGGREGATE_MAX:
             raise MessageFieldError("the aggregate must be bytes")
-        info = round_info_from_fields(run_id, fields)
+        info = self._checked_round(run_id, fields, taking_part=False)
         aggregate = recipe.site_decrypt_aggregate(
             info, AggregateMessage.from_bytes(payload), cipher=self.cipher(run_id)
         )

@@ -19,11 +19,13 @@ from typing import Any, NoReturn
 from fedseal.client.dp.errors import DpConfigError
 from fedseal.client.dp.settings import DpSettings, parse_dp_section
 from fedseal.limits import SiteLimits
+from fedseal.secure_agg.params import Mode
 
 __all__ = [
     "SITE_NAME_PATTERN",
     "CoordinatorSettings",
     "DataSettings",
+    "SecureAggPolicy",
     "SiteConfig",
     "SiteConfigError",
     "SiteSettings",
@@ -99,6 +101,23 @@ class TrainingLimits:
 
 
 @dataclass(frozen=True)
+class SecureAggPolicy:
+    """The `[secure_agg]` table: which aggregation modes this site takes part in, and the least
+    Shamir threshold it accepts (on top of what its pinned manifest requires).
+
+    The default is he+ss only: a message in any other mode, or with no mode, is refused. `plain`
+    and `he` show the coordinator (he: any colluding site) a site's update; a site that allows
+    them is warned at start."""
+
+    modes: frozenset[Mode] = frozenset({Mode.HE_SS})
+    min_threshold: int = 0
+
+    @property
+    def weaker_modes(self) -> list[Mode]:
+        return sorted(m for m in self.modes if m is not Mode.HE_SS)
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     """A whole, validated site configuration."""
 
@@ -113,6 +132,8 @@ class SiteConfig:
     completed by `resolve_dp` once the data is loaded (before the site joins)."""
     limits: SiteLimits = field(default_factory=SiteLimits)
     """The `[limits]` table: the largest coordinator message the site reads, per kind."""
+    secure_agg: SecureAggPolicy = field(default_factory=SecureAggPolicy)
+    """The `[secure_agg]` table: the modes and least threshold this site accepts."""
 
     def resolve_dp(self, num_records: int) -> DpSettings | None:
         """The `[dp]` settings for `num_records` training records, or a `SiteConfigError`."""
@@ -151,7 +172,7 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
     """Validate an already-parsed TOML document; relative paths are resolved against its folder."""
     reader = _Reader(raw, path)
     base_dir = path.resolve().parent
-    reader.only_sections("site", "coordinator", "data", "training", "dp", "limits")
+    reader.only_sections("site", "coordinator", "data", "training", "dp", "limits", "secure_agg")
 
     site_raw = reader.section("site", required=True)
     site_raw.only("name", "state_dir", "device")
@@ -217,6 +238,7 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
     )
 
     limits = _parse_limits(reader)
+    secure_agg = _parse_secure_agg(reader)
 
     try:
         dp = parse_dp_section(raw.get("dp"), path)
@@ -231,6 +253,7 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
         training=training,
         dp=dp,
         limits=limits,
+        secure_agg=secure_agg,
     )
 
 
@@ -292,6 +315,26 @@ def _parse_limits(reader: _Reader) -> SiteLimits:
     return SiteLimits(message=message << 20, control=control << 20)
 
 
+def _parse_secure_agg(reader: _Reader) -> SecureAggPolicy:
+    """`[secure_agg]`: `modes` (a list of mode names; default ["he+ss"]) and `min_threshold`."""
+    table = reader.section("secure_agg", required=False)
+    table.only("modes", "min_threshold")
+    raw = table.raw("modes")
+    modes = SecureAggPolicy().modes
+    if raw is not None:
+        known = ", ".join(str(m) for m in Mode)
+        if not isinstance(raw, list) or not raw or not all(isinstance(m, str) for m in raw):
+            reader.fail("secure_agg.modes", f"must be a non-empty list of mode names ({known})")
+        try:
+            modes = frozenset(Mode(m) for m in raw)
+        except ValueError:
+            reader.fail("secure_agg.modes", f"{raw} must name only modes among {known}")
+    min_threshold = table.integer("min_threshold", default=0)
+    if not 0 <= min_threshold <= 1000:
+        reader.fail("secure_agg.min_threshold", "must be between 0 and 1000")
+    return SecureAggPolicy(modes=modes, min_threshold=min_threshold)
+
+
 def _resolve(base_dir: Path, value: str) -> Path:
     try:
         candidate = Path(value).expanduser()
@@ -339,6 +382,9 @@ class _Reader:
     def _get(self, key: str, required: bool) -> Any:
         if key not in self._table and required:
             self.fail(self._key(key), "is missing")
+        return self._table.get(key)
+
+    def raw(self, key: str) -> Any:
         return self._table.get(key)
 
     def string(self, key: str, *, required: bool = False, default: str = "") -> str:

@@ -34,9 +34,12 @@ from fedseal.client.site_config import SiteConfig
 from fedseal.client.site_data import SiteData, check_validation, load_site_records
 from fedseal.client.site_keys import SiteKeys
 from fedseal.client.statement_outbox import SentStatement, StatementOutbox
+from fedseal.client.trust import SiteTrust
+from fedseal.client.upload_log import UploadLog
 from fedseal.message_fields import field_bytes, field_bytes_list, field_int, field_json
 from fedseal.models.data.types import TextExamples
 from fedseal.run_plan import AdapterKind, RunPlan
+from fedseal.secure_agg.params import Mode
 from fedseal.wire import PROTOCOL_VERSION, Key
 
 if TYPE_CHECKING:
@@ -119,7 +122,9 @@ class SiteService:
 
     def __init__(self, config: SiteConfig, keys: SiteKeys | None = None) -> None:
         self.config = config
-        self.secure = SecureSite(keys, config.site.state_dir)
+        self.trust = SiteTrust(config.site.name, config.site.state_dir, config.secure_agg)
+        self.secure = SecureSite(keys, config.site.state_dir, self.trust)
+        self.uploads = UploadLog(config.site.state_dir)
         self._lock = threading.Lock()
         self._data: dict[tuple[str, ...] | None, SiteData] = {}
         self._models: dict[tuple[Any, ...], _LoadedModel] = {}
@@ -277,6 +282,11 @@ class SiteService:
 
         plan = RunPlan.from_config(config)
         round_number = field_int(config, Key.ROUND, low=1, high=2**31)
+        mode = self._checked_mode(run_id, config)
+        if self.uploads.uploaded(run_id, round_number):
+            raise self.trust.refuse(
+                f"round {round_number} of run {run_id} was trained and uploaded before"
+            )
         data = self.data(plan.labels)
         loaded = self._model(plan)
         expected = str(config.get(Key.EXPECTED_DIGEST, ""))
@@ -332,11 +342,11 @@ class SiteService:
         seconds = time.perf_counter() - started
         weight = len(data.train)
         delta = adapter_to_vector(loaded.model) - vector
-        mode = str(config.get(Key.MODE, "plain"))
-        if mode == "plain":
+        if mode is Mode.PLAIN:
             upload, clipped = encode_update(delta * np.float32(weight)), 0
         else:
             upload, clipped = self.secure.prepare_upload(run_id, config, delta, weight)
+        self.uploads.record(run_id, round_number)  # before the upload leaves the site
         if private is not None:
             privacy = self._signed_statement(run_id, round_number, private.report, upload)
         log.info(
@@ -476,9 +486,9 @@ class SiteService:
         from fedseal.secure_agg.errors import SecureAggError
         from fedseal.update_codec import InvalidPayload, decode_aggregate
 
-        mode = str(fields.get(Key.MODE, "plain"))
+        mode = self._checked_mode(run_id, fields)
         try:
-            if mode == "plain":
+            if mode is Mode.PLAIN:
                 weighted_sum, total_weight = decode_aggregate(payload, loaded.layout.size)
                 mean = weighted_sum / np.float32(total_weight)
             else:
@@ -488,6 +498,14 @@ class SiteService:
         if mean.shape != vector.shape:
             raise SiteRefusal("aggregate has the wrong length for this adapter")
         return (vector + mean).astype(np.float32)
+
+    def _checked_mode(self, run_id: int, fields: Mapping[str, Any]) -> Mode:
+        """The message's mode, allowed by this site, and the run's own once it has a key."""
+        mode = self.trust.mode(fields)
+        bound = self.secure.bound_mode(run_id)
+        if bound is not None and bound is not mode:
+            raise self.trust.refuse(f"run {run_id} is bound to mode {bound}, message {mode}")
+        return mode
 
     def _apply(self, run_id: int, config: Mapping[str, Any]) -> tuple[Fields, Fields]:
         from fedseal.client.training import evaluate_on

@@ -178,6 +178,44 @@ def build_parser() -> argparse.ArgumentParser:
     _flower_options(revoke, "unregister the SuperNode")
     _common(revoke)
 
+    manifest = commands.add_parser(
+        "manifest",
+        help="write the federation manifest that every site reviews and pins",
+        description="Write the federation manifest from the members' public key files (what "
+        "`fl-client --site=NAME enroll` printed): members, accepted modes, how many colluding "
+        "sites every round must withstand, and a version. Give it to each site's operator, "
+        "who checks its fingerprint with you out of band and pins it with `fl-client "
+        "--site=NAME trust FILE`; sites refuse rounds it does not allow. A new member means a "
+        "new version that every site pins again.",
+        epilog=_EPILOG,
+    )
+    manifest.add_argument(
+        "--keys",
+        required=True,
+        nargs="+",
+        type=Path,
+        metavar="PUBLIC_KEYS_JSON",
+        help="each member's public key file (keys/site-public-keys.json in its state)",
+    )
+    manifest.add_argument("--out", required=True, type=Path, help="where to write it (new file)")
+    manifest.add_argument("--federation", default="fedseal", help="the federation's name")
+    manifest.add_argument("--version", type=int, default=1, help="the manifest's version (>= 1)")
+    manifest.add_argument(
+        "--modes",
+        nargs="+",
+        default=["he+ss"],
+        choices=["plain", "he", "he+ss"],
+        help="aggregation modes the federation accepts (default: he+ss only)",
+    )
+    manifest.add_argument(
+        "--max-colluding",
+        type=int,
+        default=None,
+        metavar="C",
+        help="member sites that may collude with the coordinator while each other site's "
+        "update stays hidden (default: a minority, (members - 1) // 2)",
+    )
+
     start = commands.add_parser(
         "start-run",
         help="submit a run to the SuperLink and follow it until it finishes",
@@ -201,6 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("he+ss", "he", "plain"),
         default="he+ss",
         help="aggregation protocol (default he+ss; never silently weakened)",
+    )
+    start.add_argument(
+        "--max-colluding",
+        type=int,
+        default=-1,
+        metavar="C",
+        help="member sites that may collude with the coordinator while each other site's "
+        "update stays hidden in he+ss: the Shamir threshold is k > (n + C) / 2 (default: a "
+        "minority, (n - 1) // 2; with 3 sites that is 1, so k = 3 and no site may drop out of "
+        "a round; 0 lets one of 3 drop out but trusts that no site colludes)",
     )
     start.add_argument(
         "--adapter",
@@ -417,6 +465,49 @@ def _read_site_keys(path: Path, site: str) -> bytes:
     return keys.to_bundle()
 
 
+def _write_manifest(args: argparse.Namespace) -> int:
+    from fedseal.client.site_keys import SiteKeyError, SitePublicKeys
+    from fedseal.manifest import FederationManifest, ManifestError, ManifestMember
+    from fedseal.secure_agg.params import Mode
+
+    members: dict[str, ManifestMember] = {}
+    for path in args.keys:
+        try:
+            keys = SitePublicKeys.from_json(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read {path}: {exc}") from None
+        except SiteKeyError as exc:
+            raise UserError(f"{path}: {exc}") from None
+        if keys.site in members:
+            raise UserError(f"site {keys.site} is given twice")
+        members[keys.site] = ManifestMember(keys.site, keys.identity, keys.sealing)
+    colluding = (len(members) - 1) // 2 if args.max_colluding is None else args.max_colluding
+    try:
+        manifest = FederationManifest(
+            args.federation,
+            args.version,
+            members,
+            frozenset(Mode(m) for m in args.modes),
+            colluding,
+        )
+    except ManifestError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        with open(args.out, "xb") as handle:
+            handle.write(manifest.to_bytes())
+    except FileExistsError:
+        raise UserError(f"{args.out} exists; nothing was overwritten") from None
+    except OSError as exc:
+        raise UserError(f"cannot write {args.out}: {exc.strerror}") from None
+    _say(
+        f"manifest {manifest.federation} v{manifest.version}: {len(members)} members, up to "
+        f"{colluding} colluding; fingerprint {manifest.fingerprint} (give each site the file "
+        "and read them the fingerprint)"
+    )
+    print(manifest.fingerprint, flush=True)
+    return ExitCode.OK
+
+
 def _check_auth_public_key(path: Path) -> None:
     """The checks `flwr supernode register` makes, before anything is written."""
     from cryptography.exceptions import UnsupportedAlgorithm
@@ -618,6 +709,7 @@ def _start_run(args: argparse.Namespace) -> int:
             coordinator_state=str(state.resolve()),
             resume_run=resume_run,
         )
+        run_config["max-colluding"] = args.max_colluding
         try:
             launch = launch_run(registry, state, run_config, home, new=args.new or args.resume)
         except LaunchError as exc:
@@ -671,6 +763,7 @@ _COMMANDS = {
     "init-pki": _init_pki,
     "site-auth-key": _site_auth_key,
     "enroll": _enroll,
+    "manifest": _write_manifest,
     "revoke": _revoke,
     "start-run": _start_run,
     "status": _status,

@@ -54,6 +54,10 @@ class RunSettings:
     """he+ss runs of more than this many sites mask and share over a SecAgg+ neighbour graph
     instead of all pairs (docs/protocol.md, "Large federations"); 0 uses a graph at any size
     where one is smaller than all pairs, a number at or above the federation's size never."""
+    max_colluding: int = -1
+    """Sites that may collude with the coordinator while each other site's update stays hidden;
+    the Shamir threshold is then k > (n + c) / 2. -1: a minority, (n - 1) // 2 of the run's n
+    sites (docs/protocol.md, "Threat model"). Sites refuse rounds below their manifest's bound."""
     neighbours: int = 0
     """The neighbour graph's degree (even, at least 2); 0 lets the planner size it for the
     default collusion and dropout bounds."""
@@ -101,6 +105,7 @@ class RunSettings:
                 max_reply_bytes=int(config.get("max-reply-bytes", DEFAULT_CONTROL_BYTES)),
                 sparse_above=int(config.get("sparse-above", SPARSE_ABOVE)),
                 neighbours=int(config.get("neighbours", 0)),
+                max_colluding=int(config.get("max-colluding", -1)),
             )
         except (TypeError, ValueError, OverflowError) as exc:
             raise RunSettingsError(f"invalid run config: {exc}") from None
@@ -132,6 +137,8 @@ class RunSettings:
             raise RunSettingsError(
                 f"sparse-above must be between 0 (a neighbour graph at any size) and {MAX_SITES}"
             )
+        if not -1 <= self.max_colluding < MAX_SITES:
+            raise RunSettingsError("max-colluding must be -1 (a minority of the sites) or >= 0")
         if self.neighbours != 0 and not (
             2 <= self.neighbours <= MAX_SITES and self.neighbours % 2 == 0
         ):
@@ -184,6 +191,7 @@ def default_run_config(
         "max-reply-bytes": DEFAULT_CONTROL_BYTES,
         "sparse-above": SPARSE_ABOVE,
         "neighbours": 0,
+        "max-colluding": -1,
         "scenario": scenario,
         "mode": DEFAULT_MODE,
         "clip": 0.5,

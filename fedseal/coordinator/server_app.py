@@ -92,6 +92,7 @@ def drive_run(grid: Grid, settings: RunSettings, registry: Registry) -> int:
                 max_reply_bytes=settings.max_reply_bytes,
                 sparse_above=settings.sparse_above,
                 neighbours=settings.neighbours,
+                max_colluding=settings.max_colluding,
             ),
         )
         state = RunState(run_id=run_id, flower_run_id=flower_run_id, lineage=lineage)

@@ -83,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
         f"head adapter, {REGIMES[LORA].clip:g} for lora)",
     )
     parser.add_argument(
+        "--max-colluding",
+        type=int,
+        default=-1,
+        metavar="C",
+        help="member sites that may collude with the coordinator while each other site's "
+        "update stays hidden in he+ss: the Shamir threshold is k > (n + C) / 2 (default: a "
+        "minority, (n - 1) // 2; with 3 sites that is 1, so k = 3 and no site may drop out of "
+        "a round; 0 lets one of 3 drop out but trusts that no site colludes)",
+    )
+    parser.add_argument(
         "--sites",
         type=int,
         default=None,
@@ -371,6 +381,8 @@ def _main(argv: Sequence[str] | None) -> int:
         max_eval_examples=args.eval_limit,
         dp=None if dp_plans is None else {site: plan.table() for site, plan in dp_plans.items()},
         tls=args.tls,
+        mode=args.mode,
+        max_colluding=args.max_colluding,
     )
     run_config = default_run_config(
         database_url=url,
@@ -389,6 +401,7 @@ def _main(argv: Sequence[str] | None) -> int:
         resume_run=resume_run,
         adapter=str(args.adapter),
     )
+    run_config["max-colluding"] = args.max_colluding
     plan = RunSettings.from_run_config(run_config).plan
 
     federation.enroll_sites()

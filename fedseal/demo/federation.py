@@ -28,7 +28,9 @@ from fedseal.coordinator.pki import CA_CERT, SERVER_CERT, SERVER_KEY, init_pki
 from fedseal.coordinator.registry import Registry, RoundView, RunView
 from fedseal.demo.processes import ProcessGroup
 from fedseal.demo.site_configs import write_demo_site_configs
+from fedseal.manifest import FederationManifest, ManifestMember
 from fedseal.node_auth_key import NODE_AUTH_KEY, make_node_auth_key, public_key_path
+from fedseal.secure_agg.params import Mode
 
 __all__ = ["FederationError", "LocalFederation", "free_port"]
 
@@ -66,6 +68,10 @@ class LocalFederation:
     """Each site's `[dp]` table for its config; None: the sites train without DP."""
     tls: bool = False
     """TLS and SuperNode authentication, as in the compose stack (docs/operations.md)."""
+    mode: str = "he+ss"
+    """The run's aggregation mode: every site's `[secure_agg]` allows it (and he+ss)."""
+    max_colluding: int = -1
+    """The manifest's collusion bound; -1: a minority, (sites - 1) // 2."""
     processes: ProcessGroup = field(init=False)
     flower_run_id: int | None = field(init=False, default=None)
     node_ids: dict[str, int] = field(init=False, default_factory=dict)
@@ -93,6 +99,7 @@ class LocalFederation:
             state_root=self.state_root,
             batch_size=self.batch_size,
             max_eval_examples=self.max_eval_examples,
+            modes=None if self.mode == "he+ss" else ["he+ss", self.mode],
             dp=self.dp,
             root_certificates=ca,
         )
@@ -105,11 +112,28 @@ class LocalFederation:
         """
         from fedseal.client.site_keys import create_site_keys
 
+        members = {}
         for site in self.sites:
             keys, _made = create_site_keys(site, self.state_root / site)
             self.registry.enroll_site(site, keys.public().to_bundle())
+            public = keys.public()
+            members[site] = ManifestMember(site, public.identity, public.sealing)
             if self.tls:
                 make_node_auth_key(self.node_auth_key(site))
+        self.pin_manifest(members)
+
+    def pin_manifest(self, members: dict[str, ManifestMember]) -> FederationManifest:
+        """The demo plays every site's operator: write the manifest and pin it at each site
+        (a real site reviews it and compares the fingerprint first: `fl-client trust`)."""
+        from fedseal.client.trust import pin_manifest
+
+        colluding = (len(members) - 1) // 2 if self.max_colluding < 0 else self.max_colluding
+        modes = frozenset({Mode.HE_SS, Mode(self.mode)})
+        manifest = FederationManifest("demo", 1, members, modes, colluding)
+        (self.workdir / "manifest.json").write_bytes(manifest.to_bytes())
+        for site in members:
+            pin_manifest(self.state_root / site, manifest)
+        return manifest
 
     def node_auth_key(self, site: str) -> Path:
         """The site's SuperNode authentication key (private; `.pub` beside it)."""

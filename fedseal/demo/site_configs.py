@@ -25,6 +25,7 @@ def write_demo_site_configs(
     max_eval_examples: int = 0,
     dp: dict[str, dict[str, Any]] | None = None,
     root_certificates: Path | None = None,
+    modes: list[str] | None = None,
 ) -> dict[str, Path]:
     """Write `folder/<site>.toml` for each demo site; returns the paths by site.
 
@@ -34,6 +35,8 @@ def write_demo_site_configs(
 
     With `root_certificates` (the federation CA), sites connect over TLS and authenticate their
     SuperNode with the key `fl-client enroll` makes in STATE/keys/node-auth.
+
+    `modes` becomes each site's `[secure_agg] modes` (None: the default, he+ss only).
     """
     if dp is not None:
         missing = [site for site in sites if site not in dp]
@@ -59,6 +62,8 @@ def write_demo_site_configs(
         }
         if dp is not None:
             document["dp"] = dict(dp[site])
+        if modes is not None:
+            document["secure_agg"] = {"modes": sorted(set(modes))}
         path = folder / f"{site}.toml"
         path.write_text(tomli_w.dumps(document), encoding="utf-8")
         paths[site] = path

@@ -19,6 +19,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from fuzzing import FUZZ, FUZZ_SLOW, hostile_values, mutated, no_hang
 from hypothesis import given
 from hypothesis import strategies as st
+from trust_support import pin_everywhere, trust_of
 
 from fedseal.client.client_app import SiteRefusal, relay
 from fedseal.client.secure_stages import SecureSite
@@ -135,7 +136,10 @@ def site(tmp_path_factory) -> tuple[SecureSite, dict[str, Any]]:
         Key.SEALED_KEY: b"\x00" * 8,
         Key.CUSTODIAN: "site_b",
     }
-    return SecureSite(keys["site_a"], folder / "site_a"), fields
+    pin_everywhere(keys, {name: folder / name for name in keys})
+    return SecureSite(
+        keys["site_a"], folder / "site_a", trust_of("site_a", folder / "site_a")
+    ), fields
 
 
 EXPECTED = (MessageFieldError, SecureAggError, PermissionError)

@@ -21,6 +21,7 @@ from typing import Any
 import tomli_w
 from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
+from trust_support import pin_everywhere
 
 from fedseal.client.site_config import load_site_config
 from fedseal.client.site_keys import create_site_keys
@@ -192,6 +193,7 @@ def run_inprocess(
     if registry is None:
         ledger_key, _ = create_ledger_key(coordinator_state)
         registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}", ledger_key=ledger_key)
+    all_keys = {}
     for site in names:
         state_dir = tmp_path / "state" / site
         path = tmp_path / "sites" / f"{site}.toml"
@@ -201,6 +203,7 @@ def run_inprocess(
             "coordinator": {"address": "127.0.0.1:1"},
             "data": {"source": "demo", "scenario": "hospitals", "num_sites": sites},
             "training": {"batch_size": 8, "max_eval_examples": 16},
+            "secure_agg": {"modes": ["he", "he+ss", "plain"]},
         }
         if dp and site in dp:
             document["dp"] = dp[site]
@@ -208,7 +211,9 @@ def run_inprocess(
         keys, _ = create_site_keys(site, state_dir)
         if enroll is None or site in set(enroll):
             registry.enroll_site(site, keys.public().to_bundle())
+        all_keys[site] = keys
         services[site] = SiteService(load_site_config(path), keys)
+    pin_everywhere(all_keys, {s: tmp_path / "state" / s for s in all_keys})
     _split, labels = load_site_data("hospitals", names[0], sites, 0)
     settings = RunSettings.from_run_config(
         default_run_config(
@@ -223,7 +228,7 @@ def run_inprocess(
             wait_for_sites=5.0,
             coordinator_state=str(coordinator_state),
             resume_run=resume_run,
-            **(run_config or {}),
+            **{"max-colluding": 0, **(run_config or {})},
         )
     )
     grid = (grid_class or InProcessGrid)(

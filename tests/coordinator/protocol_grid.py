@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
+from trust_support import pin_everywhere, trust_of
 
 from fedseal.client.secure_stages import SecureSite
 from fedseal.client.site_keys import create_site_keys
@@ -160,9 +161,11 @@ def protocol_federation(
     settings of those names."""
     sites: dict[str, SecureSite] = {}
     bundles = {}
+    all_keys = {name: create_site_keys(name, tmp / name)[0] for name in names}
+    pin_everywhere(all_keys, {name: tmp / name for name in names})
     for name in names:
-        keys, _ = create_site_keys(name, tmp / name)
-        sites[name] = SecureSite(keys, tmp / name)
+        keys = all_keys[name]
+        sites[name] = SecureSite(keys, tmp / name, trust_of(name, tmp / name))
         bundles[name] = keys.public().to_bundle()
     grid = ProtocolGrid(sites, mode, run_id=run_id, update=update)
     protocols: dict[str, type[AggregationProtocol]] = {
@@ -181,6 +184,7 @@ def protocol_federation(
             timeout_s=5.0,
             sparse_above=sparse_above,
             neighbours=neighbours,
+            max_colluding=0,
         ),
     )
     return grid, protocol

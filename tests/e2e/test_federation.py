@@ -168,6 +168,7 @@ def test_killed_site_is_recorded_as_dropped(tmp_path: Path) -> None:
         registry=registry,
         max_eval_examples=32,
         dp={site: {"epsilon": 50.0, "noise_multiplier": 1.0} for site in sites},
+        max_colluding=0,  # k = 2 of 3: one site may drop out (and none may collude)
     )
     _split, labels = load_site_data(
         "hospitals", sites[0], 3, 0, cache_dir=federation.state_root / sites[0] / "cache"
@@ -182,6 +183,7 @@ def test_killed_site_is_recorded_as_dropped(tmp_path: Path) -> None:
         round_timeout=60.0,
         coordinator_state=str(tmp_path / "coordinator"),
     )
+    config["max-colluding"] = 0
     victim = sites[-1]
     federation.enroll_sites()
     try:

@@ -72,6 +72,8 @@ class RunContext:
     """he+ss above this many sites uses a SecAgg+ neighbour graph (`params.plan`)."""
     neighbours: int = 0
     """The neighbour graph's degree; 0 lets the planner choose it."""
+    max_colluding: int = -1
+    """Colluding sites every round withstands (threshold k > (n + c) / 2); -1: (n - 1) // 2."""
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,14 @@ class SecureAggregation(AggregationProtocol):
         min_sites = 2 if self.mode == "he+ss" else 1
         if len(participants) < min_sites:
             raise RuntimeError(f"{self.mode} needs at least {min_sites} enrolled sites")
+        n = len(participants)
+        colluding = (n - 1) // 2 if run.max_colluding < 0 else run.max_colluding
+        if colluding >= n or (self.mode == "he+ss" and 2 * colluding >= n):
+            raise RuntimeError(
+                f"no threshold withstands {colluding} colluding sites among {n} participants"
+            )
         self.params = plan(
+            max_colluding=colluding,
             vector_length=int(sizes.pop()),
             clip=run.clip,
             max_weight=max(run.sites[s].train_examples for s in participants),
