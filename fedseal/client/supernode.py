@@ -1,14 +1,15 @@
 """Starting the Flower SuperNode that carries a site's ClientApp.
 
 The SuperNode starts a fresh ClientApp process per message; those processes inherit the
-environment set here (offline model loading, one torch thread per site, telemetry off).
+environment set here (offline model loading, one torch thread per site, telemetry off). It runs
+only fedseal's own ClientApp: any other app bundle is refused before Flower installs it
+(`fedseal.client.app_pin`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,13 +18,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 from fedseal.cli_support import with_own_scripts
 from fedseal.client.site_config import SiteConfig
 
 __all__ = [
+    "APP_PIN_MODULE",
     "CoordinatorUnreachable",
     "SupernodeExit",
     "free_local_port",
@@ -78,19 +79,24 @@ def free_local_port() -> int:
         return int(sock.getsockname()[1])
 
 
+APP_PIN_MODULE = "fedseal.client.app_pin"
+"""`python -m` this: flower-supernode with the check that only fedseal's own app runs."""
+
+
 def _toml_string(value: str) -> str:
     # A JSON string literal is a valid TOML basic string for the characters paths contain.
     return json.dumps(value)
 
 
 def supernode_command(config: SiteConfig, runtime_port: int) -> list[str]:
-    """The flower-supernode command line for this site."""
-    executable = shutil.which("flower-supernode") or str(
-        Path(sys.executable).with_name("flower-supernode")
-    )
+    """The SuperNode command line for this site: `flower-supernode`'s options, run through
+    `fedseal.client.app_pin`, so that the SuperNode runs only fedseal's own ClientApp and
+    refuses any other app bundle the coordinator sends (docs/decisions.md)."""
     node_config = f"site={_toml_string(config.site.name)} config={_toml_string(str(config.path))}"
     command = [
-        executable,
+        sys.executable,
+        "-m",
+        APP_PIN_MODULE,
         "--superlink",
         config.coordinator.address,
         "--node-config",
