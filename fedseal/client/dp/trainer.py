@@ -8,9 +8,11 @@ a `DPOptimizer`. Only LoRA matrices and the head are trainable, so only they get
 gradients; the frozen base is never touched. The engine's own accountant is not used: the event
 this call released is returned, and the site's `AccountantStore` composes it with everything else.
 
-Batch membership and noise come from secret seeds drawn from the OS for every call. The round's
-public seed (which the coordinator knows) only drives dropout: a sampler or noise seeded from it
-would let the coordinator subtract the noise and see which records were used.
+Batch membership and noise come from a `SecureRandom` (`secure_noise`: a ChaCha20 keystream
+under a key drawn from the OS for every call), never from a torch generator: on the Opacus path
+its `DPOptimizer` is replaced by `_SecureNoiseDPOptimizer`, which adds the same noise from it.
+The round's public seed (which the coordinator knows) only drives dropout: a sampler or noise
+seeded from it would let the coordinator subtract the noise and see which records were used.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from opacus import PrivacyEngine
 from opacus.optimizers import DPOptimizer
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 from transformers import PreTrainedTokenizerBase
 
 from fedseal.client.training import FeatureInputs, TokenInputs, TrainingInputs, TrainSettings
@@ -35,6 +38,7 @@ from fedseal.models.features import FeatureHead
 
 from .events import DpEvent
 from .head_clipping import clipped_head_gradient_sum, has_closed_form
+from .secure_noise import SecureRandom
 from .settings import DpSettings
 
 __all__ = ["DpTrainResult", "poisson_sample_rate", "train_dp_on", "train_steps_dp"]
@@ -75,15 +79,30 @@ def _rng_devices(device: torch.device) -> list[int]:
     return []
 
 
-def _poisson_batch(n: int, sample_rate: float, generator: torch.Generator) -> torch.Tensor:
+def _poisson_batch(n: int, sample_rate: float, rng: SecureRandom) -> torch.Tensor:
     """Indices of the records that join this batch, each independently with probability q."""
-    return torch.nonzero(torch.rand(n, generator=generator) < sample_rate).flatten()
+    return torch.nonzero(rng.bernoulli(n, sample_rate)).flatten()
 
 
-def _secret_generator(device: torch.device) -> torch.Generator:
-    generator = torch.Generator(device=device)
-    generator.manual_seed(secrets.randbits(63))
-    return generator
+class _SecureNoiseDPOptimizer(DPOptimizer):
+    """Opacus' flat-clipping `DPOptimizer` with its Gaussian noise drawn from a `SecureRandom`.
+
+    `add_noise` is Opacus' own (p.grad = summed_grad + N(0, (σC)²), with its processed-flag
+    checks); clipping, the mean over the expected batch and the step are inherited unchanged.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, rng: SecureRandom, **kwargs: Any):
+        super().__init__(optimizer, **kwargs)
+        self.rng = rng
+
+    def add_noise(self) -> None:
+        std = self.noise_multiplier * self.max_grad_norm
+        for p in self.params:
+            _check_processed_flag(p.summed_grad)
+            summed = p.summed_grad
+            noise = self.rng.normal(summed.shape, std, summed.device, summed.dtype)
+            p.grad = (summed + noise).view_as(p)
+            _mark_as_processed(p.summed_grad)
 
 
 def train_steps_dp(
@@ -135,8 +154,9 @@ def train_dp_on(
         optimizer.load_state_dict(copy.deepcopy(optimizer_state))
     before = [p.detach().clone() for p in params]
     step = _closed_form_steps if has_closed_form(model, inputs) else _opacus_steps
+    rng = SecureRandom()  # batch membership and noise; a fresh key for every call
     start = time.perf_counter()
-    losses, seen, empty = step(model, inputs, settings, dp, event, optimizer, target)
+    losses, seen, empty = step(model, inputs, settings, dp, event, optimizer, target, rng)
     seconds = time.perf_counter() - start
     stuck = sum(bool(torch.equal(old, p.detach())) for old, p in zip(before, params, strict=True))
     if stuck:
@@ -168,6 +188,7 @@ def _opacus_steps(
     event: DpEvent,
     optimizer: torch.optim.Optimizer,
     target: torch.device,
+    rng: SecureRandom,
 ) -> _StepLog:
     """DP-SGD through Opacus' per-example gradient hooks (any adapter, LoRA included)."""
     n = inputs.n
@@ -180,25 +201,34 @@ def _opacus_steps(
     model.train()  # Opacus refuses to wrap a model in eval mode
     try:
         with warnings.catch_warnings():
+            # about torch's generator, which draws none of this call's noise (see below)
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             engine = PrivacyEngine(accountant="rdp")
-            private_model, dp_optimizer, _ = engine.make_private(
+            private_model, engine_optimizer, _ = engine.make_private(
                 module=model,
                 optimizer=optimizer,
                 data_loader=index_loader,
                 noise_multiplier=event.noise_multiplier,
                 max_grad_norm=dp.max_grad_norm,
                 poisson_sampling=False,
-                noise_generator=_secret_generator(target),
                 grad_sample_mode="hooks",
             )
+        if type(engine_optimizer) is not DPOptimizer:
+            raise TypeError(f"Opacus returned a {type(engine_optimizer).__name__}")
     except BaseException:
         model.train(was_training)
         raise
-    assert isinstance(dp_optimizer, DPOptimizer)
-    # the mean over a Poisson batch divides by its EXPECTED size q·n, not the drawn size
-    dp_optimizer.expected_batch_size = event.sample_rate * n
-    sampler = _secret_generator(torch.device("cpu"))
+    # The engine's optimizer would draw its noise from torch's generator: the same optimizer,
+    # noise from `rng`. The mean over a Poisson batch divides by its EXPECTED size q·n, not the
+    # drawn size. (The engine's accountant hook is dropped with it: that accountant is unused.)
+    dp_optimizer = _SecureNoiseDPOptimizer(
+        engine_optimizer.original_optimizer,
+        rng=rng,
+        noise_multiplier=event.noise_multiplier,
+        max_grad_norm=dp.max_grad_norm,
+        expected_batch_size=event.sample_rate * n,
+        loss_reduction=engine_optimizer.loss_reduction,
+    )
     losses: list[float] = []
     seen = 0
     empty = 0
@@ -207,7 +237,7 @@ def _opacus_steps(
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             torch.manual_seed(settings.seed)  # dropout only
             for _ in range(event.steps):
-                chosen = _poisson_batch(n, event.sample_rate, sampler)
+                chosen = _poisson_batch(n, event.sample_rate, rng)
                 dp_optimizer.zero_grad(set_to_none=True)
                 if chosen.numel() == 0:
                     # HF BERT cannot run an empty batch: give the optimizer empty per-example
@@ -236,6 +266,7 @@ def _closed_form_steps(
     event: DpEvent,
     optimizer: torch.optim.Optimizer,
     target: torch.device,
+    rng: SecureRandom,
 ) -> _StepLog:
     """DP-SGD on the head adapter: the same sampling, clipping, noise and mean as Opacus'
     optimizer, with the clipped sum in closed form (`head_clipping`)."""
@@ -244,14 +275,14 @@ def _closed_form_steps(
     layer = model.classifier
     expected_batch = event.sample_rate * n
     std = event.noise_multiplier * dp.max_grad_norm
-    sampler = _secret_generator(torch.device("cpu"))
-    noise = _secret_generator(target)
+    tensors = (layer.weight, layer.bias)
+    sizes = [t.numel() for t in tensors]
     losses: list[float] = []
     seen = 0
     empty = 0
     try:
         for _ in range(event.steps):
-            chosen = _poisson_batch(n, event.sample_rate, sampler)
+            chosen = _poisson_batch(n, event.sample_rate, rng)
             optimizer.zero_grad(set_to_none=True)
             if chosen.numel() == 0:
                 weight = torch.zeros_like(layer.weight)
@@ -262,9 +293,10 @@ def _closed_form_steps(
                 weight, bias = clipped.weight, clipped.bias
                 losses.append(clipped.mean_loss)
                 seen += int(chosen.numel())
-            for param, total in ((layer.weight, weight), (layer.bias, bias)):
-                drawn = torch.normal(0.0, std, size=total.shape, generator=noise, device=target)
-                param.grad = (total + drawn) / expected_batch
+            # one draw for both tensors: a draw's fixed cost is a tenth of a step
+            drawn = rng.normal((sum(sizes),), std, target, weight.dtype).split(sizes)
+            for param, total, noise in zip(tensors, (weight, bias), drawn, strict=True):
+                param.grad = (total + noise.view_as(total)) / expected_batch
             optimizer.step()
     finally:
         optimizer.zero_grad(set_to_none=True)
