@@ -178,13 +178,15 @@ def run_inprocess(
     grid_class: type[InProcessGrid] | None = None,
     resume_run: int = 0,
     run_config: dict[str, Any] | None = None,
+    manifest_colluding: int = 0,
 ) -> Outcome:
     """Run `rounds` rounds of a tiny hospitals federation through the real round loop.
 
     `dp` gives sites a `[dp]` table (by site name). Calling it again with the same `tmp_path`
     and `registry` is a second run on the same sites' state (their DP history included);
     `resume_run` makes it continue that registry run. `grid_class` swaps in a grid that
-    injects faults; `run_config` overrides run settings (`default_run_config`'s names).
+    injects faults; `run_config` overrides run settings (`default_run_config`'s names); every
+    site pins one manifest allowing `manifest_colluding` colluders (the run plans for 0).
     """
     names = scenario_site_names("hospitals", sites)
     services: dict[str, SiteService] = {}
@@ -213,7 +215,9 @@ def run_inprocess(
             registry.enroll_site(site, keys.public().to_bundle())
         all_keys[site] = keys
         services[site] = SiteService(load_site_config(path), keys)
-    pin_everywhere(all_keys, {s: tmp_path / "state" / s for s in all_keys})
+    pin_everywhere(
+        all_keys, {s: tmp_path / "state" / s for s in all_keys}, max_colluding=manifest_colluding
+    )
     _split, labels = load_site_data("hospitals", names[0], sites, 0)
     settings = RunSettings.from_run_config(
         default_run_config(

@@ -75,3 +75,33 @@ def test_a_directory_with_the_coordinators_own_key_stops_the_key_ceremony(
         run_inprocess(tmp_path, mode="he+ss", sites=3, rounds=1, grid_class=_lying_grid(inject))
     for site_state in (tmp_path / "state").iterdir():
         assert not list(site_state.glob("runs/*/federation-key.json"))  # no key was kept
+
+
+def test_a_train_message_delivered_twice_gets_one_upload(tmp_path: Path) -> None:
+    replays: list = []
+
+    class ReplayGrid(InProcessGrid):
+        def _handle(self, site, kind, message):  # type: ignore[override]
+            reply = super()._handle(site, kind, message)
+            if kind == "train":
+                replays.append(super()._handle(site, kind, message))
+            return reply
+
+    outcome = run_inprocess(tmp_path, mode="he+ss", sites=3, rounds=1, grid_class=ReplayGrid)
+    (round_,) = outcome.registry.rounds(outcome.run_id)
+    assert str(round_.status) == "completed", round_.error  # the first delivery counts
+    assert len(replays) == 3
+    for replay in replays:
+        assert replay.has_error() and "uploaded before" in replay.error.reason
+    for service in outcome.services.values():
+        assert service.uploads.rounds(outcome.grid.run_id) == {1}
+
+
+def test_a_threshold_below_the_sites_pin_is_refused(tmp_path: Path) -> None:
+    # the sites pinned "one site may collude" (k = 3 of 3); the coordinator plans k = 2
+    outcome = run_inprocess(tmp_path, mode="he+ss", sites=3, rounds=1, manifest_colluding=1)
+    (round_,) = outcome.registry.rounds(outcome.run_id)
+    assert str(round_.status) != "completed"
+    reasons = [c.error or "" for c in round_.contributions]
+    assert reasons and all("threshold k=2 is below 3" in r for r in reasons), reasons
+    _no_uploads(outcome)
