@@ -4,6 +4,8 @@ uploaded anything."""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -105,3 +107,39 @@ def test_a_threshold_below_the_sites_pin_is_refused(tmp_path: Path) -> None:
     reasons = [c.error or "" for c in round_.contributions]
     assert reasons and all("threshold k=2 is below 3" in r for r in reasons), reasons
     _no_uploads(outcome)
+
+
+def test_a_sampled_set_with_invented_sites_is_refused(tmp_path: Path) -> None:
+    def add_sybils(site: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+        if Key.SAMPLED in fields:
+            sampled = json.loads(fields[Key.SAMPLED])
+            fields[Key.SAMPLED] = json.dumps(sorted(sampled)[:2] + ["sybil_1"])
+        return fields
+
+    outcome = run_inprocess(
+        tmp_path, mode="he+ss", sites=3, rounds=1, grid_class=_lying_grid(add_sybils)
+    )
+    (round_,) = outcome.registry.rounds(outcome.run_id)
+    assert str(round_.status) != "completed"
+    reasons = [c.error or "" for c in round_.contributions]
+    assert reasons and all("'sybil_1' is not a member" in r for r in reasons), reasons
+    _no_uploads(outcome)
+
+
+def test_an_install_from_an_invented_custodian_is_refused(tmp_path: Path, caplog) -> None:
+    def fake_custodian(site: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+        if kind == "query.install":
+            fields[Key.CUSTODIAN] = "mallory"
+        return fields
+
+    with caplog.at_level(logging.WARNING):
+        outcome = run_inprocess(
+            tmp_path, mode="he+ss", sites=3, rounds=1, grid_class=_lying_grid(fake_custodian)
+        )
+    assert "refused: custodian 'mallory' is not a member" in caplog.text
+    (round_,) = outcome.registry.rounds(outcome.run_id)
+    assert str(round_.status) != "completed"  # only the custodian holds the run's key
+    _no_uploads(outcome)
+    for site_state in (tmp_path / "state").iterdir():
+        keys = list(site_state.glob("runs/*/federation-key.json"))
+        assert len(keys) <= 1  # only the custodian's own, made by itself
