@@ -113,7 +113,7 @@ def test_a_sampled_set_with_invented_sites_is_refused(tmp_path: Path) -> None:
     def add_sybils(site: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
         if Key.SAMPLED in fields:
             sampled = json.loads(fields[Key.SAMPLED])
-            fields[Key.SAMPLED] = json.dumps(sorted(sampled)[:2] + ["sybil_1"])
+            fields[Key.SAMPLED] = json.dumps([*sorted(sampled)[:2], "sybil_1"])
         return fields
 
     outcome = run_inprocess(
