@@ -166,6 +166,7 @@ class RunSettings:
             "clip": self.clip,
             "sparse_above": self.sparse_above,
             "neighbours": self.neighbours,
+            "max_colluding": self.max_colluding,
             "base_model": self.plan.base_model,
             "labels": list(self.plan.labels),
             "lora_rank": self.plan.lora_rank,

@@ -71,3 +71,11 @@ def test_a_run_config_without_the_graph_keys_keeps_the_planner_defaults() -> Non
     del older["sparse-above"], older["neighbours"]
     settings = RunSettings.from_run_config(older)
     assert (settings.sparse_above, settings.neighbours) == (50, 0)
+
+
+def test_the_collusion_bound_is_read_checked_and_recorded() -> None:
+    assert RunSettings.from_run_config(config()).max_colluding == -1  # a minority
+    settings = RunSettings.from_run_config({**config(), "max-colluding": 2})
+    assert settings.public_summary()["max_colluding"] == 2
+    with pytest.raises(RunSettingsError, match="max-colluding"):
+        RunSettings.from_run_config({**config(), "max-colluding": -5})
