@@ -54,7 +54,6 @@ import torch
 from fedseal.client.dp.accountant_store import AccountantStore
 from fedseal.client.dp.budget import check_round
 from fedseal.client.dp.calibration import calibrate_noise, noise_for_run
-from fedseal.client.dp.events import DpEvent
 from fedseal.client.dp.settings import DpSettings
 from fedseal.client.dp.trainer import poisson_sample_rate, train_steps_dp
 from fedseal.client.training import TrainSettings, evaluate, train_steps
@@ -62,6 +61,7 @@ from fedseal.models.adapter import adapter_to_vector, load_vector_into_adapter
 from fedseal.models.base_models import DEFAULT_BASE_MODEL, load_tokenizer
 from fedseal.models.data import TextExamples, load_federated_dataset
 from fedseal.models.lora import LoraSettings, build_lora_classifier, trainable_parameters
+from fedseal.privacy.events import DpEvent
 
 SCENARIO = "hospitals"
 NUM_SITES = 3

@@ -1,13 +1,13 @@
 """The DP training regime, measured: federated, each site alone and centralised, by ε.
 
 For each scenario, with the head adapter on cached MiniLM embeddings (fl-demo's CPU default,
-`fedseal.regime`), `--repeats` times: the federation (`regime_sim.run_federation`, the sites'
-real DP-SGD, calibration and protocol arithmetic) without DP and at each ε; each site alone at
-the same ε and without DP (the same rounds, steps, batch and learning rate); the centralised
-non-private model (every site's records pooled); for banks a pooled logistic regression on the
-loans' raw columns. Scores are on the global test set (the union of the sites' test sets);
-medians and ranges over the repeats. `--tune` scores a grid on the sites' VALIDATION records
-instead (how the public defaults were chosen).
+`fedseal.contract.regime`), `--repeats` times: the federation (`regime_sim.run_federation`, the
+sites' real DP-SGD, calibration and protocol arithmetic) without DP and at each ε; each site
+alone at the same ε and without DP (the same rounds, steps, batch and learning rate); the
+centralised non-private model (every site's records pooled); for banks a pooled logistic
+regression on the loans' raw columns. Scores are on the global test set (the union of the sites'
+test sets); medians and ranges over the repeats. `--tune` scores a grid on the sites' VALIDATION
+records instead (how the public defaults were chosen).
 
 Usage: python bench/bench_regime.py [--scenarios hospitals banks heart] [--repeats 3]
        (pip install -e ".[bench]" for the banks reference: scikit-learn)
@@ -36,9 +36,9 @@ from regime_sim import (
     score_union,
 )
 
+from fedseal.contract.regime import REGIMES, site_batch_sizes
+from fedseal.contract.run_plan import AdapterKind
 from fedseal.models.data import get_scenario
-from fedseal.regime import REGIMES, site_batch_sizes
-from fedseal.run_plan import AdapterKind
 
 REGIME = REGIMES[AdapterKind.HEAD]
 

@@ -414,9 +414,9 @@ def coordinator(args: argparse.Namespace) -> None:
 
     from protocol_grid import protocol_federation
 
+    from fedseal.contract.run_plan import RunPlan
     from fedseal.coordinator import messaging
     from fedseal.coordinator.protocols import RoundRequest
-    from fedseal.run_plan import RunPlan
 
     streamed = messaging.POLLING
     plan_ = RunPlan("minilm-l6", ("x", "y"), 8, 16.0, 0.0, 0, 1, 0.005, 32, 3)

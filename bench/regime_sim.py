@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fedseal.client.dp.calibration import calibrate_noise
-from fedseal.client.dp.settings import Accountant, DpSettings, default_delta
+from fedseal.client.dp.settings import DpSettings, default_delta
 from fedseal.client.dp.trainer import poisson_sample_rate, train_dp_on
 from fedseal.client.training import (
     EvalResult,
@@ -29,6 +29,7 @@ from fedseal.client.training import (
 from fedseal.models.adapter import adapter_to_vector, load_vector_into_adapter
 from fedseal.models.data import get_scenario, load_federated_dataset
 from fedseal.models.features import FeatureHead, cached_features, feature_size
+from fedseal.privacy.accountant_kind import Accountant
 
 __all__ = ["SiteFeatures", "load_features", "run_federation", "score_union"]
 

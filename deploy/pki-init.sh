@@ -64,7 +64,7 @@ if [ ! -f "$MANIFEST" ]; then
   done
   fl-coordinator manifest --federation demo --out "$MANIFEST" --keys "$@" >/dev/null
 fi
-fingerprint=$(python3 -c 'import sys; from fedseal.manifest import FederationManifest as M; print(M.from_bytes(open(sys.argv[1], "rb").read()).fingerprint)' "$MANIFEST")
+fingerprint=$(python3 -c 'import sys; from fedseal.contract.manifest import FederationManifest as M; print(M.from_bytes(open(sys.argv[1], "rb").read()).fingerprint)' "$MANIFEST")
 for site in $(echo "$SITES" | tr ',' ' '); do
   fl-client --site "$site" --config "$SITE_CONFIGS/$site.toml" trust "$MANIFEST" \
     --yes "$fingerprint" >/dev/null

@@ -60,6 +60,9 @@ echo "fedseal tests: registry tests also run on $FEDSEAL_TEST_DATABASE_URL"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 FLWR_TELEMETRY_ENABLED=0
 ruff check fedseal tests bench
 ruff format --check fedseal tests bench
+# the import rules of docs/architecture.md, and types (strict on contract, privacy, secure_agg)
+lint-imports
+mypy
 set +e
 python -m pytest -q "$@"
 status=$?

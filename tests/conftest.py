@@ -31,7 +31,7 @@ def registry_postgres_database_url() -> Iterator[str]:
     maintenance = os.environ.get(POSTGRES_TEST_URL_ENV, "").strip()
     if not maintenance:
         pytest.skip(f"{POSTGRES_TEST_URL_ENV} not set: PostgreSQL registry tests skipped")
-    from fedseal.coordinator.registry.engine import normalise_url
+    from fedseal.registry.engine import normalise_url
 
     server = normalise_url(maintenance)
     name = f"fedseal_test_{uuid.uuid4().hex[:12]}"

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedseal import ledger_codec
 from fedseal.client.site_keys import SiteKeys
-from fedseal.coordinator.registry import Registry
+from fedseal.registry import Registry
 
 
 class SiteSigner:

@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fedseal import ledger_codec
-from fedseal.limits import MessageTooLarge, check_size, record_size
-from fedseal.message_fields import (
+from fedseal.contract.limits import MessageTooLarge, check_size, record_size
+from fedseal.contract.message_fields import (
     MessageFieldError,
     field_bytes,
     field_bytes_list,
@@ -25,7 +25,12 @@ from fedseal.message_fields import (
     field_str,
     field_str_list,
 )
-from fedseal.update_codec import InvalidPayload, decode_aggregate, decode_update, encode_aggregate
+from fedseal.contract.update_codec import (
+    InvalidPayload,
+    decode_aggregate,
+    decode_update,
+    encode_aggregate,
+)
 
 AGGREGATE = encode_aggregate(np.linspace(-1, 1, 16, dtype=np.float32), 42)
 KEY = Ed25519PrivateKey.generate()

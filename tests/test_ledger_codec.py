@@ -1,5 +1,5 @@
-"""The ledger's byte encodings (fedseal.ledger_codec): canonical JSON, statements, entry hashes
-and countersignatures, with fixed vectors so the format cannot drift unnoticed."""
+"""The ledger's byte encodings (fedseal.contract.ledger_codec): canonical JSON, statements,
+entry hashes and countersignatures, with fixed vectors so the format cannot drift unnoticed."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedseal import ledger_codec
-from fedseal.ledger_codec import (
+from fedseal.contract.ledger_codec import (
     GENESIS_HASH,
     STATEMENT_FIELDS,
     LedgerCodecError,

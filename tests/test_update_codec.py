@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedseal.update_codec import (
+from fedseal.contract.update_codec import (
     InvalidPayload,
     decode_aggregate,
     decode_update,

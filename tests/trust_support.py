@@ -8,7 +8,7 @@ from pathlib import Path
 from fedseal.client.site_config import SecureAggPolicy
 from fedseal.client.site_keys import SiteKeys
 from fedseal.client.trust import SiteTrust, pin_manifest
-from fedseal.manifest import FederationManifest, ManifestMember
+from fedseal.contract.manifest import FederationManifest, ManifestMember
 from fedseal.secure_agg.params import Mode
 
 ALL_MODES = frozenset(Mode)

@@ -107,7 +107,7 @@ def _say(message: str) -> None:
 
 
 def _database_url(args: argparse.Namespace) -> str:
-    from fedseal.coordinator.registry.database import resolve_database_url
+    from fedseal.registry.database import resolve_database_url
 
     return resolve_database_url(args.database, DEFAULT_SQLITE)
 
@@ -124,7 +124,7 @@ def _pinned_key(args: argparse.Namespace) -> bytes | None:
 
 
 def _verified(args: argparse.Namespace) -> tuple[Snapshot, VerifyResult]:
-    from fedseal.coordinator.registry.errors import RegistryUnavailable
+    from fedseal.registry.errors import RegistryUnavailable
 
     from .verify import verify_database
 
@@ -215,7 +215,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fedseal.coordinator.registry.errors import RegistryUnavailable
+    from fedseal.registry.errors import RegistryUnavailable
 
     from .serve import make_page, make_server
 

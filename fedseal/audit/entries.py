@@ -2,7 +2,7 @@
 
 Every check walks the same sequence, so it is built once: which `seq` is held by which row of
 which table, which rows are outside the index, and each entry's content as the writer hashes it.
-The content comes from `fedseal.coordinator.registry.chain.entry_content`, the very function the
+The content comes from `fedseal.registry.chain.entry_content`, the very function the
 registry uses when it appends, applied to the columns as read: the verifier and the writer agree
 by construction, and nothing the row says about itself (its hashes, its signatures) is used to
 compute it.
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fedseal.coordinator.registry.chain import entry_content
+from fedseal.registry.chain import entry_content
 
 from .snapshot import ChainRow, EventRow, PrivacyRow, Snapshot
 

@@ -1,6 +1,6 @@
 """Checks 3 and 4: every ε recomputes from the mechanisms in the ledger, and no budget is passed.
 
-ε is recomputed with `fedseal.client.dp.accounting.epsilon_of`, which returns what Opacus'
+ε is recomputed with `fedseal.privacy.accounting.epsilon_of`, which returns what Opacus'
 accountants report, from nothing but the recorded (σ, q, steps), δ and accountant: an entry's
 `epsilon_round` from its own event (0 when declined), its `epsilon_cumulative` from all of its
 site's charged events up to and including it, across runs, in chain order. Legacy entries
@@ -59,9 +59,9 @@ def check_epsilon(
     rows: Sequence[PrivacyRow],
 ) -> tuple[list[Finding], dict[Any, EntryEpsilon]]:
     """Findings of checks 3 and 4, and each entry's recomputed ε (by id)."""
-    from fedseal.client.dp.accounting import epsilon_of
-    from fedseal.client.dp.events import DpEvent
-    from fedseal.client.dp.settings import Accountant
+    from fedseal.privacy.accountant_kind import Accountant
+    from fedseal.privacy.accounting import epsilon_of
+    from fedseal.privacy.events import DpEvent
 
     findings: list[Finding] = []
     recomputed: dict[Any, EntryEpsilon] = {}

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from fedseal.coordinator.registry.errors import RegistryUnavailable
+from fedseal.registry.errors import RegistryUnavailable
 
 from .render import render_html
 from .report_data import build_report

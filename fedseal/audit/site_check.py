@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fedseal import ledger_codec
-from fedseal.client.site_keys import SiteKeyError, SitePublicKeys
+from fedseal.contract.site_identity import SiteKeyError, SitePublicKeys
 
 from .entries import EVENTS, PRIVACY, ChainEntry, content_of, name
 from .findings import Check, Finding

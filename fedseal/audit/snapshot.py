@@ -24,13 +24,13 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
-from fedseal.coordinator.registry.engine import (
+from fedseal.registry.engine import (
     SQLITE_BUSY_TIMEOUT_S,
     create_registry_engine,
     normalise_url,
 )
-from fedseal.coordinator.registry.errors import RegistryUnavailable
-from fedseal.coordinator.registry.failures import redact_url, unavailable
+from fedseal.registry.errors import RegistryUnavailable
+from fedseal.registry.failures import redact_url, unavailable
 
 __all__ = [
     "ChainRow",

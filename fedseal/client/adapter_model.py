@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from fedseal.client.training import FeatureInputs, TokenInputs, TrainingInputs
+from fedseal.contract.run_plan import AdapterKind, RunPlan
 from fedseal.models.data.types import TextExamples
-from fedseal.run_plan import AdapterKind, RunPlan
 
 __all__ = ["adapter_inputs", "build_adapter_model", "weight_decay_for"]
 

@@ -83,7 +83,7 @@ def expected_fab(run_config: Mapping[str, Any]) -> bytes:
     `flwr run` does."""
     from flwr.cli.build import build_fab_from_disk
 
-    from fedseal.coordinator.flower_app import write_app
+    from fedseal.contract.app_bundle import write_app
 
     with tempfile.TemporaryDirectory(prefix="fedseal-fab-") as folder:
         return build_fab_from_disk(write_app(Path(folder), run_config))

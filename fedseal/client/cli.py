@@ -237,7 +237,7 @@ def _describe_dp(config, dp) -> str:
 def _describe_trust(config) -> str:
     """One line on the pinned manifest and the modes this site accepts (weaker ones warned)."""
     from fedseal.client.trust import load_pinned_manifest
-    from fedseal.manifest import ManifestError
+    from fedseal.contract.manifest import ManifestError
 
     try:
         manifest = load_pinned_manifest(config.site.state_dir)
@@ -269,7 +269,7 @@ def _describe_trust(config) -> str:
 def _trust(config, path: Path | None, expected: str | None) -> int:
     """Show the manifest, and pin it once a person confirms it (or --yes names its print)."""
     from fedseal.client.trust import load_pinned_manifest, pin_manifest
-    from fedseal.manifest import FederationManifest, ManifestError
+    from fedseal.contract.manifest import FederationManifest, ManifestError
 
     if path is None:
         raise UserError("trust needs the manifest FILE the operator gave you")
@@ -319,7 +319,7 @@ def _trust(config, path: Path | None, expected: str | None) -> int:
 def _enroll(config) -> int:
     """Make the site's keys if needed and show the public halves for the operator."""
     from fedseal.client.site_keys import PUBLIC_FILE, create_site_keys
-    from fedseal.node_auth_key import (
+    from fedseal.contract.node_auth_key import (
         NODE_AUTH_KEY,
         NodeAuthKeyError,
         make_node_auth_key,
@@ -350,9 +350,10 @@ def _serve_site(config) -> SupernodeExit:
     import torch
 
     from fedseal.client.local_channel import LocalChannelServer, socket_path
-    from fedseal.client.site_keys import SiteKeyError, load_site_keys
+    from fedseal.client.site_keys import load_site_keys
     from fedseal.client.site_service import SiteService
     from fedseal.client.supernode import run_supernode
+    from fedseal.contract.site_identity import SiteKeyError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(config.training.threads)

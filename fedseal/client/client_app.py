@@ -15,9 +15,9 @@ from flwr.clientapp import ClientApp
 
 from fedseal.client.local_channel import ChannelError, call, socket_path
 from fedseal.client.site_config import SiteConfigError, load_site_config
-from fedseal.limits import MessageTooLarge, check_size, record_size
-from fedseal.message_fields import MessageFieldError, field_int
-from fedseal.wire import PROTOCOL_VERSION, Key, RecordName
+from fedseal.contract.limits import MessageTooLarge, check_size, record_size
+from fedseal.contract.message_fields import MessageFieldError, field_int
+from fedseal.contract.wire import PROTOCOL_VERSION, Key, RecordName
 
 __all__ = ["SiteRefusal", "app", "relay"]
 

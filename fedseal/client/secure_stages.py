@@ -18,55 +18,23 @@ from typing import Any
 
 import numpy as np
 
-from fedseal.client.site_keys import SiteKeys, SitePublicKeys
+from fedseal.client.site_keys import SiteKeys
 from fedseal.client.trust import SiteTrust
-from fedseal.message_fields import (
+from fedseal.contract.message_fields import (
     MessageFieldError,
     field_bytes,
     field_bytes_list,
     field_int,
-    field_json,
     field_str,
     field_str_list,
 )
+from fedseal.contract.site_identity import SitePublicKeys, decode_directory, encode_directory
+from fedseal.contract.wire import Key
 from fedseal.secure_agg import bfv, recipe
 from fedseal.secure_agg.messages import AggregateMessage, Signed
 from fedseal.secure_agg.params import MAX_SITES, Mode, ProtocolParams, params_from_json
-from fedseal.wire import Key
 
-__all__ = ["SecureSite", "decode_directory", "encode_directory", "round_info_from_fields"]
-
-
-def encode_directory(keys: Mapping[str, SitePublicKeys]) -> str:
-    """Enrolled public keys as JSON text, for message fields."""
-    return json.dumps(
-        {
-            site: [base64.b64encode(k.identity).decode(), base64.b64encode(k.sealing).decode()]
-            for site, k in sorted(keys.items())
-        },
-        separators=(",", ":"),
-    )
-
-
-def decode_directory(text: str) -> dict[str, SitePublicKeys]:
-    """Enrolled public keys from a message field; anything malformed is `MessageFieldError`."""
-    raw = field_json({Key.DIRECTORY: text}, Key.DIRECTORY)
-    if not isinstance(raw, dict) or len(raw) > MAX_SITES:
-        raise MessageFieldError("message field 'directory' must map site names to key pairs")
-    directory = {}
-    for site, pair in raw.items():
-        if (
-            not isinstance(pair, list)
-            or len(pair) != 2
-            or not all(isinstance(k, str) for k in pair)
-        ):
-            raise MessageFieldError(f"directory entry of {site!r} must be two base64 keys")
-        try:
-            identity, sealing = (base64.b64decode(k, validate=True) for k in pair)
-        except ValueError:
-            raise MessageFieldError(f"directory entry of {site!r} is not base64") from None
-        directory[site] = SitePublicKeys(site, identity, sealing)
-    return directory
+__all__ = ["SecureSite", "round_info_from_fields"]
 
 
 def _params(fields: Mapping[str, Any]) -> ProtocolParams:

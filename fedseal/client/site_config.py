@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from fedseal.client.dp.errors import DpConfigError
 from fedseal.client.dp.settings import DpSettings, parse_dp_section
-from fedseal.limits import SiteLimits
+from fedseal.contract.limits import SiteLimits
 from fedseal.secure_agg.params import Mode
 
 __all__ = [

@@ -8,8 +8,6 @@ reaches the site sealed to its sealing key. The private keys never leave the sit
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,67 +16,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-__all__ = [
-    "SiteKeyError",
-    "SiteKeys",
-    "SitePublicKeys",
-    "create_site_keys",
-    "load_site_keys",
-]
+from fedseal.contract.site_identity import SiteKeyError, SitePublicKeys
+
+__all__ = ["SiteKeys", "create_site_keys", "load_site_keys"]
 
 _IDENTITY_FILE = "identity.key"
 _SEALING_FILE = "sealing.key"
 PUBLIC_FILE = "site-public-keys.json"
-_BUNDLE_MAGIC = b"fedseal-site-keys/v1:"
-
-
-class SiteKeyError(ValueError):
-    """Missing, unreadable or malformed site keys."""
-
-
-@dataclass(frozen=True)
-class SitePublicKeys:
-    """What the operator enrols for a site: raw 32-byte public keys."""
-
-    site: str
-    identity: bytes
-    sealing: bytes
-
-    def to_bundle(self) -> bytes:
-        """The bytes the registry stores for the site (both keys, self-describing)."""
-        return _BUNDLE_MAGIC + self.identity + self.sealing
-
-    @classmethod
-    def from_bundle(cls, site: str, bundle: bytes) -> SitePublicKeys:
-        if not bundle.startswith(_BUNDLE_MAGIC) or len(bundle) != len(_BUNDLE_MAGIC) + 64:
-            raise SiteKeyError(f"site {site}: enrolled key bundle is malformed")
-        body = bundle[len(_BUNDLE_MAGIC) :]
-        return cls(site, body[:32], body[32:])
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "site": self.site,
-                "identity_ed25519": base64.b64encode(self.identity).decode(),
-                "sealing_x25519": base64.b64encode(self.sealing).decode(),
-            },
-            indent=2,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> SitePublicKeys:
-        try:
-            raw = json.loads(text)
-            keys = cls(
-                str(raw["site"]),
-                base64.b64decode(raw["identity_ed25519"], validate=True),
-                base64.b64decode(raw["sealing_x25519"], validate=True),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SiteKeyError(f"not a fedseal public key file: {exc}") from None
-        if len(keys.identity) != 32 or len(keys.sealing) != 32:
-            raise SiteKeyError("public keys must be 32 bytes each")
-        return keys
 
 
 @dataclass(frozen=True)

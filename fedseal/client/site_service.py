@@ -36,11 +36,11 @@ from fedseal.client.site_keys import SiteKeys
 from fedseal.client.statement_outbox import SentStatement, StatementOutbox
 from fedseal.client.trust import SiteTrust
 from fedseal.client.upload_log import UploadLog
-from fedseal.message_fields import field_bytes, field_bytes_list, field_int, field_json
+from fedseal.contract.message_fields import field_bytes, field_bytes_list, field_int, field_json
+from fedseal.contract.run_plan import AdapterKind, RunPlan
+from fedseal.contract.wire import PROTOCOL_VERSION, Key
 from fedseal.models.data.types import TextExamples
-from fedseal.run_plan import AdapterKind, RunPlan
 from fedseal.secure_agg.params import Mode
-from fedseal.wire import PROTOCOL_VERSION, Key
 
 if TYPE_CHECKING:
     from fedseal.client.dp.private_round import PrivateRound
@@ -277,8 +277,8 @@ class SiteService:
     def _train(self, run_id: int, config: Mapping[str, Any]) -> tuple[Fields, Fields]:
         from fedseal.client.adapter_model import weight_decay_for
         from fedseal.client.training import TrainSettings, train_on
+        from fedseal.contract.update_codec import encode_update
         from fedseal.models.adapter import adapter_to_vector, load_vector_into_adapter
-        from fedseal.update_codec import encode_update
 
         plan = RunPlan.from_config(config)
         round_number = field_int(config, Key.ROUND, low=1, high=2**31)
@@ -432,7 +432,7 @@ class SiteService:
         It commits to the update sent (its SHA-256; "" when none was), so the ledger entry the
         coordinator chains is bound to what actually left the site.
         """
-        from fedseal.ledger_codec import sign_statement, update_digest
+        from fedseal.contract.ledger_codec import sign_statement, update_digest
 
         fields = {
             **report.as_fields(),
@@ -483,8 +483,8 @@ class SiteService:
         loaded: _LoadedModel,
     ) -> np.ndarray:
         """The global adapter after one round's aggregate (decrypted here in the he modes)."""
+        from fedseal.contract.update_codec import InvalidPayload, decode_aggregate
         from fedseal.secure_agg.errors import SecureAggError
-        from fedseal.update_codec import InvalidPayload, decode_aggregate
 
         mode = self._checked_mode(run_id, fields)
         try:

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from fedseal.client.site_config import SecureAggPolicy
-from fedseal.manifest import FederationManifest, ManifestError, ManifestMember
-from fedseal.message_fields import field_str
+from fedseal.contract.manifest import FederationManifest, ManifestError, ManifestMember
+from fedseal.contract.message_fields import field_str
+from fedseal.contract.wire import Key
 from fedseal.secure_agg.params import Mode, params_from_json
-from fedseal.wire import Key
 
 __all__ = [
     "PINNED_MANIFEST",

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedseal.cli_support import ExitCode, UserError, run_cli
-from fedseal.regime import REGIMES
-from fedseal.run_plan import AdapterKind
+from fedseal.contract.regime import REGIMES
+from fedseal.contract.run_plan import AdapterKind
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from fedseal.registry import Registry
 
 __all__ = ["STATE_ENV", "build_parser", "main"]
 
@@ -338,14 +338,14 @@ def _state_dir(args: argparse.Namespace) -> Path:
 
 
 def _database_url(args: argparse.Namespace) -> str:
-    from .registry import resolve_database_url
+    from fedseal.registry import resolve_database_url
 
     return resolve_database_url(args.database, _state_dir(args) / REGISTRY_FILE)
 
 
 def _open(args: argparse.Namespace, *, writing: bool) -> Registry:
-    from .ledger_key import LedgerKeyError, load_ledger_key
-    from .registry import RegistryUnavailable, open_registry
+    from fedseal.registry import RegistryUnavailable, open_registry
+    from fedseal.registry.ledger_key import LedgerKeyError, load_ledger_key
 
     key = None
     if writing:
@@ -404,7 +404,8 @@ def _checked_flwr_home(args: argparse.Namespace) -> Path:
 
 
 def _init_pki(args: argparse.Namespace) -> int:
-    from .ledger_key import LedgerKeyError, create_ledger_key, ledger_key_path
+    from fedseal.registry.ledger_key import LedgerKeyError, create_ledger_key, ledger_key_path
+
     from .pki import DEFAULT_SERVER_NAMES, PkiError, init_pki
 
     names = args.superlink_host or list(DEFAULT_SERVER_NAMES)
@@ -448,7 +449,7 @@ def _site_auth_key(args: argparse.Namespace) -> int:
 
 
 def _read_site_keys(path: Path, site: str) -> bytes:
-    from fedseal.client.site_keys import SiteKeyError, SitePublicKeys
+    from fedseal.contract.site_identity import SiteKeyError, SitePublicKeys
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -466,8 +467,8 @@ def _read_site_keys(path: Path, site: str) -> bytes:
 
 
 def _write_manifest(args: argparse.Namespace) -> int:
-    from fedseal.client.site_keys import SiteKeyError, SitePublicKeys
-    from fedseal.manifest import FederationManifest, ManifestError, ManifestMember
+    from fedseal.contract.manifest import FederationManifest, ManifestError, ManifestMember
+    from fedseal.contract.site_identity import SiteKeyError, SitePublicKeys
     from fedseal.secure_agg.params import Mode
 
     members: dict[str, ManifestMember] = {}
@@ -530,6 +531,8 @@ def _check_auth_public_key(path: Path) -> None:
 
 
 def _enroll(args: argparse.Namespace) -> int:
+    from fedseal.registry import RecordConflict, RegistryError
+
     from .node_auth import (
         NodeAuthError,
         recorded_node,
@@ -537,7 +540,6 @@ def _enroll(args: argparse.Namespace) -> int:
         remember_node,
         unregister_node,
     )
-    from .registry import RecordConflict, RegistryError
 
     bundle = _read_site_keys(args.keys, args.site)
     state = _state_dir(args)
@@ -601,8 +603,9 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
+    from fedseal.registry import RecordConflict, RecordNotFound, RegistryError
+
     from .node_auth import NodeAuthError, forget_node, recorded_node, unregister_node
-    from .registry import RecordConflict, RecordNotFound, RegistryError
 
     state = _state_dir(args)
     try:
@@ -646,9 +649,9 @@ def _revoke(args: argparse.Namespace) -> int:
 
 def _start_run(args: argparse.Namespace) -> int:
     from fedseal.models.data import get_scenario, load_federated_dataset, scenario_site_names
+    from fedseal.registry import RegistryError
 
     from .flower_app import CONNECTION_NAME, SubmitError, flower_run_status
-    from .registry import RegistryError
     from .run_launch import LaunchError, follow_run, launch_run, running_run, submit_recorded
     from .run_settings import default_run_config
 
@@ -742,7 +745,8 @@ def _start_run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .registry import RecordNotFound, RegistryError
+    from fedseal.registry import RecordNotFound, RegistryError
+
     from .status_report import collect_status, render_status
 
     with _open(args, writing=False) as registry:

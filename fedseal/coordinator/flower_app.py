@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,43 +28,14 @@ __all__ = [
     "flwr_environment",
     "run_flwr_json",
     "submit_run",
-    "write_app",
     "write_flwr_home",
 ]
 
 CONNECTION_NAME = "fedseal"
-SERVER_APP = "fedseal.coordinator.server_app:app"
-CLIENT_APP = "fedseal.client.client_app:app"
 
 
 class SubmitError(RuntimeError):
     """`flwr run` did not accept the run."""
-
-
-def write_app(folder: Path, run_config: Mapping[str, Any]) -> Path:
-    """A Flower App folder whose run config is `run_config`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    document = {
-        "build-system": {"requires": ["hatchling"], "build-backend": "hatchling.build"},
-        "project": {
-            "name": "fedseal-run",
-            "version": "1.0.0",
-            "description": "A fedseal federated LoRA fine-tuning run",
-            "license": "Apache-2.0",
-            "dependencies": [],
-        },
-        "tool": {
-            "flwr": {
-                "app": {
-                    "publisher": "fedseal",
-                    "components": {"serverapp": SERVER_APP, "clientapp": CLIENT_APP},
-                    "config": dict(run_config),
-                }
-            }
-        },
-    }
-    (folder / "pyproject.toml").write_text(tomli_w.dumps(document), encoding="utf-8")
-    return folder
 
 
 def write_flwr_home(

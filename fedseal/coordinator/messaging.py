@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from fedseal.limits import MessageTooLarge, ReplyLimits, check_size, record_size
-from fedseal.wire import PROTOCOL_VERSION, Key, RecordName
+from fedseal.contract.limits import MessageTooLarge, ReplyLimits, check_size, record_size
+from fedseal.contract.wire import PROTOCOL_VERSION, Key, RecordName
 
 __all__ = [
     "POLLING",

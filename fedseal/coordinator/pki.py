@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fedseal.node_auth_key import NodeAuthKeyError, make_node_auth_key, public_key_path
+from fedseal.contract.node_auth_key import NodeAuthKeyError, make_node_auth_key, public_key_path
 
 __all__ = [
     "CA_CERT",

@@ -20,14 +20,14 @@ import logging
 from dataclasses import dataclass
 
 from fedseal.coordinator.protocols.base import PRIVACY_FIELDS
-from fedseal.coordinator.registry import (
+from fedseal.coordinator.run_settings import RunSettings
+from fedseal.registry import (
     RecordNotFound,
     Registry,
     RegistryError,
     RegistryUnavailable,
     RunStatus,
 )
-from fedseal.coordinator.run_settings import RunSettings
 
 __all__ = ["PLAN_KEYS", "ResumeError", "Resumption", "plan_resume", "record_recovered"]
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 from flwr.serverapp import Grid
 
+from fedseal.contract.update_codec import payload_digest
+from fedseal.contract.wire import Key, MessageType
 from fedseal.coordinator.messaging import StageResult, send_stage
 from fedseal.coordinator.protocols import (
     AggregationProtocol,
@@ -29,12 +31,10 @@ from fedseal.coordinator.protocols import (
     ContributionStatus,
     RoundRequest,
 )
-from fedseal.coordinator.registry import Registry, RegistryError, RegistryUnavailable
 from fedseal.coordinator.resume import record_recovered
 from fedseal.coordinator.run_settings import RunSettings
 from fedseal.coordinator.site_directory import SiteDirectory
-from fedseal.update_codec import payload_digest
-from fedseal.wire import Key, MessageType
+from fedseal.registry import Registry, RegistryError, RegistryUnavailable
 
 __all__ = ["RoundOutcome", "RunState", "run_round"]
 

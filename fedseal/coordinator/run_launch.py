@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .flower_app import SubmitError, submit_run, write_app
-from .registry import Registry, RunView
+from fedseal.contract.app_bundle import write_app
+from fedseal.registry import Registry, RunView
+
+from .flower_app import SubmitError, submit_run
 
 __all__ = [
     "CURRENT_RUN_FILE",

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedseal.limits import DEFAULT_CONTROL_BYTES
-from fedseal.run_plan import RunPlan
+from fedseal.contract.limits import DEFAULT_CONTROL_BYTES
+from fedseal.contract.run_plan import RunPlan
 from fedseal.secure_agg.params import MAX_SITES, SPARSE_ABOVE
 
 __all__ = ["PROTOCOL_MODES", "RunSettings", "RunSettingsError", "default_run_config"]

@@ -12,19 +12,19 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedseal.coordinator.ledger_key import load_ledger_key
+from fedseal.contract.wire import Key
 from fedseal.coordinator.protocols import RunContext, protocol_for_mode
-from fedseal.coordinator.registry import Registry
-from fedseal.coordinator.registry.retry import (
-    RetryingRegistry,
-    RetryPolicy,
-    open_registry_retrying,
-)
 from fedseal.coordinator.resume import Resumption, plan_resume, record_recovered
 from fedseal.coordinator.round_loop import RunState, run_round
 from fedseal.coordinator.run_settings import RunSettings
 from fedseal.coordinator.site_directory import SiteDirectory
-from fedseal.wire import Key
+from fedseal.registry import Registry
+from fedseal.registry.ledger_key import load_ledger_key
+from fedseal.registry.retry import (
+    RetryingRegistry,
+    RetryPolicy,
+    open_registry_retrying,
+)
 
 __all__ = ["app", "drive_run"]
 

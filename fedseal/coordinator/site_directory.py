@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedseal.limits import DEFAULT_CONTROL_BYTES, MessageTooLarge, check_size, record_size
-from fedseal.wire import PROTOCOL_VERSION, Key, MessageType, RecordName
+from fedseal.contract.limits import DEFAULT_CONTROL_BYTES, MessageTooLarge, check_size, record_size
+from fedseal.contract.wire import PROTOCOL_VERSION, Key, MessageType, RecordName
 
 __all__ = ["SiteDirectory", "SiteInfo"]
 

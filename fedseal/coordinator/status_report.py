@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from fedseal.registry import Registry
 
 __all__ = ["collect_status", "render_status"]
 
@@ -20,7 +20,7 @@ def collect_status(registry: Registry, run_id: int | None = None) -> dict[str, A
 
     Raises the registry's RecordNotFound for an unknown run id.
     """
-    from .registry import EventAction, PrivacyStatus
+    from fedseal.registry import EventAction, PrivacyStatus
 
     runs = registry.list_runs()
     chosen = registry.get_run(run_id) if run_id is not None else (runs[0] if runs else None)

@@ -25,10 +25,10 @@ import torch
 from fedseal.client.adapter_model import adapter_inputs, build_adapter_model, weight_decay_for
 from fedseal.client.adapter_state import GlobalAdapterStore
 from fedseal.client.training import EvalResult, TrainingInputs, TrainSettings
+from fedseal.contract.run_plan import RunPlan
 from fedseal.models.adapter import adapter_layout, adapter_to_vector, load_vector_into_adapter
 from fedseal.models.data.types import SiteSplit
 from fedseal.models.metrics import accuracy, roc_auc
-from fedseal.run_plan import RunPlan
 
 __all__ = [
     "SiteInputs",

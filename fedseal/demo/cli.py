@@ -22,17 +22,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedseal.cli_support import ExitCode, UserError, run_cli
-from fedseal.client.dp.settings import DEFAULT_MAX_GRAD_NORM, MAX_NOISE_MULTIPLIER, Accountant
-from fedseal.regime import REGIMES, Regime, choose_adapter, site_batch_sizes
-from fedseal.run_plan import AdapterKind
+from fedseal.client.dp.settings import DEFAULT_MAX_GRAD_NORM, MAX_NOISE_MULTIPLIER
+from fedseal.contract.regime import REGIMES, Regime, site_batch_sizes
+from fedseal.contract.run_plan import AdapterKind
+from fedseal.privacy.accountant_kind import Accountant
 
 HEAD, LORA = AdapterKind.HEAD, AdapterKind.LORA
 
 if TYPE_CHECKING:
-    from fedseal.coordinator.registry import Registry, RoundView
+    from fedseal.contract.run_plan import RunPlan
     from fedseal.demo.dp_budget import DemoDpOptions, SiteDpPlan
     from fedseal.models.data.types import FederatedDataset
-    from fedseal.run_plan import RunPlan
+    from fedseal.registry import Registry, RoundView
 
 __all__ = ["main"]
 
@@ -42,6 +43,15 @@ DEFAULT_EPSILON = 1.0
 """ε each site may spend in one fl-demo run."""
 DEFAULT_DP_BUDGET = 10.0
 """Each site's budget over every run on the same workdir."""
+
+
+def choose_adapter(setting: str) -> AdapterKind:
+    """`auto`: LoRA through the whole model where a GPU can afford it, else the head adapter."""
+    if setting != "auto":
+        return AdapterKind(setting)
+    import torch
+
+    return AdapterKind.LORA if torch.cuda.is_available() else AdapterKind.HEAD
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -330,13 +340,13 @@ def _main(argv: Sequence[str] | None) -> int:
     dp_options = _dp_options(args)
 
     from fedseal.coordinator.flower_app import SubmitError
-    from fedseal.coordinator.ledger_key import LedgerKeyError, create_ledger_key
-    from fedseal.coordinator.registry import RegistryUnavailable, open_registry
-    from fedseal.coordinator.registry.database import resolve_database_url
     from fedseal.coordinator.run_settings import RunSettings, default_run_config
     from fedseal.demo.federation import FederationError, LocalFederation
     from fedseal.demo.progress import ProgressTable
     from fedseal.models.data import get_scenario, load_federated_dataset
+    from fedseal.registry import RegistryUnavailable, open_registry
+    from fedseal.registry.database import resolve_database_url
+    from fedseal.registry.ledger_key import LedgerKeyError, create_ledger_key
 
     workdir = args.workdir.expanduser().resolve()
     try:

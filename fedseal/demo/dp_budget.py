@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedseal.client.dp.settings import Accountant, default_delta
+from fedseal.client.dp.settings import default_delta
+from fedseal.privacy.accountant_kind import Accountant
 
 __all__ = ["DemoDpOptions", "SiteDpPlan", "plan_site_dp"]
 

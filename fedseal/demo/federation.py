@@ -15,21 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedseal.contract.app_bundle import write_app
+from fedseal.contract.manifest import FederationManifest, ManifestMember
+from fedseal.contract.node_auth_key import NODE_AUTH_KEY, make_node_auth_key, public_key_path
 from fedseal.coordinator.flower_app import (
     CONNECTION_NAME,
     flower_run_status,
     flwr_environment,
     submit_run,
-    write_app,
     write_flwr_home,
 )
 from fedseal.coordinator.node_auth import NodeAuthError, register_node, unregister_node
 from fedseal.coordinator.pki import CA_CERT, SERVER_CERT, SERVER_KEY, init_pki
-from fedseal.coordinator.registry import Registry, RoundView, RunView
 from fedseal.demo.processes import ProcessGroup
 from fedseal.demo.site_configs import write_demo_site_configs
-from fedseal.manifest import FederationManifest, ManifestMember
-from fedseal.node_auth_key import NODE_AUTH_KEY, make_node_auth_key, public_key_path
+from fedseal.registry import Registry, RoundView, RunView
 from fedseal.secure_agg.params import Mode
 
 __all__ = ["FederationError", "LocalFederation", "free_port"]

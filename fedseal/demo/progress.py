@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from fedseal.coordinator.registry import Registry, RoundView, RunView
+from fedseal.registry import Registry, RoundView, RunView
 
 __all__ = ["ProgressTable", "find_run"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import tomli_w
 
-from fedseal.node_auth_key import NODE_AUTH_KEY
+from fedseal.contract.node_auth_key import NODE_AUTH_KEY
 
 __all__ = ["write_demo_site_configs"]
 

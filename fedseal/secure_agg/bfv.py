@@ -130,16 +130,18 @@ def secret_context_bytes(context: ts.Context) -> bytes:
     """Parameters and secret key only: what the custodian seals to each site."""
     if not context.is_private():
         raise ConfigurationError("context holds no secret key")
-    return context.serialize(
+    data: bytes = context.serialize(
         save_public_key=False, save_secret_key=True, save_galois_keys=False, save_relin_keys=False
     )
+    return data
 
 
 def public_context_bytes(context: ts.Context) -> bytes:
     """Parameters only (~0.1 KB): enough to load and add ciphertexts, never to decrypt."""
-    return context.serialize(
+    data: bytes = context.serialize(
         save_public_key=False, save_secret_key=False, save_galois_keys=False, save_relin_keys=False
     )
+    return data
 
 
 def max_context_bytes(params: BfvParams) -> int:

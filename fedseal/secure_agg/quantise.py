@@ -50,7 +50,8 @@ def stochastic_round(values: np.ndarray, randbytes: RandBytes) -> np.ndarray:
     floor = np.floor(values)
     frac = values - floor
     u = uniform_floats(randbytes, values.size).reshape(values.shape)
-    return floor.astype(np.int64) + (u < frac).astype(np.int64)
+    rounded: np.ndarray = floor.astype(np.int64) + (u < frac).astype(np.int64)
+    return rounded
 
 
 def quantise_weighted(
@@ -66,7 +67,8 @@ def quantise_weighted(
 def encode_mod(values: np.ndarray, modulus: int) -> np.ndarray:
     """Signed integers to their residues in ``[0, modulus)`` (uint64)."""
     values = np.asarray(values, dtype=np.int64)
-    return np.mod(values, np.int64(modulus)).astype(np.uint64)
+    residues: np.ndarray = np.mod(values, np.int64(modulus)).astype(np.uint64)
+    return residues
 
 
 def decode_centred(values: np.ndarray, modulus: int) -> np.ndarray:

@@ -71,8 +71,8 @@ def split_secret(secret: bytes, *, n: int, k: int) -> list[Share]:
         raise ValueError(f"secret must be {SECRET_BYTES} bytes")
     if not 1 <= k <= n <= MAX_SHARES:
         raise ValueError(f"need 1 <= k <= n <= {MAX_SHARES}; got k={k}, n={n}")
-    low = Shamir.split(k, n, secret[:_HALF])
-    high = Shamir.split(k, n, secret[_HALF:])
+    low = Shamir.split(k, n, secret[:_HALF], ssss=False)
+    high = Shamir.split(k, n, secret[_HALF:], ssss=False)
     return [Share(i, a + b) for (i, a), (_, b) in zip(low, high, strict=True)]
 
 
@@ -84,8 +84,8 @@ def _combine(shares: Iterable[Share], threshold: int) -> bytes:
         )
     if len({s.index for s in shares}) != len(shares):
         raise InvalidShare("duplicate share index")
-    low = Shamir.combine([(s.index, s.value[:_HALF]) for s in shares])
-    high = Shamir.combine([(s.index, s.value[_HALF:]) for s in shares])
+    low = Shamir.combine([(s.index, s.value[:_HALF]) for s in shares], ssss=False)
+    high = Shamir.combine([(s.index, s.value[_HALF:]) for s in shares], ssss=False)
     return low + high
 
 

@@ -17,12 +17,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedseal import ledger_codec
-from fedseal.client.dp.accounting import epsilon_of
-from fedseal.client.dp.events import DpEvent
-from fedseal.client.dp.settings import Accountant
 from fedseal.client.site_keys import SiteKeys, create_site_keys
-from fedseal.coordinator.ledger_key import public_key_bytes
-from fedseal.coordinator.registry import Registry, open_registry
+from fedseal.privacy.accountant_kind import Accountant
+from fedseal.privacy.accounting import epsilon_of
+from fedseal.privacy.events import DpEvent
+from fedseal.registry import Registry, open_registry
+from fedseal.registry.ledger_key import public_key_bytes
 
 SITES = ("hospital_a", "hospital_b", "hospital_c")
 SPARE_SITE = "hospital_d"

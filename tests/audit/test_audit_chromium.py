@@ -20,7 +20,7 @@ from fedseal.audit.report_data import build_report
 from fedseal.audit.screenshot import CHROMIUM, ChromiumError, capture, dump_dom
 from fedseal.audit.serve import make_page, make_server
 from fedseal.audit.verify import verify_database
-from fedseal.coordinator.registry.engine import normalise_url
+from fedseal.registry.engine import normalise_url
 
 
 def test_chromium_is_installed() -> None:

@@ -22,8 +22,8 @@ from audit_ledger import Ledger, build_ledger
 from sqlalchemy import create_engine
 
 from fedseal.audit.render import CSV_COLUMNS
-from fedseal.coordinator.registry.engine import normalise_url
-from fedseal.coordinator.registry.migrate import current_revision
+from fedseal.registry.engine import normalise_url
+from fedseal.registry.migrate import current_revision
 
 FL_AUDIT = str(Path(sys.executable).with_name("fl-audit"))
 

@@ -40,13 +40,13 @@ from sqlalchemy.orm import Session
 from fedseal import ledger_codec
 from fedseal.audit import Check, KeySource, VerifyResult, verify, verify_database
 from fedseal.audit.snapshot import read_snapshot
-from fedseal.client.dp.accounting import epsilon_of
-from fedseal.client.dp.events import DpEvent
-from fedseal.client.dp.settings import Accountant
-from fedseal.coordinator.registry.chain import ChainAppender, entry_content
-from fedseal.coordinator.registry.engine import normalise_url
-from fedseal.coordinator.registry.schema import PrivacyEntry, Run, Site
-from fedseal.coordinator.registry.statuses import PrivacyAccountant, PrivacyStatus
+from fedseal.privacy.accountant_kind import Accountant
+from fedseal.privacy.accounting import epsilon_of
+from fedseal.privacy.events import DpEvent
+from fedseal.registry.chain import ChainAppender, entry_content
+from fedseal.registry.engine import normalise_url
+from fedseal.registry.schema import PrivacyEntry, Run, Site
+from fedseal.registry.statuses import PrivacyAccountant, PrivacyStatus
 
 KEYS = {"privacy_ledger": "id", "events": "id", "ledger_chain": "seq"}
 CHOICES = {

@@ -41,7 +41,7 @@ from fedseal.client.app_pin import (
 )
 from fedseal.client.site_config import load_site_config
 from fedseal.client.supernode import APP_PIN_MODULE, supernode_command
-from fedseal.coordinator.flower_app import CLIENT_APP, write_app
+from fedseal.contract.app_bundle import CLIENT_APP, write_app
 from fedseal.coordinator.run_settings import default_run_config
 
 

@@ -11,8 +11,8 @@ import pytest
 from fedseal.client.cli import main as fl_client
 from fedseal.client.site_keys import create_site_keys
 from fedseal.client.trust import PINNED_MANIFEST
+from fedseal.contract.manifest import FederationManifest
 from fedseal.coordinator.cli import main as fl_coordinator
-from fedseal.manifest import FederationManifest
 
 SITES = ("hospital_a", "hospital_b")
 

@@ -25,11 +25,11 @@ from fedseal.client.client_app import SiteRefusal, relay
 from fedseal.client.secure_stages import SecureSite
 from fedseal.client.site_config import SiteConfigError, load_site_config, parse_site_config
 from fedseal.client.site_keys import create_site_keys
-from fedseal.message_fields import MessageFieldError
-from fedseal.run_plan import RunPlan, RunPlanError
+from fedseal.contract.message_fields import MessageFieldError
+from fedseal.contract.run_plan import RunPlan, RunPlanError
+from fedseal.contract.wire import PROTOCOL_VERSION, Key, RecordName
 from fedseal.secure_agg.errors import SecureAggError
 from fedseal.secure_agg.params import Mode, params_to_json, plan
-from fedseal.wire import PROTOCOL_VERSION, Key, RecordName
 
 VALID_TOML = b"""
 [site]
@@ -118,7 +118,7 @@ def test_oversize_config_is_refused_before_parsing(tmp_path):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> tuple[SecureSite, dict[str, Any]]:
     """A site with keys, and the fields of a valid he+ss advertise message for it."""
-    from fedseal.client.secure_stages import encode_directory
+    from fedseal.contract.site_identity import encode_directory
 
     folder = tmp_path_factory.mktemp("site")
     keys = {name: create_site_keys(name, folder / name)[0] for name in ("site_a", "site_b")}

@@ -12,14 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedseal.client.dp.accounting import epsilon_of
 from fedseal.client.dp.calibration import calibrate_noise
-from fedseal.client.dp.events import DpEvent
-from fedseal.client.dp.settings import Accountant, DpSettings
+from fedseal.client.dp.settings import DpSettings
 from fedseal.client.dp.trainer import train_dp_on
 from fedseal.client.training import FeatureInputs, TrainSettings, evaluate_on, train_on
 from fedseal.models.adapter import adapter_layout, adapter_to_vector
 from fedseal.models.features import FeatureHead, cached_features
+from fedseal.privacy.accountant_kind import Accountant
+from fedseal.privacy.accounting import epsilon_of
+from fedseal.privacy.events import DpEvent
 
 FL_CLIENT = str(Path(sys.executable).with_name("fl-client"))
 

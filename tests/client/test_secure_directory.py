@@ -7,12 +7,12 @@ from pathlib import Path
 
 from trust_support import trust_of
 
-from fedseal.client.secure_stages import SecureSite, decode_directory, encode_directory
-from fedseal.client.site_keys import SitePublicKeys
+from fedseal.client.secure_stages import SecureSite
 from fedseal.client.trust import pin_manifest
-from fedseal.manifest import FederationManifest, ManifestMember
+from fedseal.contract.manifest import FederationManifest, ManifestMember
+from fedseal.contract.site_identity import SitePublicKeys, decode_directory, encode_directory
+from fedseal.contract.wire import Key
 from fedseal.secure_agg.params import Mode
-from fedseal.wire import Key
 
 
 def test_a_site_reads_the_directory_of_a_thousand_sites(tmp_path: Path) -> None:

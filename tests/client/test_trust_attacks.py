@@ -16,17 +16,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from trust_support import pin_everywhere, trust_of
 
-from fedseal.client.secure_stages import SecureSite, encode_directory
+from fedseal.client.secure_stages import SecureSite
 from fedseal.client.site_config import load_site_config
 from fedseal.client.site_keys import SiteKeys, create_site_keys
 from fedseal.client.site_service import SiteService
 from fedseal.client.trust import TrustRefusal
+from fedseal.contract.site_identity import encode_directory
+from fedseal.contract.wire import Key
 from fedseal.coordinator.run_settings import RunSettings, default_run_config
 from fedseal.secure_agg import bfv, recipe
 from fedseal.secure_agg.errors import InvalidMessage
 from fedseal.secure_agg.messages import Signed
 from fedseal.secure_agg.params import Mode, params_to_json, plan
-from fedseal.wire import Key
 
 NAMES = ("hospital_a", "hospital_b", "hospital_c")
 RUN = 7
@@ -274,7 +275,7 @@ def test_4b_a_second_train_of_a_round_is_refused_before_training(tmp_path: Path)
 
 
 def test_manifest_round_trips_and_rejects_tampering(federation) -> None:
-    from fedseal.manifest import FederationManifest, ManifestError
+    from fedseal.contract.manifest import FederationManifest, ManifestError
 
     _keys, _sites, _fields, manifest, _tmp = federation
     again = FederationManifest.from_bytes(manifest.to_bytes())

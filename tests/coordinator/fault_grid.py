@@ -17,7 +17,7 @@ from inprocess_federation import InProcessGrid
 from fedseal.client.site_config import load_site_config
 from fedseal.client.site_keys import load_site_keys
 from fedseal.client.site_service import SiteService
-from fedseal.wire import Key, RecordName
+from fedseal.contract.wire import Key, RecordName
 
 __all__ = ["CoordinatorKilled", "crashing_grid", "fault_grid"]
 

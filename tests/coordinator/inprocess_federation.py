@@ -26,12 +26,12 @@ from trust_support import pin_everywhere
 from fedseal.client.site_config import load_site_config
 from fedseal.client.site_keys import create_site_keys
 from fedseal.client.site_service import SiteService
+from fedseal.contract.wire import RecordName
 from fedseal.coordinator import messaging, server_app
-from fedseal.coordinator.ledger_key import create_ledger_key
-from fedseal.coordinator.registry import Registry, open_registry
 from fedseal.coordinator.run_settings import RunSettings, default_run_config
 from fedseal.models.data import load_site_data, scenario_site_names
-from fedseal.wire import RecordName
+from fedseal.registry import Registry, open_registry
+from fedseal.registry.ledger_key import create_ledger_key
 
 __all__ = ["InProcessGrid", "Outcome", "run_inprocess", "virtual_time"]
 

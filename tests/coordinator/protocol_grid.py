@@ -24,6 +24,8 @@ from trust_support import pin_everywhere, trust_of
 
 from fedseal.client.secure_stages import SecureSite
 from fedseal.client.site_keys import create_site_keys
+from fedseal.contract.update_codec import encode_update
+from fedseal.contract.wire import Key, MessageType, RecordName
 from fedseal.coordinator.protocols import (
     AggregationProtocol,
     HeAggregation,
@@ -33,8 +35,6 @@ from fedseal.coordinator.protocols import (
 )
 from fedseal.coordinator.site_directory import SiteInfo
 from fedseal.secure_agg.params import SPARSE_ABOVE
-from fedseal.update_codec import encode_update
-from fedseal.wire import Key, MessageType, RecordName
 
 __all__ = ["Hostile", "ProtocolGrid", "Update", "protocol_federation"]
 

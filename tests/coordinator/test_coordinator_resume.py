@@ -35,8 +35,8 @@ def test_a_restarted_coordinator_resumes_at_the_next_round(tmp_path: Path) -> No
             run_id=FIRST,
             grid_class=crashing_grid(2, "train.consistency"),
         )
-    from fedseal.coordinator.ledger_key import load_ledger_key
-    from fedseal.coordinator.registry import open_registry
+    from fedseal.registry import open_registry
+    from fedseal.registry.ledger_key import load_ledger_key
 
     registry = open_registry(
         f"sqlite:///{tmp_path / 'registry.db'}",

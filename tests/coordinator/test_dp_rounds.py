@@ -13,13 +13,14 @@ import pytest
 from inprocess_federation import run_inprocess
 
 from fedseal.client.dp.accountant_store import AccountantStore
-from fedseal.client.dp.accounting import epsilon_of
-from fedseal.client.dp.events import DpEvent
-from fedseal.client.dp.settings import Accountant, default_delta
+from fedseal.client.dp.settings import default_delta
 from fedseal.client.site_config import load_site_config
 from fedseal.client.site_service import SiteService
+from fedseal.contract.wire import Key
 from fedseal.models.data import load_site_data, scenario_site_names
-from fedseal.wire import Key
+from fedseal.privacy.accountant_kind import Accountant
+from fedseal.privacy.accounting import epsilon_of
+from fedseal.privacy.events import DpEvent
 
 SIGMA = 1.0
 BATCH = 8  # the harness's [training] batch_size

@@ -16,8 +16,8 @@ import pytest
 from fedseal.client.site_keys import create_site_keys
 from fedseal.coordinator import flower_app
 from fedseal.coordinator.cli import main
-from fedseal.coordinator.ledger_key import load_ledger_key
-from fedseal.coordinator.registry import EventAction, Registry, open_registry, sqlite_url
+from fedseal.registry import EventAction, Registry, open_registry, sqlite_url
+from fedseal.registry.ledger_key import load_ledger_key
 
 FAKE_FLWR = """#!{python}
 import json, os, sys

@@ -22,11 +22,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from protocol_grid import ProtocolGrid, protocol_federation
 
+from fedseal.contract.limits import DEFAULT_CONTROL_BYTES
+from fedseal.contract.run_plan import RunPlan
+from fedseal.contract.wire import Key, MessageType
 from fedseal.coordinator.messaging import send_stage
 from fedseal.coordinator.protocols import ContributionStatus, RoundRequest
-from fedseal.limits import DEFAULT_CONTROL_BYTES
-from fedseal.run_plan import RunPlan
-from fedseal.wire import Key, MessageType
 
 SITES = ("site_a", "site_b", "site_c")
 ADAPTER = 40

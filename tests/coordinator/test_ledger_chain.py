@@ -28,15 +28,7 @@ from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from fedseal import ledger_codec
-from fedseal.coordinator.ledger_key import (
-    LEDGER_PUBLIC_KEY_FILE,
-    LedgerKeyError,
-    create_ledger_key,
-    ledger_key_path,
-    load_ledger_key,
-    public_key_bytes,
-)
-from fedseal.coordinator.registry import (
+from fedseal.registry import (
     ChainBusy,
     ChainTable,
     EventAction,
@@ -52,10 +44,18 @@ from fedseal.coordinator.registry import (
     open_registry,
     upgrade_to_head,
 )
-from fedseal.coordinator.registry import registry as registry_module
-from fedseal.coordinator.registry.engine import create_registry_engine
-from fedseal.coordinator.registry.migrate import alembic_config, current_revision, head_revision
-from fedseal.coordinator.registry.schema import ChainLink
+from fedseal.registry import registry as registry_module
+from fedseal.registry.engine import create_registry_engine
+from fedseal.registry.ledger_key import (
+    LEDGER_PUBLIC_KEY_FILE,
+    LedgerKeyError,
+    create_ledger_key,
+    ledger_key_path,
+    load_ledger_key,
+    public_key_bytes,
+)
+from fedseal.registry.migrate import alembic_config, current_revision, head_revision
+from fedseal.registry.schema import ChainLink
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)
 
@@ -658,8 +658,8 @@ _COORDINATOR = textwrap.dedent(
     from pathlib import Path
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from fedseal import ledger_codec
-    from fedseal.coordinator.ledger_key import load_ledger_key
-    from fedseal.coordinator.registry import open_registry
+    from fedseal.registry.ledger_key import load_ledger_key
+    from fedseal.registry import open_registry
 
     url, key_dir, site, run_id, appends, ready, go = sys.argv[1:]
     identity = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(os.environ["SITE_KEY"]))

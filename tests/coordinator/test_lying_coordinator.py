@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from inprocess_federation import InProcessGrid, run_inprocess
 
-from fedseal.client.site_keys import SitePublicKeys
-from fedseal.wire import Key, RecordName
+from fedseal.contract.site_identity import SitePublicKeys
+from fedseal.contract.wire import Key, RecordName
 
 Rewrite = Callable[[str, str, dict[str, Any]], dict[str, Any]]
 
@@ -62,7 +62,7 @@ def test_a_directory_with_the_coordinators_own_key_stops_the_key_ceremony(
 ) -> None:
     import os
 
-    from fedseal.client.secure_stages import decode_directory, encode_directory
+    from fedseal.contract.site_identity import decode_directory, encode_directory
 
     intruder = SitePublicKeys("coordinator_site", os.urandom(32), os.urandom(32))
 

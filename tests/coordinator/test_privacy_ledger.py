@@ -17,7 +17,7 @@ from registry_signing import SiteSigner
 from sqlalchemy import Engine, inspect, select
 from sqlalchemy.orm import Session
 
-from fedseal.coordinator.registry import (
+from fedseal.registry import (
     PrivacyAccountant,
     PrivacyEntryView,
     PrivacyStatus,
@@ -27,9 +27,9 @@ from fedseal.coordinator.registry import (
     open_registry,
     upgrade_to_head,
 )
-from fedseal.coordinator.registry.engine import create_registry_engine
-from fedseal.coordinator.registry.migrate import alembic_config, current_revision, head_revision
-from fedseal.coordinator.registry.schema import ChainLink, Event, PrivacyEntry
+from fedseal.registry.engine import create_registry_engine
+from fedseal.registry.migrate import alembic_config, current_revision, head_revision
+from fedseal.registry.schema import ChainLink, Event, PrivacyEntry
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

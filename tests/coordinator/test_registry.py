@@ -25,7 +25,7 @@ from sqlalchemy import Enum as SAEnum
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fedseal.coordinator.registry import (
+from fedseal.registry import (
     DEFAULT_DATABASE_ENV,
     ContributionStatus,
     ContributionView,
@@ -40,9 +40,9 @@ from fedseal.coordinator.registry import (
     resolve_database_url,
     upgrade_to_head,
 )
-from fedseal.coordinator.registry.engine import create_registry_engine, normalise_url
-from fedseal.coordinator.registry.migrate import alembic_config, current_revision, head_revision
-from fedseal.coordinator.registry.schema import Base, Contribution, Round, Run, Site
+from fedseal.registry.engine import create_registry_engine, normalise_url
+from fedseal.registry.migrate import alembic_config, current_revision, head_revision
+from fedseal.registry.schema import Base, Contribution, Round, Run, Site
 
 POSTGRES_TEST_URL_ENV = "FEDSEAL_TEST_DATABASE_URL"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -765,5 +765,5 @@ def test_postgresql_backend_is_configured() -> None:
 
 
 def test_the_registry_does_not_import_torch() -> None:
-    code = "import sys, fedseal.coordinator.registry; sys.exit('torch' in sys.modules)"
+    code = "import sys, fedseal.registry; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -23,15 +23,15 @@ import pytest
 
 from fedseal import ledger_codec
 from fedseal.audit.verify import verify_database
-from fedseal.client.dp.accounting import epsilon_of
-from fedseal.client.dp.events import DpEvent
-from fedseal.client.dp.settings import Accountant
-from fedseal.coordinator.registry import (
+from fedseal.privacy.accountant_kind import Accountant
+from fedseal.privacy.accounting import epsilon_of
+from fedseal.privacy.events import DpEvent
+from fedseal.registry import (
     RecordConflict,
     RegistryUnavailable,
     open_registry,
 )
-from fedseal.coordinator.registry.retry import RetryingRegistry, RetryPolicy
+from fedseal.registry.retry import RetryingRegistry, RetryPolicy
 
 SITES = ("hospital_a", "hospital_b", "hospital_c")
 EVENT = DpEvent(1.1, 32 / 600, 5)

@@ -14,8 +14,8 @@ from flwr.app import Message
 from inprocess_federation import run_inprocess
 
 from fedseal.client.secure_stages import SecureSite
+from fedseal.contract.wire import Key
 from fedseal.models.adapter import load_adapter
-from fedseal.wire import Key
 
 
 def _all_bytes(message: Message) -> list[bytes]:

@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 from protocol_grid import ProtocolGrid, protocol_federation
 
+from fedseal.contract.run_plan import RunPlan
+from fedseal.contract.wire import MessageType
 from fedseal.coordinator import messaging
 from fedseal.coordinator.protocols import (
     AggregationResult,
@@ -30,11 +32,9 @@ from fedseal.coordinator.protocols import (
     RoundRequest,
     SecureAggregation,
 )
-from fedseal.run_plan import RunPlan
 from fedseal.secure_agg import recipe
 from fedseal.secure_agg.messages import AggregateMessage
 from fedseal.secure_agg.params import ProtocolParams
-from fedseal.wire import MessageType
 
 ADAPTER = 6 * 2 * 2 * 8 * 384 + 384 * 22 + 22  # MiniLM LoRA r=8 on query/value + 22-class head
 RUN_ID = 4711

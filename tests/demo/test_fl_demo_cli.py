@@ -12,11 +12,11 @@ import pytest
 
 from fedseal.cli_support import UserError
 from fedseal.client.dp.accountant_store import STORE_RELATIVE_PATH, AccountantStore
-from fedseal.client.dp.events import DpEvent
 from fedseal.client.dp.settings import default_delta, parse_dp_section
 from fedseal.demo import cli
 from fedseal.demo.dp_budget import DemoDpOptions, plan_site_dp
 from fedseal.demo.site_configs import write_demo_site_configs
+from fedseal.privacy.events import DpEvent
 
 FL_DEMO = str(Path(sys.executable).with_name("fl-demo"))
 

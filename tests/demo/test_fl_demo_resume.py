@@ -8,8 +8,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fedseal.coordinator.registry import open_registry
 from fedseal.demo import cli
+from fedseal.registry import open_registry
 
 FL_DEMO = str(Path(sys.executable).with_name("fl-demo"))
 

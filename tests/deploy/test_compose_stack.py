@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from compose_local import LocalService, LocalStack, executable, run_healthcheck, service_order
 
-from fedseal.coordinator.registry import open_registry
 from fedseal.demo.federation import free_port
 from fedseal.demo.processes import ProcessGroup
+from fedseal.registry import open_registry
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +39,7 @@ def stack_database() -> Iterator[str]:
     """A fresh PostgreSQL database for the stack's registry (the `registry` service)."""
     from sqlalchemy import create_engine
 
-    from fedseal.coordinator.registry.engine import normalise_url
+    from fedseal.registry.engine import normalise_url
 
     maintenance = os.environ.get("FEDSEAL_TEST_DATABASE_URL", "").strip()
     server = normalise_url(maintenance or DEFAULT_MAINTENANCE_URL)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from fedseal.coordinator.ledger_key import create_ledger_key
-from fedseal.coordinator.registry import open_registry
 from fedseal.demo.federation import LocalFederation
 from fedseal.models.data import scenario_site_names
+from fedseal.registry import open_registry
+from fedseal.registry.ledger_key import create_ledger_key
 
 pytestmark = pytest.mark.e2e
 

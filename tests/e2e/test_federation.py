@@ -20,11 +20,11 @@ from fedseal.audit.screenshot import capture, dump_dom
 from fedseal.client.dp.accountant_store import AccountantStore
 from fedseal.client.site_config import load_site_config
 from fedseal.client.site_data import load_site_records
-from fedseal.coordinator.ledger_key import create_ledger_key
-from fedseal.coordinator.registry import open_registry
 from fedseal.coordinator.run_settings import default_run_config
 from fedseal.demo.federation import LocalFederation
 from fedseal.models.data import load_site_data, scenario_site_names
+from fedseal.registry import open_registry
+from fedseal.registry.ledger_key import create_ledger_key
 
 pytestmark = pytest.mark.e2e
 

@@ -20,9 +20,9 @@ import pytest
 
 from fedseal.client.site_keys import create_site_keys
 from fedseal.coordinator.flower_app import submit_run
-from fedseal.coordinator.registry import open_registry
 from fedseal.demo.federation import LocalFederation, free_port
 from fedseal.models.data import scenario_site_names
+from fedseal.registry import open_registry
 
 pytestmark = pytest.mark.e2e
 

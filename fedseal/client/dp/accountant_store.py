@@ -32,10 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .accounting import epsilon_of
+from fedseal.privacy.accountant_kind import Accountant
+from fedseal.privacy.accounting import epsilon_of
+from fedseal.privacy.events import DpEvent, merge_events
+
 from .errors import AccountantStoreError, DoubleCharge
-from .events import DpEvent, merge_events
-from .settings import Accountant
 
 __all__ = ["STORE_FORMAT", "STORE_RELATIVE_PATH", "AccountantStore", "Charge"]
 

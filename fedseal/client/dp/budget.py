@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from fedseal.privacy.events import DpEvent
+
 from .accountant_store import AccountantStore
-from .events import DpEvent
 from .settings import DpSettings
 
 __all__ = ["BudgetDecision", "BudgetReason", "check_round"]

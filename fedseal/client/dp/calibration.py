@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from fedseal.privacy.accountant_kind import Accountant
+from fedseal.privacy.accounting import epsilon_of
+from fedseal.privacy.events import DpEvent
+
 from .accountant_store import AccountantStore
-from .accounting import epsilon_of
 from .errors import CalibrationError
-from .events import DpEvent
-from .settings import MAX_NOISE_MULTIPLIER, Accountant, DpSettings
+from .settings import MAX_NOISE_MULTIPLIER, DpSettings
 
 __all__ = ["MIN_NOISE_MULTIPLIER", "calibrate_noise", "noise_for_run"]
 

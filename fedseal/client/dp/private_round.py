@@ -19,11 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from fedseal.privacy.events import DpEvent
+
 from .accountant_store import AccountantStore
 from .budget import BudgetDecision, BudgetReason, check_round
 from .calibration import noise_for_run
 from .errors import CalibrationError
-from .events import DpEvent
 from .report import PrivacyReport, charged_report, declined_report
 from .settings import MAX_NOISE_MULTIPLIER, DpSettings
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
+from fedseal.privacy.accounting import epsilon_of
+from fedseal.privacy.events import DpEvent
+
 from .accountant_store import AccountantStore
-from .accounting import epsilon_of
 from .budget import BudgetDecision
-from .events import DpEvent
 from .settings import DpSettings
 
 __all__ = ["LedgerStatus", "PrivacyReport", "charged_report", "declined_report"]

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from fedseal.privacy.accountant_kind import Accountant
 
 from .errors import DpConfigError
 
@@ -37,13 +38,6 @@ __all__ = [
     "default_delta",
     "parse_dp_section",
 ]
-
-
-class Accountant(StrEnum):
-    """Which Opacus accountant composes the site's steps. The strings are stored: never rename."""
-
-    RDP = "rdp"
-    PRV = "prv"
 
 
 DEFAULT_ACCOUNTANT = Accountant.RDP
@@ -223,8 +217,8 @@ def _checked_for_records(
         return resolved
     sample_rate = 1.0 / num_records if batch_size is None else min(1.0, batch_size / num_records)
     sigma = resolved.noise_multiplier or MAX_NOISE_MULTIPLIER
-    from .accounting import epsilon_of
-    from .events import DpEvent
+    from fedseal.privacy.accounting import epsilon_of
+    from fedseal.privacy.events import DpEvent
 
     cheapest = epsilon_of([DpEvent(sigma, sample_rate, 1)], delta, resolved.accountant)
     limit = resolved.epsilon if resolved.target_epsilon is None else resolved.target_epsilon

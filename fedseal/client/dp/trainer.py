@@ -35,8 +35,8 @@ from transformers import PreTrainedTokenizerBase
 from fedseal.client.training import FeatureInputs, TokenInputs, TrainingInputs, TrainSettings
 from fedseal.models.data.types import TextExamples
 from fedseal.models.features import FeatureHead
+from fedseal.privacy.events import DpEvent
 
-from .events import DpEvent
 from .head_clipping import clipped_head_gradient_sum, has_closed_form
 from .secure_noise import SecureRandom
 from .settings import DpSettings

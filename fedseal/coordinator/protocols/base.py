@@ -11,10 +11,10 @@ from typing import Any, ClassVar
 
 from flwr.serverapp import Grid
 
-from fedseal.coordinator.registry.statuses import ContributionStatus
-from fedseal.ledger_codec import STATEMENT_FIELDS
-from fedseal.limits import DEFAULT_CONTROL_BYTES
-from fedseal.run_plan import RunPlan
+from fedseal.contract.ledger_codec import STATEMENT_FIELDS
+from fedseal.contract.limits import DEFAULT_CONTROL_BYTES
+from fedseal.contract.run_plan import RunPlan
+from fedseal.registry.statuses import ContributionStatus
 from fedseal.secure_agg.params import SPARSE_ABOVE
 
 __all__ = [
@@ -98,7 +98,7 @@ def privacy_report(result: Mapping[str, Any]) -> dict[str, Any] | None:
     `PRIVACY_FIELDS` and `site_signature`. Only the shape is checked here; the registry checks
     the signature and the ranges when it records the entry.
     """
-    from fedseal.wire import Key
+    from fedseal.contract.wire import Key
 
     if Key.PRIVACY not in result:
         return None
@@ -124,7 +124,7 @@ def privacy_report(result: Mapping[str, Any]) -> dict[str, Any] | None:
 def received_update_digest(payload: bytes, privacy: Mapping[str, Any] | None) -> str:
     """SHA-256 of an update as received; a ValueError when the site's signed privacy statement
     commits to different bytes (its ledger entry must be about the update it really sent)."""
-    from fedseal.ledger_codec import update_digest
+    from fedseal.contract.ledger_codec import update_digest
 
     digest = update_digest(payload)
     if privacy is not None and privacy["update_digest"] != digest:
@@ -134,7 +134,7 @@ def received_update_digest(payload: bytes, privacy: Mapping[str, Any] | None) ->
 
 def declined_contribution(site: str, result: Mapping[str, Any]) -> SiteContribution:
     """A site that answered the train stage by declining (its privacy budget is spent)."""
-    from fedseal.wire import Key
+    from fedseal.contract.wire import Key
 
     reason = str(result.get(Key.DECLINED, ""))[:500] or "declined"
     try:

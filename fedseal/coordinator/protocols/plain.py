@@ -11,6 +11,10 @@ import logging
 import numpy as np
 from flwr.serverapp import Grid
 
+from fedseal.contract.limits import ReplyLimits, plain_upload_bound
+from fedseal.contract.message_fields import field_bytes
+from fedseal.contract.update_codec import InvalidPayload, decode_update, encode_aggregate
+from fedseal.contract.wire import Key, MessageType
 from fedseal.coordinator.messaging import SiteReply, stream_stage
 from fedseal.coordinator.protocols.base import (
     AggregationProtocol,
@@ -24,10 +28,6 @@ from fedseal.coordinator.protocols.base import (
     received_update_digest,
 )
 from fedseal.coordinator.protocols.uploads import SumsByStart, UploadOutcome
-from fedseal.limits import ReplyLimits, plain_upload_bound
-from fedseal.message_fields import field_bytes
-from fedseal.update_codec import InvalidPayload, decode_update, encode_aggregate
-from fedseal.wire import Key, MessageType
 
 __all__ = ["PlainFedAvg", "RunningSum"]
 

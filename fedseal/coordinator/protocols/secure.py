@@ -21,7 +21,10 @@ from typing import Any
 
 from flwr.serverapp import Grid
 
-from fedseal.client.site_keys import SiteKeyError, SitePublicKeys
+from fedseal.contract.limits import ReplyLimits, encrypted_upload_bound
+from fedseal.contract.message_fields import field_bytes, field_bytes_list, field_str_list
+from fedseal.contract.site_identity import SiteKeyError, SitePublicKeys
+from fedseal.contract.wire import Key, MessageType
 from fedseal.coordinator.messaging import (
     SiteReply,
     StageResult,
@@ -41,14 +44,11 @@ from fedseal.coordinator.protocols.base import (
     received_update_digest,
 )
 from fedseal.coordinator.protocols.uploads import SumsByStart, UploadOutcome
-from fedseal.limits import ReplyLimits, encrypted_upload_bound
-from fedseal.message_fields import field_bytes, field_bytes_list, field_str_list
 from fedseal.secure_agg import bfv, recipe
 from fedseal.secure_agg.errors import InsufficientSurvivors, InvalidMessage, SecureAggError
 from fedseal.secure_agg.graph import round_seed
 from fedseal.secure_agg.messages import Signed
 from fedseal.secure_agg.params import Mode, ProtocolParams, params_to_json, plan
-from fedseal.wire import Key, MessageType
 
 __all__ = ["HeAggregation", "SecureAggregation"]
 
@@ -124,7 +124,7 @@ class SecureAggregation(AggregationProtocol):
         self.participants = self._ceremony(grid, run, participants)
 
     def _common(self) -> dict[str, Any]:
-        from fedseal.client.secure_stages import encode_directory
+        from fedseal.contract.site_identity import encode_directory
 
         assert self.params is not None
         return {

@@ -14,10 +14,10 @@ import pytest
 from opacus.accountants import PRVAccountant, RDPAccountant
 
 from fedseal.client.dp.accountant_store import STORE_RELATIVE_PATH, AccountantStore
-from fedseal.client.dp.accounting import PRV_EPS_ERROR, epsilon_of
 from fedseal.client.dp.errors import AccountantStoreError, DoubleCharge
-from fedseal.client.dp.events import DpEvent, merge_events
-from fedseal.client.dp.settings import Accountant
+from fedseal.privacy.accountant_kind import Accountant
+from fedseal.privacy.accounting import PRV_EPS_ERROR, epsilon_of
+from fedseal.privacy.events import DpEvent, merge_events
 
 DELTA = 1e-5
 ROUND = DpEvent(1.1, 32 / 600, 20)
@@ -176,7 +176,7 @@ def test_a_killed_site_restarts_with_the_same_spend(tmp_path: Path) -> None:
         import os, signal
         from pathlib import Path
         from fedseal.client.dp.accountant_store import AccountantStore
-        from fedseal.client.dp.events import DpEvent
+        from fedseal.privacy.events import DpEvent
         store = AccountantStore.open(Path({str(tmp_path)!r}))
         for number in (1, 2):
             store.record(DpEvent(1.1, 32 / 600, 20), run_id=5, round_number=number)

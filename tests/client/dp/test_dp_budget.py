@@ -13,13 +13,14 @@ from opacus.accountants.utils import get_noise_multiplier
 from registry_signing import SiteSigner
 
 from fedseal.client.dp.accountant_store import AccountantStore
-from fedseal.client.dp.accounting import epsilon_of
 from fedseal.client.dp.budget import BudgetReason, check_round
 from fedseal.client.dp.calibration import calibrate_noise, noise_for_run
 from fedseal.client.dp.errors import CalibrationError, DpConfigError
-from fedseal.client.dp.events import DpEvent
 from fedseal.client.dp.report import LedgerStatus, charged_report, declined_report
-from fedseal.client.dp.settings import Accountant, DpSettings
+from fedseal.client.dp.settings import DpSettings
+from fedseal.privacy.accountant_kind import Accountant
+from fedseal.privacy.accounting import epsilon_of
+from fedseal.privacy.events import DpEvent
 
 DELTA = 1e-5
 Q = 32 / 600
@@ -209,7 +210,7 @@ def test_reports_are_what_the_registry_ledger_takes(
 ) -> None:
     """The site's report fields, signed with the run's Flower id, the round and the update
     digest, are `Registry.record_privacy`'s keyword arguments."""
-    from fedseal.coordinator.registry import PrivacyStatus, open_registry
+    from fedseal.registry import PrivacyStatus, open_registry
 
     store = AccountantStore.open(tmp_path / "site")
     dp = _settings(epsilon=1.0)

@@ -10,13 +10,8 @@ from pathlib import Path
 import pytest
 
 from fedseal.client.dp.errors import DpConfigError
-from fedseal.client.dp.settings import (
-    DELTA_CAP,
-    Accountant,
-    DpSettings,
-    default_delta,
-    parse_dp_section,
-)
+from fedseal.client.dp.settings import DELTA_CAP, DpSettings, default_delta, parse_dp_section
+from fedseal.privacy.accountant_kind import Accountant
 
 PATH = Path("sites/hospital_a.toml")
 GOOD = {"epsilon": 3.0, "noise_multiplier": 1.1}

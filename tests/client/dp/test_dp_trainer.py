@@ -16,16 +16,17 @@ from opacus.optimizers import DPOptimizer
 
 from fedseal.client.dp import trainer as dp_trainer
 from fedseal.client.dp.accountant_store import AccountantStore
-from fedseal.client.dp.accounting import epsilon_of
 from fedseal.client.dp.budget import check_round
-from fedseal.client.dp.events import DpEvent
-from fedseal.client.dp.settings import Accountant, DpSettings
+from fedseal.client.dp.settings import DpSettings
 from fedseal.client.dp.trainer import poisson_sample_rate, train_steps_dp
 from fedseal.client.training import TrainSettings
 from fedseal.models.adapter import adapter_to_vector
 from fedseal.models.base_models import DEFAULT_BASE_MODEL, load_tokenizer
 from fedseal.models.data import load_federated_dataset
 from fedseal.models.lora import LoraSettings, build_lora_classifier
+from fedseal.privacy.accountant_kind import Accountant
+from fedseal.privacy.accounting import epsilon_of
+from fedseal.privacy.events import DpEvent
 
 torch.set_num_threads(1)
 

@@ -54,7 +54,7 @@ def open_registry(
 ) -> Registry:
     """Connect to the registry at ``url``, migrate it to the newest schema and return it.
 
-    ``ledger_key`` is the coordinator's key (``fedseal.coordinator.ledger_key``): writes that
+    ``ledger_key`` is the coordinator's key (``fedseal.registry.ledger_key``): writes that
     append to the ledger chain need it, reads do not. Any failure raises
     :class:`RegistryUnavailable` with one line naming the URL (password redacted) and the
     reason; the caller prints it and exits.

@@ -1,7 +1,7 @@
 """The training regime: which adapter trains, and the public defaults it trains with.
 
-Shared by fl-demo and `fl-coordinator start-run` (nothing here imports torch until `auto` is
-resolved, which only fl-demo does: the coordinator never imports torch).
+Shared by fl-demo and `fl-coordinator start-run`; nothing here imports torch (fl-demo resolves
+`--adapter auto` itself: the coordinator never imports torch).
 
 The defaults were chosen on the sites' validation records (never on the global test set) with
 `bench/bench_dp.py tune`, and are fixed here as public settings: a site that tuned them on its
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedseal.run_plan import AdapterKind
+from fedseal.contract.run_plan import AdapterKind
 
-__all__ = ["REGIMES", "Regime", "choose_adapter", "site_batch_sizes"]
+__all__ = ["REGIMES", "Regime", "site_batch_sizes"]
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,6 @@ REGIMES: dict[AdapterKind, Regime] = {
         description="LoRA (r=8, query and value) and the classification head, through MiniLM",
     ),
 }
-
-
-def choose_adapter(setting: str) -> AdapterKind:
-    """`auto`: LoRA through the whole model where a GPU can afford it, else the head adapter."""
-    if setting != "auto":
-        return AdapterKind(setting)
-    import torch
-
-    return AdapterKind.LORA if torch.cuda.is_available() else AdapterKind.HEAD
 
 
 def site_batch_sizes(largest: int, validation_sizes: dict[str, int]) -> dict[str, int]:

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, Select, exists, func, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, joinedload
 
-from fedseal.client.site_keys import SiteKeyError, SitePublicKeys
+from fedseal.contract.site_identity import SiteKeyError, SitePublicKeys
 
 from .chain import ChainAppender, ChainCollision
 from .checks import (
@@ -75,7 +75,7 @@ _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # PostgreSQL: serialisatio
 class Registry(PrivacyLedgerMixin):
     """Records runs, rounds, each sampled site's contribution and the privacy ledger.
 
-    Build one with :func:`fedseal.coordinator.registry.open_registry`, which also
+    Build one with :func:`fedseal.registry.open_registry`, which also
     migrates the schema; the constructor assumes the schema is already at head.
     """
 
@@ -483,7 +483,7 @@ class Registry(PrivacyLedgerMixin):
         if self._ledger_key is None:
             raise LedgerKeyMissing(
                 "this write appends to the ledger chain, which needs the coordinator's ledger "
-                "key: open the registry with ledger_key= (fedseal.coordinator.ledger_key)"
+                "key: open the registry with ledger_key= (fedseal.registry.ledger_key)"
             )
         return self._ledger_key
 

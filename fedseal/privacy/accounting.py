@@ -22,10 +22,11 @@ import numpy as np
 from opacus.accountants import IAccountant, PRVAccountant, RDPAccountant
 from opacus.accountants.analysis import rdp as rdp_analysis
 
+from .accountant_kind import Accountant
 from .events import DpEvent, merge_events
-from .settings import Accountant
 
-__all__ = ["PRV_EPS_ERROR", "epsilon_of", "make_accountant"]
+__all__ = ["PRV_EPS_ERROR", "Accountant", "epsilon_of", "make_accountant"]
+
 
 PRV_EPS_ERROR = 0.01
 """Discretisation error allowed for PRV; Opacus then reports the upper end of its ε interval."""
@@ -74,7 +75,7 @@ def _rdp_epsilon(events: Sequence[DpEvent], delta: float) -> float:
 
 @functools.lru_cache(maxsize=4096)
 def _one_step_rdp(sample_rate: float, noise_multiplier: float) -> np.ndarray:
-    curve = rdp_analysis.compute_rdp(
+    curve: np.ndarray = rdp_analysis.compute_rdp(
         q=sample_rate,
         noise_multiplier=noise_multiplier,
         steps=1,

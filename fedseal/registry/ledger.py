@@ -1,6 +1,6 @@
 """The privacy ledger: each site's DP spend per round, as the sites sign it. Append-only.
 
-Mixed into :class:`~fedseal.coordinator.registry.Registry`; there is deliberately no method that
+Mixed into :class:`~fedseal.registry.Registry`; there is deliberately no method that
 updates or deletes an entry, an event or the chain's index. Every entry is checked against the
 site's signature and appended to the ledger chain (docs/ledger-format.md). Recording the same
 entry twice (a retried report) is harmless; recording a different entry for the same
@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from fedseal import ledger_codec
-from fedseal.client.site_keys import SiteKeyError, SitePublicKeys
+from fedseal.contract.site_identity import SiteKeyError, SitePublicKeys
 
 from .chain import ChainAppender, read_head
 from .checks import check_count, check_name, check_sha256

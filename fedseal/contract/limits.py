@@ -112,7 +112,7 @@ class ReplyLimits:
                 raise ValueError(f"reply limit {name} must be a positive number of bytes")
 
     def for_message_type(self, message_type: str) -> int:
-        """The limit for a reply to `message_type` (a `fedseal.wire.MessageType` value)."""
+        """The limit for a reply to `message_type` (a `fedseal.contract.wire.MessageType` value)."""
         if message_type == "train":
             return self.upload
         if message_type == "query.keygen":

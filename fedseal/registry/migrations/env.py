@@ -1,6 +1,6 @@
 """Alembic environment for the registry.
 
-Configured in code by ``fedseal.coordinator.registry.migrate``: the caller hands
+Configured in code by ``fedseal.registry.migrate``: the caller hands
 over an open connection in ``config.attributes["connection"]``, so no URL or
 password is ever written to a config file. Offline mode (``--sql``) reads the
 URL from the in-memory config only.
@@ -14,9 +14,9 @@ from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.engine import Connection
 
-from fedseal.coordinator.registry.column_types import UTCDateTime
-from fedseal.coordinator.registry.engine import create_registry_engine
-from fedseal.coordinator.registry.schema import Base
+from fedseal.registry.column_types import UTCDateTime
+from fedseal.registry.engine import create_registry_engine
+from fedseal.registry.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

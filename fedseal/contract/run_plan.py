@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from fedseal.wire import Key
+from fedseal.contract.wire import Key
 
 __all__ = ["AdapterKind", "RunPlan", "RunPlanError"]
 

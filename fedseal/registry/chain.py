@@ -2,7 +2,7 @@
 
 The writer (the registry) and the verifier (``fl-audit``) both compute an entry's hashed content
 with :func:`entry_content`, from the row's columns, so they cannot disagree about it. Byte
-encodings are ``fedseal.ledger_codec``'s.
+encodings are ``fedseal.contract.ledger_codec``'s.
 """
 
 from __future__ import annotations
