@@ -10,8 +10,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from fedseal import ledger_codec
 from fedseal.client.site_keys import SiteKeys
+from fedseal.contract import ledger_codec
 from fedseal.registry import Registry
 
 

@@ -14,7 +14,7 @@ from fuzzing import FUZZ, hostile_values, random_or_mutated
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fedseal import ledger_codec
+from fedseal.contract import ledger_codec
 from fedseal.contract.limits import MessageTooLarge, check_size, record_size
 from fedseal.contract.message_fields import (
     MessageFieldError,

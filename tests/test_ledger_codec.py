@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fedseal import ledger_codec
+from fedseal.contract import ledger_codec
 from fedseal.contract.ledger_codec import (
     GENESIS_HASH,
     STATEMENT_FIELDS,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fedseal import ledger_codec
+from fedseal.contract import ledger_codec
 
 from .entries import (
     CHAIN,

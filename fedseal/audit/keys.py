@@ -16,13 +16,15 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from fedseal.audit.errors import AuditError
+
 __all__ = ["KeyFileError", "fingerprint", "load_coordinator_key", "parse_public_key"]
 
 _MAX_KEY_FILE = 64 * 1024
 _RAW = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-class KeyFileError(ValueError):
+class KeyFileError(AuditError, ValueError):
     """A key file that is missing, unreadable or holds no Ed25519 public key."""
 
 

@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from fedseal.audit.errors import AuditError
+
 __all__ = [
     "CHROMIUM",
     "ChromiumError",
@@ -39,7 +41,7 @@ _FLAGS = (
 )
 
 
-class ChromiumError(RuntimeError):
+class ChromiumError(AuditError, RuntimeError):
     """Chromium is missing, failed, or produced nothing."""
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fedseal import ledger_codec
+from fedseal.contract import ledger_codec
 from fedseal.contract.site_identity import SiteKeyError, SitePublicKeys
 
 from .entries import EVENTS, PRIVACY, ChainEntry, content_of, name

@@ -35,6 +35,8 @@ from logging import ERROR
 from pathlib import Path
 from typing import Any
 
+from fedseal.client.errors import SiteError
+
 __all__ = [
     "FLOWER_VERSION",
     "AppPinError",
@@ -74,7 +76,7 @@ class FabRefused(Exception):
     """The bundle (or the run record that names it) is not fedseal's own app; `str` says why."""
 
 
-class AppPinError(RuntimeError):
+class AppPinError(SiteError, RuntimeError):
     """The check cannot be put in place (another Flower version): the SuperNode must not start."""
 
 

@@ -13,19 +13,16 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedseal.client.errors import SiteRefusal
 from fedseal.client.local_channel import ChannelError, call, socket_path
 from fedseal.client.site_config import SiteConfigError, load_site_config
 from fedseal.contract.limits import MessageTooLarge, check_size, record_size
 from fedseal.contract.message_fields import MessageFieldError, field_int
 from fedseal.contract.wire import PROTOCOL_VERSION, Key, RecordName
 
-__all__ = ["SiteRefusal", "app", "relay"]
+__all__ = ["app", "relay"]
 
 app = ClientApp()
-
-
-class SiteRefusal(RuntimeError):
-    """The message cannot be handled; the reason goes back to the coordinator as the error."""
 
 
 def relay(operation: str, msg: Message, config_path: Path) -> Message:

@@ -16,6 +16,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import socket
 import socketserver
@@ -26,6 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from fedseal.client.errors import SiteError
 
 __all__ = [
     "MAX_FRAME_BYTES",
@@ -39,6 +42,8 @@ __all__ = [
     "socket_path",
 ]
 
+log = logging.getLogger("fedseal.client")
+
 _LENGTH = struct.Struct(">I")
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 """Default frame limit (the site config's `[limits]` sets it from its message limit)."""
@@ -48,7 +53,7 @@ _READ_TIMEOUT_S = 60.0  # the worker waits this long for a request to arrive in 
 Handler = Callable[[str, int, dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
 
 
-class ChannelError(RuntimeError):
+class ChannelError(SiteError, RuntimeError):
     """The site's worker could not be reached or refused the request (reason in the message)."""
 
 
@@ -218,6 +223,19 @@ def call(
     return parse_answer(answer)
 
 
+def _log_failure(exc: Exception) -> None:
+    """Log at the site what goes back to the coordinator as an error: a refusal in one line
+    (a trust refusal logged itself), anything unexpected with its traceback."""
+    from fedseal.client.trust import TrustRefusal
+
+    if isinstance(exc, TrustRefusal):
+        return
+    if isinstance(exc, SiteError):
+        log.warning("refused: %s", " ".join(str(exc).split()))
+    else:
+        log.error("unexpected error, sent to the coordinator as a refusal", exc_info=exc)
+
+
 class LocalChannelServer:
     """Serves `handler` on the site's socket in a background thread."""
 
@@ -239,6 +257,7 @@ class LocalChannelServer:
                     result, metrics = outer_handler(*parse_request(request))
                     answer: dict[str, Any] = {"result": result, "metrics": metrics}
                 except Exception as exc:  # every failure goes back as one line, never a crash
+                    _log_failure(exc)
                     answer = {"error": " ".join(str(exc).split())[:2000] or type(exc).__name__}
                 with contextlib.suppress(OSError, ChannelError):  # the ClientApp went away
                     try:

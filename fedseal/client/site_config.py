@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from fedseal.client.dp.errors import DpConfigError
 from fedseal.client.dp.settings import DpSettings, parse_dp_section
+from fedseal.client.errors import SiteError
 from fedseal.contract.limits import SiteLimits
 from fedseal.secure_agg.params import Mode
 
@@ -42,7 +43,7 @@ MAX_CONFIG_BYTES = 1 << 20
 """A site config is a few hundred bytes; anything over this is refused before it is parsed."""
 
 
-class SiteConfigError(ValueError):
+class SiteConfigError(SiteError, ValueError):
     """A site configuration that cannot be used; the message is one line meant for a person."""
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from fedseal.client.errors import SiteError
 from fedseal.client.site_config import SiteConfig
 from fedseal.models.data import TextExamples, load_csv_examples, load_site_data
 
 __all__ = ["SiteData", "SiteDataError", "check_validation", "load_site_records"]
 
 
-class SiteDataError(ValueError):
+class SiteDataError(SiteError, ValueError):
     """The site's data source cannot be read or does not fit the run."""
 
 

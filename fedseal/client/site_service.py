@@ -48,15 +48,13 @@ if TYPE_CHECKING:
     from fedseal.client.dp.settings import DpSettings
     from fedseal.client.training import TrainingInputs, TrainSettings
 
+from fedseal.client.errors import SiteRefusal
+
 __all__ = ["SiteRefusal", "SiteService", "derive_seed", "resolve_device"]
 
 log = logging.getLogger("fedseal.client")
 
 Fields = dict[str, Any]
-
-
-class SiteRefusal(RuntimeError):
-    """The site will not do what the message asks; the reason goes back to the coordinator."""
 
 
 def resolve_device(setting: str) -> str:

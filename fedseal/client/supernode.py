@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from fedseal.cli_support import with_own_scripts
+from fedseal.client.errors import SiteError
 from fedseal.client.site_config import SiteConfig
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 
-class CoordinatorUnreachable(ConnectionError):
+class CoordinatorUnreachable(SiteError, ConnectionError):
     """The coordinator's address did not accept a connection within the allowed time."""
 
 

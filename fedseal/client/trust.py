@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fedseal.client.errors import SiteRefusal
 from fedseal.client.site_config import SecureAggPolicy
 from fedseal.contract.manifest import FederationManifest, ManifestError, ManifestMember
 from fedseal.contract.message_fields import field_str
@@ -35,7 +36,7 @@ PINNED_MANIFEST = Path("trust") / "manifest.json"
 """Where, under the site's state directory, `fl-client trust` keeps the pinned manifest."""
 
 
-class TrustRefusal(PermissionError):
+class TrustRefusal(SiteRefusal, PermissionError):
     """A message that the site's pinned manifest or policy does not allow (one line)."""
 
 

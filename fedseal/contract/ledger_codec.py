@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from fedseal.contract.errors import ContractError
+
 __all__ = [
     "GENESIS_HASH",
     "STATEMENT_FIELDS",
@@ -71,7 +73,7 @@ STATEMENT_FIELDS = (
 cumulative, the budget, and the SHA-256 of the update it sent ("" when it sent none)."""
 
 
-class LedgerCodecError(ValueError):
+class LedgerCodecError(ContractError):
     """A value that has no canonical encoding (NaN, infinity, an unknown type or field)."""
 
 

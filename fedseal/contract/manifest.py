@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fedseal.contract.errors import ContractError
 from fedseal.secure_agg.params import MAX_SITES, Mode
 
 __all__ = [
@@ -33,7 +34,7 @@ MAX_MANIFEST_BYTES = 1 << 20
 _NAME = re.compile(r"^[a-z0-9_]{1,63}$")
 
 
-class ManifestError(ValueError):
+class ManifestError(ContractError):
     """A manifest that cannot be used; the message is one line meant for a person."""
 
 

@@ -14,6 +14,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from fedseal.contract.errors import ContractError
+
 __all__ = [
     "MessageFieldError",
     "field_bytes",
@@ -28,7 +30,7 @@ _MISSING = object()
 _JSON_MAX = 16 << 20
 
 
-class MessageFieldError(ValueError):
+class MessageFieldError(ContractError):
     """A message field that is missing, of the wrong type or out of range."""
 
 

@@ -15,13 +15,15 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from fedseal.contract.errors import ContractError
+
 __all__ = ["NODE_AUTH_KEY", "NodeAuthKeyError", "make_node_auth_key", "public_key_path"]
 
 NODE_AUTH_KEY = "node-auth"
 """The key's file name in a site's STATE/keys/ folder when its config names no other."""
 
 
-class NodeAuthKeyError(ValueError):
+class NodeAuthKeyError(ContractError):
     """A key file that cannot be made or used (the message is one line)."""
 
 

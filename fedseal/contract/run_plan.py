@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from fedseal.contract.errors import ContractError
 from fedseal.contract.wire import Key
 
 __all__ = ["AdapterKind", "RunPlan", "RunPlanError"]
@@ -28,7 +29,7 @@ class AdapterKind(StrEnum):
     LORA = "lora"
 
 
-class RunPlanError(ValueError):
+class RunPlanError(ContractError):
     """A message whose run plan is missing or out of range."""
 
 

@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fedseal.contract.errors import ContractError
 from fedseal.contract.message_fields import MessageFieldError, field_json
 from fedseal.contract.wire import Key
 from fedseal.secure_agg.params import MAX_SITES
@@ -22,7 +23,7 @@ __all__ = ["SiteKeyError", "SitePublicKeys", "decode_directory", "encode_directo
 _BUNDLE_MAGIC = b"fedseal-site-keys/v1:"
 
 
-class SiteKeyError(ValueError):
+class SiteKeyError(ContractError):
     """Missing, unreadable or malformed site keys."""
 
 

@@ -13,6 +13,8 @@ import struct
 
 import numpy as np
 
+from fedseal.contract.errors import ContractError
+
 __all__ = [
     "InvalidPayload",
     "decode_aggregate",
@@ -26,7 +28,7 @@ _WEIGHT = struct.Struct("<Q")
 _FLOAT = np.dtype("<f4")
 
 
-class InvalidPayload(ValueError):
+class InvalidPayload(ContractError):
     """Bytes that are not a well-formed update or aggregate of the expected size."""
 
 

@@ -535,6 +535,7 @@ def _enroll(args: argparse.Namespace) -> int:
 
     from .node_auth import (
         NodeAuthError,
+        NodeKeyInUse,
         recorded_node,
         register_node,
         remember_node,
@@ -570,7 +571,7 @@ def _enroll(args: argparse.Namespace) -> int:
     try:
         node_id = register_node(args.auth_public_key, args.connection, args.site, home)
     except NodeAuthError as exc:
-        if known is not None and "already in use" in str(exc):
+        if known is not None and isinstance(exc, NodeKeyInUse):
             _say(
                 f"site {args.site}'s SuperNode key is already registered with Flower "
                 f"as node {known}"
@@ -652,7 +653,14 @@ def _start_run(args: argparse.Namespace) -> int:
     from fedseal.registry import RegistryError
 
     from .flower_app import CONNECTION_NAME, SubmitError, flower_run_status
-    from .run_launch import LaunchError, follow_run, launch_run, running_run, submit_recorded
+    from .run_launch import (
+        LaunchError,
+        LaunchTimeout,
+        follow_run,
+        launch_run,
+        running_run,
+        submit_recorded,
+    )
     from .run_settings import default_run_config
 
     regime = REGIMES[AdapterKind(args.adapter)]
@@ -738,7 +746,7 @@ def _start_run(args: argparse.Namespace) -> int:
         except SubmitError as exc:
             raise UserError(str(exc), ExitCode.CHILD_FAILED) from None
         except LaunchError as exc:
-            code = ExitCode.UNREACHABLE if "did not finish" in str(exc) else ExitCode.FAILURE
+            code = ExitCode.UNREACHABLE if isinstance(exc, LaunchTimeout) else ExitCode.FAILURE
             raise UserError(str(exc), code) from None
     _say(f"run {run.id} {run.status}" + (f": {run.error}" if run.error else ""))
     return ExitCode.OK if str(run.status) == "completed" else ExitCode.FAILURE

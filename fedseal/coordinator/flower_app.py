@@ -19,6 +19,7 @@ from typing import Any
 import tomli_w
 
 from fedseal.cli_support import with_own_scripts
+from fedseal.coordinator.errors import CoordinatorError
 
 __all__ = [
     "CONNECTION_NAME",
@@ -34,7 +35,7 @@ __all__ = [
 CONNECTION_NAME = "fedseal"
 
 
-class SubmitError(RuntimeError):
+class SubmitError(CoordinatorError, RuntimeError):
     """`flwr run` did not accept the run."""
 
 

@@ -21,11 +21,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from fedseal.coordinator.errors import CoordinatorError
+
 from .flower_app import run_flwr_json
 
 __all__ = [
     "NODES_FILE",
     "NodeAuthError",
+    "NodeKeyInUse",
     "forget_node",
     "recorded_node",
     "register_command",
@@ -38,8 +41,12 @@ __all__ = [
 NODES_FILE = "flower-nodes.json"
 
 
-class NodeAuthError(RuntimeError):
+class NodeAuthError(CoordinatorError, RuntimeError):
     """A `flwr supernode` command that failed; the message is one line."""
+
+
+class NodeKeyInUse(NodeAuthError):
+    """Flower already has this SuperNode key registered (under some node id)."""
 
 
 def register_command(public_key: Path, connection: str, site: str) -> list[str]:
@@ -71,7 +78,9 @@ def run_flwr(argv: list[str], flwr_home: Path, *, timeout_s: float = 60.0) -> di
         text = str(done.answer.get("error-message") or "") or done.stderr + "\n" + done.stdout
         lines = [line for line in text.splitlines() if line.strip()]
         detail = lines[-1] if lines else f"exit code {done.returncode}"
-        raise NodeAuthError(f"`flwr {what}` failed: {_one_line(detail)}")
+        # flwr says so only in its message: this is the one place its text is read
+        kind = NodeKeyInUse if "already in use" in detail else NodeAuthError
+        raise kind(f"`flwr {what}` failed: {_one_line(detail)}")
     return done.answer
 
 

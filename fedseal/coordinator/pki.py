@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedseal.contract.node_auth_key import NodeAuthKeyError, make_node_auth_key, public_key_path
+from fedseal.coordinator.errors import CoordinatorError
 
 __all__ = [
     "CA_CERT",
@@ -50,7 +51,7 @@ DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1", "superlink")
 _CURVE = ec.SECP384R1
 
 
-class PkiError(ValueError):
+class PkiError(CoordinatorError, ValueError):
     """A PKI folder or key file that cannot be made or used (the message is one line)."""
 
 

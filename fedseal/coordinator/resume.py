@@ -19,6 +19,7 @@ import json
 import logging
 from dataclasses import dataclass
 
+from fedseal.coordinator.errors import CoordinatorError
 from fedseal.coordinator.protocols.base import PRIVACY_FIELDS
 from fedseal.coordinator.run_settings import RunSettings
 from fedseal.registry import (
@@ -56,7 +57,7 @@ the shape of its secure aggregation)."""
 _MAX_LINEAGE = 1000
 
 
-class ResumeError(RuntimeError):
+class ResumeError(CoordinatorError, RuntimeError):
     """The named run cannot be continued; the message says why."""
 
 

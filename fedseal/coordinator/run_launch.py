@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedseal.contract.app_bundle import write_app
+from fedseal.coordinator.errors import CoordinatorError
 from fedseal.registry import Registry, RunView
 
 from .flower_app import SubmitError, submit_run
@@ -23,6 +24,7 @@ from .flower_app import SubmitError, submit_run
 __all__ = [
     "CURRENT_RUN_FILE",
     "LaunchError",
+    "LaunchTimeout",
     "RunLaunch",
     "current_run",
     "follow_run",
@@ -34,8 +36,12 @@ __all__ = [
 CURRENT_RUN_FILE = "current-run.json"
 
 
-class LaunchError(RuntimeError):
+class LaunchError(CoordinatorError, RuntimeError):
     """The run could not be submitted or followed; the message is one line."""
+
+
+class LaunchTimeout(LaunchError):
+    """`--wait` gave up: the run did not finish within the time allowed."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +173,7 @@ def follow_run(
                 report(f"submitted Flower run {flower_run_id} to continue run {run.id}")
                 announced, reported = False, -1
         if now > deadline:
-            raise LaunchError(f"Flower run {flower_run_id} did not finish within {timeout_s:g} s")
+            raise LaunchTimeout(f"Flower run {flower_run_id} did not finish within {timeout_s:g} s")
         time.sleep(poll_s)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from fedseal.contract.limits import DEFAULT_CONTROL_BYTES
 from fedseal.contract.run_plan import RunPlan
+from fedseal.coordinator.errors import CoordinatorError
 from fedseal.secure_agg.params import MAX_SITES, SPARSE_ABOVE
 
 __all__ = ["PROTOCOL_MODES", "RunSettings", "RunSettingsError", "default_run_config"]
@@ -20,7 +21,7 @@ PROTOCOL_MODES = ("he+ss", "he", "plain")
 DEFAULT_MODE = "he+ss"
 
 
-class RunSettingsError(ValueError):
+class RunSettingsError(CoordinatorError, ValueError):
     """A run config value that cannot be used."""
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fedseal import ledger_codec
+from fedseal.contract import ledger_codec
 
 from .schema import ChainLink, Event, PrivacyEntry, Run, Site
 from .statuses import ChainTable, EventAction

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyFinished",
     "ChainBusy",
     "LedgerKeyMissing",
     "RecordConflict",
@@ -36,6 +37,10 @@ class RecordNotFound(RegistryError, LookupError):
 
 class RecordConflict(RegistryError, ValueError):
     """A write that would break the registry's rules (duplicate round, finishing twice...)."""
+
+
+class AlreadyFinished(RecordConflict):
+    """Finishing a run or round that is already finished (a retried write may have landed)."""
 
 
 class LedgerKeyMissing(RegistryError):

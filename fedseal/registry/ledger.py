@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
-from fedseal import ledger_codec
+from fedseal.contract import ledger_codec
 from fedseal.contract.site_identity import SiteKeyError, SitePublicKeys
 
 from .chain import ChainAppender, read_head

@@ -15,6 +15,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fedseal.registry.errors import RegistryError
+
 __all__ = [
     "LEDGER_KEY_FILE",
     "LEDGER_PUBLIC_KEY_FILE",
@@ -29,7 +31,7 @@ LEDGER_KEY_FILE = "ledger.key"
 LEDGER_PUBLIC_KEY_FILE = "ledger-public-key.hex"
 
 
-class LedgerKeyError(ValueError):
+class LedgerKeyError(RegistryError, ValueError):
     """A ledger key file that is missing, damaged or readable by other users."""
 
 

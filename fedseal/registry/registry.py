@@ -39,7 +39,7 @@ from .checks import (
     load_config,
 )
 from .engine import writer
-from .errors import ChainBusy, LedgerKeyMissing, RecordConflict, RecordNotFound
+from .errors import AlreadyFinished, ChainBusy, LedgerKeyMissing, RecordConflict, RecordNotFound
 from .failures import describe_error, one_line, unavailable
 from .ledger import PrivacyLedgerMixin
 from .schema import Contribution, Event, PrivacyEntry, Round, Run, Site
@@ -268,7 +268,7 @@ class Registry(PrivacyLedgerMixin):
             now = self._now()
             run = _get(session, Run, run_id)
             if run.finished_at is not None:
-                raise RecordConflict(f"run {run_id} already finished as {run.status}")
+                raise AlreadyFinished(f"run {run_id} already finished as {run.status}")
             open_rounds = session.scalars(
                 select(Round)
                 .where(Round.run_id == run_id, Round.finished_at.is_(None))
@@ -424,7 +424,7 @@ class Registry(PrivacyLedgerMixin):
         with self._write() as session:
             round_ = _round_with_contributions(session, round_id)
             if round_.finished_at is not None:
-                raise RecordConflict(f"round {round_id} already finished as {round_.status}")
+                raise AlreadyFinished(f"round {round_id} already finished as {round_.status}")
             _close_round(round_, final, now)
             for field, value in changes.items():
                 setattr(round_, field, value)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .database import open_registry
-from .errors import RecordConflict, RegistryUnavailable
+from .errors import AlreadyFinished, RecordConflict, RegistryUnavailable
 from .registry import Registry
 
 __all__ = ["RetryPolicy", "RetryingRegistry", "open_registry_retrying"]
@@ -151,7 +151,7 @@ class RetryingRegistry:
 
     def finish_round(self, round_id: int, **kwargs: Any) -> None:
         def ours(exc: RecordConflict) -> None:
-            if "already finished" not in str(exc):
+            if not isinstance(exc, AlreadyFinished):
                 raise exc
 
         self._policy.call(
@@ -160,7 +160,7 @@ class RetryingRegistry:
 
     def finish_run(self, run_id: int, **kwargs: Any) -> None:
         def ours(exc: RecordConflict) -> None:
-            if "already finished" not in str(exc):
+            if not isinstance(exc, AlreadyFinished):
                 raise exc
 
         self._policy.call("finish_run", lambda: self._registry.finish_run(run_id, **kwargs), ours)

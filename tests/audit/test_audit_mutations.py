@@ -37,9 +37,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, create_engine, inspect, text
 from sqlalchemy.orm import Session
 
-from fedseal import ledger_codec
 from fedseal.audit import Check, KeySource, VerifyResult, verify, verify_database
 from fedseal.audit.snapshot import read_snapshot
+from fedseal.contract import ledger_codec
 from fedseal.privacy.accountant_kind import Accountant
 from fedseal.privacy.accounting import epsilon_of
 from fedseal.privacy.events import DpEvent

@@ -21,7 +21,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from trust_support import pin_everywhere, trust_of
 
-from fedseal.client.client_app import SiteRefusal, relay
+from fedseal.client.client_app import relay
+from fedseal.client.errors import SiteRefusal
 from fedseal.client.secure_stages import SecureSite
 from fedseal.client.site_config import SiteConfigError, load_site_config, parse_site_config
 from fedseal.client.site_keys import create_site_keys

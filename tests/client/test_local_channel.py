@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
+from fedseal.client.errors import SiteRefusal
 from fedseal.client.local_channel import ChannelError, LocalChannelServer, call, socket_path
 
 
@@ -43,6 +45,27 @@ def test_handler_errors_come_back_as_one_line(tmp_path: Path) -> None:
             call(path, "train", 1, {})
     finally:
         server.close()
+
+
+def test_every_failure_is_logged_at_the_site_before_it_is_sent(tmp_path: Path, caplog) -> None:
+    failures = iter([SiteRefusal("round 3 was uploaded before"), KeyError("bug")])
+
+    def handler(operation: str, run_id: int, fields: dict) -> tuple[dict, dict]:
+        raise next(failures)
+
+    path = socket_path(tmp_path)
+    server = LocalChannelServer(path, handler).start()
+    try:
+        with caplog.at_level(logging.WARNING, "fedseal.client"):
+            for _ in range(2):
+                with pytest.raises(ChannelError):
+                    call(path, "train", 1, {})
+    finally:
+        server.close()
+    refusal, unexpected = caplog.records
+    assert refusal.getMessage() == "refused: round 3 was uploaded before"
+    assert refusal.exc_info is None  # an expected refusal is one line
+    assert "unexpected error" in unexpected.getMessage() and unexpected.exc_info is not None
 
 
 def test_socket_is_private_to_the_site(tmp_path: Path) -> None:

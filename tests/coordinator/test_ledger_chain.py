@@ -27,7 +27,7 @@ from registry_signing import SiteSigner
 from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from fedseal import ledger_codec
+from fedseal.contract import ledger_codec
 from fedseal.registry import (
     ChainBusy,
     ChainTable,
@@ -657,7 +657,7 @@ _COORDINATOR = textwrap.dedent(
     import os, sys, time
     from pathlib import Path
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from fedseal import ledger_codec
+    from fedseal.contract import ledger_codec
     from fedseal.registry.ledger_key import load_ledger_key
     from fedseal.registry import open_registry
 

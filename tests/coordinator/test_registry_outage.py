@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from fedseal import ledger_codec
 from fedseal.audit.verify import verify_database
+from fedseal.contract import ledger_codec
 from fedseal.privacy.accountant_kind import Accountant
 from fedseal.privacy.accounting import epsilon_of
 from fedseal.privacy.events import DpEvent

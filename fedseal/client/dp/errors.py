@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fedseal.client.errors import SiteError
+
 __all__ = [
     "AccountantStoreError",
     "CalibrationError",
@@ -11,7 +13,7 @@ __all__ = [
 ]
 
 
-class DpError(Exception):
+class DpError(SiteError):
     """Base of every failure raised by `fedseal.client.dp`."""
 
 
