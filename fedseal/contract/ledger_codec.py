@@ -29,8 +29,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from fedseal.contract.errors import ContractError
-
 __all__ = [
     "GENESIS_HASH",
     "STATEMENT_FIELDS",
@@ -73,8 +71,11 @@ STATEMENT_FIELDS = (
 cumulative, the budget, and the SHA-256 of the update it sent ("" when it sent none)."""
 
 
-class LedgerCodecError(ContractError):
-    """A value that has no canonical encoding (NaN, infinity, an unknown type or field)."""
+class LedgerCodecError(ValueError):
+    """A value that has no canonical encoding (NaN, infinity, an unknown type or field).
+
+    Not a `ContractError`: this module imports nothing of fedseal, so that an auditor can check
+    the ledger format from this one file (docs/ledger-format.md)."""
 
 
 def _check(value: Any, where: str) -> None:
