@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fedseal.privacy.status import PrivacyStatus
+from fedseal.registry.statuses import ContributionStatus
+
 from .entries import PRIVACY, name
 from .findings import Check, Finding
 from .snapshot import PrivacyRow, Snapshot
@@ -26,7 +29,7 @@ def check_contributions(snapshot: Snapshot, ledger: Sequence[PrivacyRow]) -> lis
         by_key.setdefault((row.run_id, row.round_number, row.site_id), row)
     findings = []
     for contribution in snapshot.contributions:
-        if contribution.status != "contributed":
+        if contribution.status != ContributionStatus.CONTRIBUTED:
             continue
         here = name("contributions", contribution.id)
         where = (
@@ -34,7 +37,7 @@ def check_contributions(snapshot: Snapshot, ledger: Sequence[PrivacyRow]) -> lis
             f"site {contribution.site or contribution.site_id}"
         )
         entry = by_key.get((contribution.run_id, contribution.round_number, contribution.site_id))
-        if entry is None or entry.status != "charged":
+        if entry is None or entry.status != PrivacyStatus.CHARGED:
             findings.append(
                 Finding(
                     Check.CONTRIBUTIONS,

@@ -16,6 +16,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from fedseal.privacy.status import PrivacyStatus
+
 from .entries import PRIVACY, ChainEntry, name
 from .findings import Check, EntryEpsilon, Finding
 from .snapshot import PrivacyRow, Snapshot
@@ -25,7 +27,7 @@ __all__ = ["REL_TOLERANCE", "check_epsilon", "ledger_order"]
 REL_TOLERANCE = 1e-9
 """How far a recorded ε may be from the recomputed one, relatively (docs/ledger-format.md)."""
 
-_STATUSES = ("charged", "declined")
+_STATUSES = tuple(PrivacyStatus)
 _ACCOUNTANTS = ("rdp", "prv")
 
 
@@ -91,10 +93,12 @@ def check_epsilon(
             continue
         event = DpEvent(row.noise_multiplier, row.sample_rate, row.steps)
         kind = Accountant(row.accountant)
-        if row.status == "charged":
+        if row.status == PrivacyStatus.CHARGED:
             history[site].append(event)
         try:
-            epsilon_round = epsilon_of([event], row.delta, kind) if row.status == "charged" else 0.0
+            epsilon_round = (
+                epsilon_of([event], row.delta, kind) if row.status == PrivacyStatus.CHARGED else 0.0
+            )
             epsilon_cumulative = epsilon_of(history[site], row.delta, kind)
         except (ArithmeticError, ValueError) as exc:
             findings.append(

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from fedseal.privacy.status import PrivacyStatus
+
 from .entries import PRIVACY, name, resolve_entries
 from .epsilon_check import ledger_order
 from .findings import Check, VerifyResult
@@ -128,8 +130,8 @@ def _site(
         "epsilon_spent": spent,
         "epsilon_spent_recomputed": last["epsilon_cumulative_recomputed"] if last else None,
         "remaining": remaining,
-        "charged": _rounds_by_run(entries, "charged"),
-        "declined": _rounds_by_run(entries, "declined"),
+        PrivacyStatus.CHARGED.value: _rounds_by_run(entries, PrivacyStatus.CHARGED),
+        PrivacyStatus.DECLINED.value: _rounds_by_run(entries, PrivacyStatus.DECLINED),
         "entries": entries,
         "verified": not any(findings.get(entry["entry"]) for entry in entries),
     }

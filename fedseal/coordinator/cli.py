@@ -748,8 +748,10 @@ def _start_run(args: argparse.Namespace) -> int:
         except LaunchError as exc:
             code = ExitCode.UNREACHABLE if isinstance(exc, LaunchTimeout) else ExitCode.FAILURE
             raise UserError(str(exc), code) from None
+    from fedseal.registry.statuses import RunStatus
+
     _say(f"run {run.id} {run.status}" + (f": {run.error}" if run.error else ""))
-    return ExitCode.OK if str(run.status) == "completed" else ExitCode.FAILURE
+    return ExitCode.OK if run.status == RunStatus.COMPLETED else ExitCode.FAILURE
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from fedseal.registry import (
     Registry,
     RegistryError,
     RegistryUnavailable,
+    RoundStatus,
     RunStatus,
 )
 
@@ -101,7 +102,7 @@ def plan_resume(registry: Registry, run_id: int, settings: RunSettings) -> Resum
         if current.flower_run_id is not None:
             flower_runs[current.flower_run_id] = current.id
         if expected is None:
-            done = [r for r in registry.rounds(current.id) if str(r.status) == "completed"]
+            done = [r for r in registry.rounds(current.id) if r.status == RoundStatus.COMPLETED]
             expected = done[-1].global_digest if done else None
         previous = current.config.get("resumes_run")
         seen += 1
@@ -112,7 +113,7 @@ def plan_resume(registry: Registry, run_id: int, settings: RunSettings) -> Resum
         previous_run=run_id,
         first_round=first,
         expected_digest=expected,
-        open_rounds=tuple(r.id for r in rounds if str(r.status) == "running"),
+        open_rounds=tuple(r.id for r in rounds if r.status == RoundStatus.RUNNING),
         flower_runs=flower_runs,
     )
 

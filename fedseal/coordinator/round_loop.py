@@ -35,6 +35,7 @@ from fedseal.coordinator.resume import record_recovered
 from fedseal.coordinator.run_settings import RunSettings
 from fedseal.coordinator.site_directory import SiteDirectory
 from fedseal.registry import Registry, RegistryError, RegistryUnavailable
+from fedseal.registry.statuses import RoundStatus
 
 __all__ = ["RoundOutcome", "RunState", "run_round"]
 
@@ -71,7 +72,7 @@ class RoundOutcome:
     """The round's status as recorded, with the figures the progress display shows."""
 
     number: int
-    status: str
+    status: RoundStatus
     participants: list[str]
     dropped: list[str]
     global_digest: str | None
@@ -121,8 +122,8 @@ def run_round(
             f"only {len(sampled)} sites connected with privacy budget left, "
             f"{settings.min_participants} required"
         )
-        registry.finish_round(round_id, status="aborted", error=error)
-        return RoundOutcome(number, "aborted", [], [], None, error)
+        registry.finish_round(round_id, status=RoundStatus.ABORTED, error=error)
+        return RoundOutcome(number, RoundStatus.ABORTED, [], [], None, error)
 
     request = RoundRequest(
         run_id=state.run_id,
@@ -139,16 +140,20 @@ def run_round(
         result = protocol.aggregate(grid, request, settings.min_participants)
     except Exception as exc:  # a protocol bug must not take the run down unrecorded
         log.exception("round %d: aggregation failed", number)
-        registry.finish_round(round_id, status="aborted", error=f"aggregation failed: {exc}")
-        return RoundOutcome(number, "aborted", [], sampled, None, str(exc))
+        registry.finish_round(
+            round_id, status=RoundStatus.ABORTED, error=f"aggregation failed: {exc}"
+        )
+        return RoundOutcome(number, RoundStatus.ABORTED, [], sampled, None, str(exc))
 
     _record_contributions(registry, round_id, result)
     _record_privacy(registry, state.run_id, number, round_id, result)
     if result.payload is None:
-        registry.finish_round(round_id, status="aborted", error=result.error)
+        registry.finish_round(round_id, status=RoundStatus.ABORTED, error=result.error)
         dropped = sorted(set(sampled) - set(result.contributors))
         log.warning("round %d aborted: %s", number, result.error)
-        return RoundOutcome(number, "aborted", result.contributors, dropped, None, result.error)
+        return RoundOutcome(
+            number, RoundStatus.ABORTED, result.contributors, dropped, None, result.error
+        )
 
     extra = protocol.apply_fields(number, result.contributors, sampled)
     applied = _apply(grid, number, result, request, settings, state, extra)
@@ -181,11 +186,11 @@ def run_round(
         error = "no site confirmed applying the aggregate"
         registry.finish_round(
             round_id,
-            status="aborted",
+            status=RoundStatus.ABORTED,
             aggregate_digest=payload_digest(result.payload),
             error=error,
         )
-        return RoundOutcome(number, "aborted", result.contributors, dropped, None, error)
+        return RoundOutcome(number, RoundStatus.ABORTED, result.contributors, dropped, None, error)
 
     state.aggregates[number] = result.payload
     state.apply_fields[number] = json.dumps(extra)
@@ -194,7 +199,7 @@ def run_round(
     metrics = _round_metrics(applied)
     registry.finish_round(
         round_id,
-        status="completed",
+        status=RoundStatus.COMPLETED,
         aggregate_digest=payload_digest(result.payload),
         global_digest=agreed,
         **metrics,
@@ -206,7 +211,7 @@ def run_round(
         len(dropped),
         {k: round(v, 4) for k, v in metrics.items() if v is not None},
     )
-    return RoundOutcome(number, "completed", result.contributors, dropped, agreed)
+    return RoundOutcome(number, RoundStatus.COMPLETED, result.contributors, dropped, agreed)
 
 
 def _record_contributions(registry: Registry, round_id: int, result: AggregationResult) -> None:

@@ -25,6 +25,7 @@ from fedseal.registry.retry import (
     RetryPolicy,
     open_registry_retrying,
 )
+from fedseal.registry.statuses import RoundStatus, RunStatus
 
 __all__ = ["app", "drive_run"]
 
@@ -102,7 +103,7 @@ def drive_run(grid: Grid, settings: RunSettings, registry: Registry) -> int:
         completed = 0
         for number in range(first_round, settings.rounds + 1):
             outcome = run_round(grid, number, settings, state, directory, protocol, registry)
-            completed += outcome.status == "completed"
+            completed += outcome.status is RoundStatus.COMPLETED
             for site in directory.sites:
                 registry.ensure_site(site)
             if directory.sites and set(directory.sites) <= set(registry.exhausted_sites(run_id)):
@@ -110,12 +111,12 @@ def drive_run(grid: Grid, settings: RunSettings, registry: Registry) -> int:
                 break
     except Exception as exc:
         log.exception("run %d failed", run_id)
-        registry.finish_run(run_id, status="failed", error=str(exc)[:1000])
+        registry.finish_run(run_id, status=RunStatus.FAILED, error=str(exc)[:1000])
         raise
     if completed == 0:
-        registry.finish_run(run_id, status="failed", error="no round completed")
+        registry.finish_run(run_id, status=RunStatus.FAILED, error="no round completed")
     else:
-        registry.finish_run(run_id, status="completed")
+        registry.finish_run(run_id, status=RunStatus.COMPLETED)
     log.info("run %d finished: %d of %d rounds completed", run_id, completed, settings.rounds)
     return run_id
 
@@ -128,12 +129,12 @@ def _close_interrupted(
     for round_id in resumed.open_rounds:
         registry.finish_round(
             round_id,
-            status="aborted",
+            status=RoundStatus.ABORTED,
             error=f"the coordinator stopped during the round; the run continues as run {run_id}",
         )
     registry.finish_run(
         resumed.previous_run,
-        status="aborted",
+        status=RunStatus.ABORTED,
         error=(
             f"the coordinator stopped; continued as run {run_id} (Flower run {flower_run_id}) "
             f"from round {resumed.first_round}"

@@ -19,10 +19,10 @@ from .errors import (
 from .migrate import upgrade_to_head
 from .registry import Clock, Registry, utc_now
 from .statuses import (
+    Accountant,
     ChainTable,
     ContributionStatus,
     EventAction,
-    PrivacyAccountant,
     PrivacyStatus,
     RoundStatus,
     RunStatus,
@@ -32,6 +32,7 @@ from .views import ContributionView, EventView, PrivacyEntryView, RoundView, Run
 
 __all__ = [
     "DEFAULT_DATABASE_ENV",
+    "Accountant",
     "ChainBusy",
     "ChainTable",
     "Clock",
@@ -40,7 +41,6 @@ __all__ = [
     "EventAction",
     "EventView",
     "LedgerKeyMissing",
-    "PrivacyAccountant",
     "PrivacyEntryView",
     "PrivacyStatus",
     "RecordConflict",

@@ -22,12 +22,14 @@ from sqlalchemy.orm import Session, joinedload
 
 from fedseal.contract import ledger_codec
 from fedseal.contract.site_identity import SiteKeyError, SitePublicKeys
+from fedseal.privacy.accountant_kind import Accountant
+from fedseal.privacy.status import PrivacyStatus
 
 from .chain import ChainAppender, read_head
 from .checks import check_count, check_name, check_sha256
 from .errors import RecordConflict, RecordNotFound, StatementRefused
 from .schema import Event, PrivacyEntry, Run, Site
-from .statuses import PrivacyAccountant, PrivacyStatus, SiteStatus
+from .statuses import SiteStatus
 from .views import EventView, PrivacyEntryView
 
 __all__ = ["PrivacyLedgerMixin"]
@@ -61,7 +63,7 @@ class PrivacyLedgerMixin:
         steps: int,
         max_grad_norm: float,
         delta: float,
-        accountant: PrivacyAccountant | str,
+        accountant: Accountant | str,
         epsilon_round: float,
         epsilon_cumulative: float,
         budget: float,
@@ -91,7 +93,7 @@ class PrivacyLedgerMixin:
             "steps": check_count(steps, "steps", minimum=1),
             "max_grad_norm": _positive(max_grad_norm, "max_grad_norm"),
             "delta": _positive(delta, "delta", upper=1.0, open_upper=True),
-            "accountant": _enum(PrivacyAccountant, accountant, "accountant"),
+            "accountant": _enum(Accountant, accountant, "accountant"),
             "epsilon_round": _non_negative(epsilon_round, "epsilon_round"),
             "epsilon_cumulative": _non_negative(epsilon_cumulative, "epsilon_cumulative"),
             "budget": _positive(budget, "budget"),
@@ -223,8 +225,8 @@ def _identity_key(site: Site | None, name: str) -> bytes:
 
 
 def _enum(
-    enum: type[PrivacyStatus] | type[PrivacyAccountant], value: object, what: str
-) -> PrivacyStatus | PrivacyAccountant:
+    enum: type[PrivacyStatus] | type[Accountant], value: object, what: str
+) -> PrivacyStatus | Accountant:
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str")
     try:

@@ -28,10 +28,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column, relat
 
 from .column_types import UTCDateTime, status_column_type
 from .statuses import (
+    Accountant,
     ChainTable,
     ContributionStatus,
     EventAction,
-    PrivacyAccountant,
     PrivacyStatus,
     RoundStatus,
     RunStatus,
@@ -199,8 +199,8 @@ class PrivacyEntry(Base):
     steps: Mapped[int] = mapped_column(Integer)
     max_grad_norm: Mapped[float]
     delta: Mapped[float]
-    accountant: Mapped[PrivacyAccountant] = mapped_column(
-        status_column_type(PrivacyAccountant, "privacy_accountant")
+    accountant: Mapped[Accountant] = mapped_column(
+        status_column_type(Accountant, "privacy_accountant")
     )
     epsilon_round: Mapped[float]
     epsilon_cumulative: Mapped[float]

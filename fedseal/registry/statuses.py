@@ -1,14 +1,20 @@
-"""Status values stored in the registry; the strings are part of the schema, so never rename one."""
+"""Status values stored in the registry; the strings are part of the schema, so never rename one.
+
+A privacy entry's status and accountant are `fedseal.privacy`'s own enums (the sites write
+them, the auditor reads them), named here so that the registry's columns list every enum."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
+from fedseal.privacy.accountant_kind import Accountant
+from fedseal.privacy.status import PrivacyStatus
+
 __all__ = [
+    "Accountant",
     "ChainTable",
     "ContributionStatus",
     "EventAction",
-    "PrivacyAccountant",
     "PrivacyStatus",
     "RoundStatus",
     "RunStatus",
@@ -49,20 +55,6 @@ class ContributionStatus(StrEnum):
     DROPPED = "dropped"  # no usable answer (timeout, lost connection, or no answer by round end)
     DECLINED = "declined"  # answered, but chose not to train (e.g. privacy budget spent)
     FAILED = "failed"  # answered with an error
-
-
-class PrivacyStatus(StrEnum):
-    """A site's privacy-ledger entry for one round: it spent budget, or refused to."""
-
-    CHARGED = "charged"  # trained; the round's DP-SGD steps are charged to the site's budget
-    DECLINED = "declined"  # did not train: the planned steps would have exceeded its budget
-
-
-class PrivacyAccountant(StrEnum):
-    """The Opacus accountant that composed a site's ε."""
-
-    RDP = "rdp"
-    PRV = "prv"
 
 
 class ChainTable(StrEnum):

@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from .statuses import (
+    Accountant,
     ContributionStatus,
     EventAction,
-    PrivacyAccountant,
     PrivacyStatus,
     RoundStatus,
     RunStatus,
@@ -96,7 +96,7 @@ class PrivacyEntryView:
     steps: int
     max_grad_norm: float
     delta: float
-    accountant: PrivacyAccountant
+    accountant: Accountant
     epsilon_round: float
     epsilon_cumulative: float
     budget: float

@@ -43,10 +43,10 @@ from fedseal.contract import ledger_codec
 from fedseal.privacy.accountant_kind import Accountant
 from fedseal.privacy.accounting import epsilon_of
 from fedseal.privacy.events import DpEvent
+from fedseal.privacy.status import PrivacyStatus
 from fedseal.registry.chain import ChainAppender, entry_content
 from fedseal.registry.engine import normalise_url
 from fedseal.registry.schema import PrivacyEntry, Run, Site
-from fedseal.registry.statuses import PrivacyAccountant, PrivacyStatus
 
 KEYS = {"privacy_ledger": "id", "events": "id", "ledger_chain": "seq"}
 CHOICES = {
@@ -482,7 +482,7 @@ def _append_with_coordinator_key(
             **values,
         }
         values["status"] = PrivacyStatus(values["status"])
-        values["accountant"] = PrivacyAccountant(values["accountant"])
+        values["accountant"] = Accountant(values["accountant"])
         entry = PrivacyEntry(
             site_id=site_row.id,
             run_id=run.id,

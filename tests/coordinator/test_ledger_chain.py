@@ -46,6 +46,7 @@ from fedseal.registry import (
 )
 from fedseal.registry import registry as registry_module
 from fedseal.registry.engine import create_registry_engine
+from fedseal.registry.errors import AlreadyFinished
 from fedseal.registry.ledger_key import (
     LEDGER_PUBLIC_KEY_FILE,
     LedgerKeyError,
@@ -352,7 +353,7 @@ def test_runs_start_and_finish_as_events(registry: Registry) -> None:
     assert started.details == {"flower_run_id": None, "mode": "he+ss", "rounds_planned": 3}
     assert finished.action is EventAction.RUN_FINISHED
     assert finished.details == {"status": "failed", "error": "no site connected"}
-    with pytest.raises(RecordConflict, match="already finished"):
+    with pytest.raises(AlreadyFinished, match="already finished"):
         registry.finish_run(run_id, status="completed")
     assert len(registry.events(run_id=run_id)) == 2
 

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, inspect, select
 from sqlalchemy.orm import Session
 
 from fedseal.registry import (
-    PrivacyAccountant,
+    Accountant,
     PrivacyEntryView,
     PrivacyStatus,
     RecordConflict,
@@ -152,7 +152,7 @@ def test_an_entry_round_trips(registry: Registry, site_signer: SiteSigner) -> No
         steps=20,
         max_grad_norm=1.0,
         delta=1e-5,
-        accountant=PrivacyAccountant.RDP,
+        accountant=Accountant.RDP,
         epsilon_round=0.61,
         epsilon_cumulative=0.61,
         budget=3.0,

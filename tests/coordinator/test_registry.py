@@ -41,6 +41,7 @@ from fedseal.registry import (
     upgrade_to_head,
 )
 from fedseal.registry.engine import create_registry_engine, normalise_url
+from fedseal.registry.errors import AlreadyFinished
 from fedseal.registry.migrate import alembic_config, current_revision, head_revision
 from fedseal.registry.schema import Base, Contribution, Round, Run, Site
 
@@ -410,10 +411,10 @@ def test_finishing_twice_is_a_conflict(registry: Registry) -> None:
     run_id = _start_run(registry)
     round_id = registry.start_round(run_id, 1, ["a"])
     registry.finish_round(round_id, status="aborted", error="too few sites")
-    with pytest.raises(RecordConflict, match="already finished"):
+    with pytest.raises(AlreadyFinished, match="already finished"):
         registry.finish_round(round_id, status="completed")
     registry.finish_run(run_id, status="aborted")
-    with pytest.raises(RecordConflict, match="already finished"):
+    with pytest.raises(AlreadyFinished, match="already finished"):
         registry.finish_run(run_id, status="completed")
     with pytest.raises(RecordConflict, match="not running"):
         registry.start_round(run_id, 2, ["a"])

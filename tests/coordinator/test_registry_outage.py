@@ -31,6 +31,7 @@ from fedseal.registry import (
     RegistryUnavailable,
     open_registry,
 )
+from fedseal.registry.errors import AlreadyFinished
 from fedseal.registry.retry import RetryingRegistry, RetryPolicy
 
 SITES = ("hospital_a", "hospital_b", "hospital_c")
@@ -96,7 +97,7 @@ def test_a_write_that_committed_before_the_connection_dropped_is_not_repeated() 
             calls.append("finish_round")
             if len(calls) == 1:
                 raise RegistryUnavailable("connection lost during commit", transient=True)
-            raise RecordConflict(f"round {round_id} already finished as completed")
+            raise AlreadyFinished(f"round {round_id} already finished as completed")
 
     clock, messages = FakeClock(), []
     registry = RetryingRegistry(Inner(), _policy(clock, messages))  # type: ignore[arg-type]
@@ -105,7 +106,7 @@ def test_a_write_that_committed_before_the_connection_dropped_is_not_repeated() 
 
     class Fresh:
         def finish_round(self, round_id: int, **kwargs: object) -> None:
-            raise RecordConflict(f"round {round_id} already finished as aborted")
+            raise AlreadyFinished(f"round {round_id} already finished as aborted")
 
     with pytest.raises(RecordConflict):  # without a failed try first, a conflict is real
         RetryingRegistry(Fresh(), _policy(clock, messages)).finish_round(7, status="completed")  # type: ignore[arg-type]

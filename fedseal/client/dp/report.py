@@ -7,23 +7,16 @@ round loop can pass them through. Every ε here can be recomputed from the mecha
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 
 from fedseal.privacy.accounting import epsilon_of
 from fedseal.privacy.events import DpEvent
+from fedseal.privacy.status import PrivacyStatus
 
 from .accountant_store import AccountantStore
 from .budget import BudgetDecision
 from .settings import DpSettings
 
-__all__ = ["LedgerStatus", "PrivacyReport", "charged_report", "declined_report"]
-
-
-class LedgerStatus(StrEnum):
-    """The registry stores these strings; never rename one."""
-
-    CHARGED = "charged"
-    DECLINED = "declined"
+__all__ = ["PrivacyReport", "charged_report", "declined_report"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +29,7 @@ class PrivacyReport:
     one it would have used.
     """
 
-    status: LedgerStatus
+    status: PrivacyStatus
     noise_multiplier: float
     sample_rate: float
     steps: int
@@ -59,7 +52,7 @@ def charged_report(store: AccountantStore, event: DpEvent, settings: DpSettings)
     """The entry of a round that trained; call after `store.record(event, ...)`."""
     delta = settings.require_delta()
     return PrivacyReport(
-        status=LedgerStatus.CHARGED,
+        status=PrivacyStatus.CHARGED,
         noise_multiplier=event.noise_multiplier,
         sample_rate=event.sample_rate,
         steps=event.steps,
@@ -77,7 +70,7 @@ def declined_report(
 ) -> PrivacyReport:
     """The entry of a round refused by `check_round`: nothing spent."""
     return PrivacyReport(
-        status=LedgerStatus.DECLINED,
+        status=PrivacyStatus.DECLINED,
         noise_multiplier=planned.noise_multiplier,
         sample_rate=planned.sample_rate,
         steps=planned.steps,

@@ -16,11 +16,12 @@ from fedseal.client.dp.accountant_store import AccountantStore
 from fedseal.client.dp.budget import BudgetReason, check_round
 from fedseal.client.dp.calibration import calibrate_noise, noise_for_run
 from fedseal.client.dp.errors import CalibrationError, DpConfigError
-from fedseal.client.dp.report import LedgerStatus, charged_report, declined_report
+from fedseal.client.dp.report import charged_report, declined_report
 from fedseal.client.dp.settings import DpSettings
 from fedseal.privacy.accountant_kind import Accountant
 from fedseal.privacy.accounting import epsilon_of
 from fedseal.privacy.events import DpEvent
+from fedseal.privacy.status import PrivacyStatus
 
 DELTA = 1e-5
 Q = 32 / 600
@@ -183,7 +184,7 @@ def test_reports_carry_the_mechanism_and_recomputable_epsilons(tmp_path: Path) -
     dp = _settings(epsilon=1.0, max_grad_norm=0.7)
     store.record(event, 1, 1)
     report = charged_report(store, event, dp)
-    assert report.status is LedgerStatus.CHARGED
+    assert report.status is PrivacyStatus.CHARGED
     assert report.epsilon_round == pytest.approx(epsilon_of([event], DELTA, Accountant.RDP))
     assert report.epsilon_cumulative == pytest.approx(store.spent_epsilon(DELTA))
     fields = report.as_fields()
@@ -201,7 +202,7 @@ def test_reports_carry_the_mechanism_and_recomputable_epsilons(tmp_path: Path) -
     }
     decision = check_round(store, DpEvent(1.1, Q, 400), dp, run_id=1, round_number=2)
     declined = declined_report(decision, DpEvent(1.1, Q, 400), dp)
-    assert declined.status is LedgerStatus.DECLINED and declined.epsilon_round == 0.0
+    assert declined.status is PrivacyStatus.DECLINED and declined.epsilon_round == 0.0
     assert declined.epsilon_cumulative == pytest.approx(report.epsilon_cumulative)
 
 
