@@ -45,7 +45,7 @@ import numpy as np
 
 from fedseal.secure_agg import keys, recipe
 from fedseal.secure_agg.bfv import make_secret_context
-from fedseal.secure_agg.messages import Signed
+from fedseal.secure_agg.messages import AggregateMessage, Signed
 from fedseal.secure_agg.params import ProtocolParams, plan
 
 #: all-MiniLM-L6-v2 + LoRA r=8 on query/value (6 layers x 2 x 2 x 8 x 384) + the 22-class head
@@ -219,7 +219,7 @@ def secure_round(fed: Federation, updates: dict[str, np.ndarray], dropped: set[s
             s,
             recipe.site_decrypt_aggregate,
             info,
-            recipe.AggregateMessage.from_bytes(payload),
+            AggregateMessage.from_bytes(payload),
             cipher=fed.ciphers[s],
         )
     # memory: the coordinator's stages again over the same messages, traced

@@ -33,6 +33,7 @@ import numpy as np
 import tenseal as ts
 
 from fedseal.secure_agg import bfv, keys, recipe
+from fedseal.secure_agg.messages import Signed
 from fedseal.secure_agg.params import BfvParams, Mode, plan
 
 REPEATS = 3
@@ -58,7 +59,7 @@ def coordinator_sum(info, directory, public, expected, paths) -> tuple[float, li
     total = recipe.UploadSum(info, directory=directory, context=context, expected=expected)
     for path in paths:
         with open(path, "rb") as f:
-            message = recipe.Signed.from_bytes(f.read())
+            message = Signed.from_bytes(f.read())
         total.add(message)
         del message
         rss.append(rss_mib())
@@ -185,7 +186,7 @@ def run_round(mode, n_sites, n_params, bfv_params, dropped, updates):
     out["rss_mib"] = [r - rss[0] for r in rss[1:]]
     total = recipe.UploadSum(info, directory=directory, context=context, expected=expected)
     for s in uploaders:
-        total.add(recipe.Signed.from_bytes(wires[s]))
+        total.add(Signed.from_bytes(wires[s]))
     releases, acks = [], None
     if mode is Mode.HE_SS:
         survivors = total.contributors

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedseal.secure_agg import bfv, keys, quantise, recipe
+from fedseal.secure_agg import errors as errors_
+from fedseal.secure_agg import messages as messages_
 from fedseal.secure_agg.params import BfvParams, Mode, ProtocolParams, plan
 from fedseal.secure_agg.prg import ChaChaRandom
 
@@ -33,8 +35,8 @@ class RoundOutcome:
     expected_sums: np.ndarray
     expected_weight: int
     contributors: tuple[str, ...]
-    message: recipe.AggregateMessage
-    uploads: dict[str, recipe.Signed] = field(default_factory=dict)
+    message: messages_.AggregateMessage
+    uploads: dict[str, messages_.Signed] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
 
 
@@ -203,7 +205,7 @@ class Federation:
                 directory=self.directory if book else None,
             )
             uploads[s] = tamper("upload", s, prepared.message)
-            with contextlib.suppress(recipe.SecureAggError):
+            with contextlib.suppress(errors_.SecureAggError):
                 total.add(uploads[s])
         releases = []
         if self.mode is Mode.HE_SS:

@@ -9,6 +9,7 @@ import pytest
 from secagg_harness import rng
 
 from fedseal.secure_agg import bfv, keys, recipe
+from fedseal.secure_agg import messages as messages_
 from fedseal.secure_agg.errors import (
     ConfigurationError,
     InvalidCiphertext,
@@ -183,7 +184,7 @@ def test_both_kinds_never_released(federation):
     def greedy(message):
         release = ShareRelease.from_bytes(message.body)
         owner, _, raw = release.entries[0]
-        entries = ((owner, recipe.ShareKind.MASK_KEY, raw), *release.entries[1:])
+        entries = ((owner, messages_.ShareKind.MASK_KEY, raw), *release.entries[1:])
         return _resign(fed, message, ShareRelease(entries).to_bytes(), round_no=11)
 
     outcome = _round_without_offender(fed, 11, greedy, stage="release")
@@ -209,7 +210,7 @@ def test_ack_over_another_survivor_set_is_refused(federation):
     outcome = fed.run_round(
         13,
         tamper=lambda stage, site, m: (
-            _resign(fed, m, recipe.ConsistencyAck(("site-00",)).to_bytes(), round_no=13)
+            _resign(fed, m, messages_.ConsistencyAck(("site-00",)).to_bytes(), round_no=13)
             if (stage == "ack" and site == OFFENDER)
             else m
         ),
@@ -277,7 +278,7 @@ def test_coordinator_skipping_unmask_is_caught_by_sites(federation):
     total = recipe.aggregator_sum(
         info, outcome.uploads.values(), directory=fed.directory, context=fed.context
     )
-    masked = recipe.AggregateMessage(Mode.HE_SS, total.contributors, total._payload())
+    masked = messages_.AggregateMessage(Mode.HE_SS, total.contributors, total._payload())
     with pytest.raises(InvalidCiphertext):
         recipe.site_decrypt_aggregate(info, masked, cipher=fed.ciphers["site-00"])
 

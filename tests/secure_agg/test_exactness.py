@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from secagg_harness import DROP_STAGES
 
-from fedseal.secure_agg import recipe
+from fedseal.secure_agg import errors as errors_
 from fedseal.secure_agg.errors import InsufficientSurvivors
 from fedseal.secure_agg.params import Mode
 
@@ -89,5 +89,5 @@ def test_below_threshold_aborts(federation, stage):
 
 def test_more_sites_than_planned_refused(federation):
     fed = federation(3, Mode.HE)
-    with pytest.raises(recipe.ConfigurationError):
+    with pytest.raises(errors_.ConfigurationError):
         fed.info(1, sampled=[*fed.ids, "site-99"])

@@ -229,7 +229,7 @@ def test_authenticated_but_malformed_key_stage_bodies(fed, samples, data):
     info = samples["info"]
     advert = samples["advert"]
     forged = _resigned(fed, advert, data.draw(mutated(advert.body)), Stage.ADVERTISE)
-    accepted, rejected = recipe._verify_adverts(info, [forged], fed.directory)
+    accepted, rejected = recipe.round._verify_adverts(info, [forged], fed.directory)
     assert forged.sender in accepted or forged.sender in rejected
     release = samples["release"]
     body = data.draw(mutated(release.body))
@@ -237,5 +237,7 @@ def test_authenticated_but_malformed_key_stage_bodies(fed, samples, data):
         ShareRelease.from_bytes(body)
     ack = samples["ack"]
     forged_ack = _resigned(fed, ack, data.draw(mutated(ack.body)), Stage.CONSISTENCY)
-    accepted, rejected = recipe._verify_acks(info, [forged_ack], tuple(info.sampled), fed.directory)
+    accepted, rejected = recipe.round._verify_acks(
+        info, [forged_ack], tuple(info.sampled), fed.directory
+    )
     assert forged_ack.sender in accepted or forged_ack.sender in rejected

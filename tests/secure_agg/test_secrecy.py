@@ -8,6 +8,7 @@ import tenseal as ts
 from secagg_harness import BUCKETS, chi_square_critical, chi_square_uniform, rng
 
 from fedseal.secure_agg import bfv, keys, masking, recipe, shamir
+from fedseal.secure_agg import messages as messages_
 from fedseal.secure_agg.errors import ConfigurationError, InsufficientSurvivors
 from fedseal.secure_agg.messages import ShareKind, ShareRelease, Signed, Stage, Upload
 from fedseal.secure_agg.params import BfvParams, Mode, default_threshold
@@ -114,7 +115,7 @@ def _lying_coordinator_attack(fed) -> np.ndarray:
             fed.identities[colluder].identity_key,
             sender=colluder,
             stage=Stage.CONSISTENCY,
-            body=recipe.ConsistencyAck(u3).to_bytes(),
+            body=messages_.ConsistencyAck(u3).to_bytes(),
             run_id=fed.run_id,
             round_no=1,
         )
@@ -144,7 +145,7 @@ def _lying_coordinator_attack(fed) -> np.ndarray:
         seed_shares[:k],
         threshold=k,
         commitment=advert.seed_commitment,
-        context=recipe._seed_context(info, "site-00"),
+        context=recipe.round._seed_context(info, "site-00"),
     )
     mask_key = keys.load_agreement_private(
         shamir.reconstruct_agreement_key(key_shares[:k], threshold=k, public_key=advert.mask_public)
