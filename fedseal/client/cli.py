@@ -363,17 +363,7 @@ def _serve_site(config) -> SupernodeExit:
     except SiteKeyError as exc:
         _say(f"{exc} (only plain-mode runs can use this site)")
     service = SiteService(config, keys)
-    operations = {"identify": service.identify, "train": service.train, "apply": service.apply}
-    secure = {"keygen", "install", "advertise", "share", "consistency", "release"}
-
-    def handle(operation: str, run_id: int, fields: dict):
-        if operation in secure:
-            return service.secure_stage(operation, run_id, fields)
-        if operation not in operations:
-            raise ValueError(f"unknown operation {operation!r}")
-        return operations[operation](run_id, fields)
-
-    server = LocalChannelServer(socket_path(config.site.state_dir), handle).start()
+    server = LocalChannelServer(socket_path(config.site.state_dir), service.handle).start()
     try:
         return run_supernode(config)
     finally:

@@ -115,6 +115,10 @@ def _capped(examples: TextExamples, cap: int) -> TextExamples:
     return TextExamples(examples.texts[:cap], examples.labels[:cap])
 
 
+_SECURE_STAGES = frozenset({"keygen", "install", "advertise", "share", "consistency", "release"})
+"""Operations of the key ceremony and the he+ss key stages (light: no training)."""
+
+
 class SiteService:
     """Answers the coordinator's stages for one site; one request at a time."""
 
@@ -242,6 +246,17 @@ class SiteService:
             result[Key.RECOVERED] = [s.statement for s in kept]
             result[Key.RECOVERED_SIGNATURES] = [s.signature for s in kept]
         return result, {}
+
+    def handle(
+        self, operation: str, run_id: int, fields: Mapping[str, Any]
+    ) -> tuple[Fields, Fields]:
+        """The site's one dispatch table: every operation a ClientApp process relays."""
+        if operation in _SECURE_STAGES:
+            return self.secure_stage(operation, run_id, fields)
+        plain = {"identify": self.identify, "train": self.train, "apply": self.apply}
+        if operation not in plain:
+            raise SiteRefusal(f"unknown operation {operation!r}")
+        return plain[operation](run_id, fields)
 
     def secure_stage(
         self, operation: str, run_id: int, config: Mapping[str, Any]

@@ -137,10 +137,7 @@ class InProcessGrid:
         fields = dict(message.content.config_records[RecordName.CONFIG].items())
         operation = _OPERATIONS[kind]
         try:
-            if operation in {"keygen", "install", "advertise", "share", "consistency", "release"}:
-                result, metrics = service.secure_stage(operation, self.run_id, fields)
-            else:
-                result, metrics = getattr(service, operation)(self.run_id, fields)
+            result, metrics = service.handle(operation, self.run_id, fields)
         except Exception as exc:
             return Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
         if self.tamper is not None:
