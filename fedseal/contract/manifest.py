@@ -27,11 +27,17 @@ __all__ = [
     "FederationManifest",
     "ManifestError",
     "ManifestMember",
+    "minority",
 ]
 
 MANIFEST_FORMAT = "fedseal-manifest/v1"
 MAX_MANIFEST_BYTES = 1 << 20
 _NAME = re.compile(r"^[a-z0-9_]{1,63}$")
+
+
+def minority(n_sites: int) -> int:
+    """The default collusion bound: the largest minority of `n_sites` sites, (n - 1) // 2."""
+    return (n_sites - 1) // 2
 
 
 class ManifestError(ContractError):

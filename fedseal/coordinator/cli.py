@@ -467,7 +467,12 @@ def _read_site_keys(path: Path, site: str) -> bytes:
 
 
 def _write_manifest(args: argparse.Namespace) -> int:
-    from fedseal.contract.manifest import FederationManifest, ManifestError, ManifestMember
+    from fedseal.contract.manifest import (
+        FederationManifest,
+        ManifestError,
+        ManifestMember,
+        minority,
+    )
     from fedseal.contract.site_identity import SiteKeyError, SitePublicKeys
     from fedseal.secure_agg.params import Mode
 
@@ -482,7 +487,7 @@ def _write_manifest(args: argparse.Namespace) -> int:
         if keys.site in members:
             raise UserError(f"site {keys.site} is given twice")
         members[keys.site] = ManifestMember(keys.site, keys.identity, keys.sealing)
-    colluding = (len(members) - 1) // 2 if args.max_colluding is None else args.max_colluding
+    colluding = minority(len(members)) if args.max_colluding is None else args.max_colluding
     try:
         manifest = FederationManifest(
             args.federation,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedseal.contract.app_bundle import write_app
-from fedseal.contract.manifest import FederationManifest, ManifestMember
+from fedseal.contract.manifest import FederationManifest, ManifestMember, minority
 from fedseal.contract.node_auth_key import NODE_AUTH_KEY, make_node_auth_key, public_key_path
 from fedseal.coordinator.flower_app import (
     CONNECTION_NAME,
@@ -127,7 +127,7 @@ class LocalFederation:
         (a real site reviews it and compares the fingerprint first: `fl-client trust`)."""
         from fedseal.client.trust import pin_manifest
 
-        colluding = (len(members) - 1) // 2 if self.max_colluding < 0 else self.max_colluding
+        colluding = minority(len(members)) if self.max_colluding < 0 else self.max_colluding
         modes = frozenset({Mode.HE_SS, Mode(self.mode)})
         manifest = FederationManifest("demo", 1, members, modes, colluding)
         (self.workdir / "manifest.json").write_bytes(manifest.to_bytes())

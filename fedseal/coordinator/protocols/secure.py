@@ -22,6 +22,7 @@ from typing import Any
 from flwr.serverapp import Grid
 
 from fedseal.contract.limits import ReplyLimits, encrypted_upload_bound
+from fedseal.contract.manifest import minority
 from fedseal.contract.message_fields import field_bytes, field_bytes_list, field_str_list
 from fedseal.contract.site_identity import SiteKeyError, SitePublicKeys
 from fedseal.contract.wire import Key, MessageType
@@ -91,7 +92,7 @@ class SecureAggregation(AggregationProtocol):
         if len(participants) < min_sites:
             raise RuntimeError(f"{self.mode} needs at least {min_sites} enrolled sites")
         n = len(participants)
-        colluding = (n - 1) // 2 if run.max_colluding < 0 else run.max_colluding
+        colluding = minority(n) if run.max_colluding < 0 else run.max_colluding
         if colluding >= n or (self.mode == "he+ss" and 2 * colluding >= n):
             raise RuntimeError(
                 f"no threshold withstands {colluding} colluding sites among {n} participants"
