@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fedseal.client.errors import SiteError
+from fedseal.contract.wire import MessageType
 
 __all__ = [
     "MAX_FRAME_BYTES",
@@ -50,7 +51,7 @@ MAX_FRAME_BYTES = 256 * 1024 * 1024
 _BYTES_TAG = "__bytes__"
 _READ_TIMEOUT_S = 60.0  # the worker waits this long for a request to arrive in full
 
-Handler = Callable[[str, int, dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
+Handler = Callable[[MessageType, int, dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
 
 
 class ChannelError(SiteError, RuntimeError):
@@ -165,18 +166,21 @@ def _drain(sock: socket.socket, seconds: float = 1.0) -> None:
             pass
 
 
-def parse_request(request: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:
-    """(operation, run id, fields) of a request document, else `ChannelError`."""
-    operation = request.get("operation")
+def parse_request(request: dict[str, Any]) -> tuple[MessageType, int, dict[str, Any]]:
+    """(stage, run id, fields) of a request document, else `ChannelError`."""
     run_id = request.get("run_id")
     fields = request.get("fields")
-    if not isinstance(operation, str) or not 0 < len(operation) <= 64:
-        raise ChannelError("request names no operation")
+    if "stage" not in request:
+        raise ChannelError("request names no stage")
+    try:
+        stage = MessageType.parse(request["stage"])
+    except ValueError as exc:
+        raise ChannelError(str(exc)) from None
     if isinstance(run_id, bool) or not isinstance(run_id, int) or not 0 <= run_id < 2**64:
         raise ChannelError("request has no valid run id")
     if not isinstance(fields, dict):
         raise ChannelError("request fields are not an object")
-    return operation, run_id, fields
+    return stage, run_id, fields
 
 
 def parse_answer(answer: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -192,17 +196,15 @@ def parse_answer(answer: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 
 def call(
     path: Path,
-    operation: str,
+    stage: MessageType,
     run_id: int,
     fields: dict[str, Any],
     *,
     timeout_s: float = 3600.0,
     max_frame_bytes: int = MAX_FRAME_BYTES,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Ask the site's worker to perform `operation`; returns (result fields, metrics)."""
-    frame = encode_frame(
-        {"operation": operation, "run_id": run_id, "fields": fields}, max_frame_bytes
-    )
+    """Ask the site's worker to answer `stage`; returns (result fields, metrics)."""
+    frame = encode_frame({"stage": stage, "run_id": run_id, "fields": fields}, max_frame_bytes)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
         try:

@@ -7,7 +7,7 @@ a hostile or broken peer cannot make the reader decode, decompress or allocate m
 limit allows. The limits are per message kind: uploads and aggregates scale with the adapter,
 key-stage messages are small.
 
-This module imports nothing of fedseal's and does no I/O.
+It imports only the stage names (`wire`) and does no I/O.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from fedseal.contract.wire import MessageType
 
 __all__ = [
     "DEFAULT_CONTROL_BYTES",
@@ -111,16 +113,19 @@ class ReplyLimits:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"reply limit {name} must be a positive number of bytes")
 
-    def for_message_type(self, message_type: str) -> int:
-        """The limit for a reply to `message_type` (a `fedseal.contract.wire.MessageType` value)."""
-        if message_type == "train":
+    def for_message_type(self, message_type: MessageType) -> int:
+        """The limit for a reply to `message_type` (an unknown stage raises ValueError)."""
+        stage = MessageType(message_type)
+        if stage is MessageType.TRAIN:
             return self.upload
-        if message_type == "query.keygen":
+        if stage is MessageType.KEYGEN:
             return self.keygen
         return self.control
 
 
-_LARGE_OPERATIONS = frozenset({"train", "apply", "install", "keygen"})
+_LARGE_STAGES = frozenset(
+    {MessageType.TRAIN, MessageType.APPLY, MessageType.INSTALL, MessageType.KEYGEN}
+)
 
 
 @dataclass(frozen=True)
@@ -142,9 +147,9 @@ class SiteLimits:
             if isinstance(value, bool) or not isinstance(value, int) or not 1024 <= value < 2**32:
                 raise ValueError(f"{name} limit must be between 1024 bytes and 4 GiB")
 
-    def for_operation(self, operation: str) -> int:
-        """The limit for a coordinator message routed to `operation` (e.g. "train")."""
-        return self.message if operation in _LARGE_OPERATIONS else self.control
+    def for_stage(self, stage: MessageType) -> int:
+        """The limit for a coordinator message of `stage`."""
+        return self.message if stage in _LARGE_STAGES else self.control
 
     @property
     def channel_frame_bytes(self) -> int:

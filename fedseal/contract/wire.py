@@ -14,7 +14,14 @@ PROTOCOL_VERSION = 1
 
 
 class MessageType(StrEnum):
-    """Flower message types (routed to the ClientApp handlers of the same name)."""
+    """The stages a coordinator asks of a site: one member per stage, used on both sides.
+
+    The value is Flower's message type (`category.action`, or the bare category for a round's
+    training), which routes it to the ClientApp's handler; the same member names the stage in
+    the site's dispatch table, its size limits and the local socket to the site's worker. The
+    he+ss stages' signed statements carry `action` as their stage word
+    (`fedseal.secure_agg.messages.Stage`).
+    """
 
     IDENTIFY = "query.identify"
     KEYGEN = "query.keygen"  # the custodian makes the run's federation key
@@ -25,6 +32,29 @@ class MessageType(StrEnum):
     CONSISTENCY = "train.consistency"
     RELEASE = "train.release"
     APPLY = "evaluate.apply"
+
+    @property
+    def category(self) -> str:
+        """Flower's category: `query`, `train` or `evaluate`."""
+        return self.value.partition(".")[0]
+
+    @property
+    def action(self) -> str | None:
+        """Flower's action within the category (None for the round's training itself)."""
+        return self.value.partition(".")[2] or None
+
+    @property
+    def word(self) -> str:
+        """The stage's one word in logs and refusals: the action, or `train`."""
+        return self.action or self.category
+
+    @classmethod
+    def parse(cls, value: object) -> MessageType:
+        """The member named by `value`; an unknown stage is refused, never defaulted."""
+        try:
+            return cls(str(value))
+        except ValueError:
+            raise ValueError(f"unknown stage {str(value)[:64]!r}") from None
 
 
 class RecordName(StrEnum):

@@ -29,9 +29,10 @@ from fedseal.client.local_channel import (
     parse_request,
     socket_path,
 )
+from fedseal.contract.wire import MessageType
 
 VALID = encode_frame(
-    {"operation": "train", "run_id": 7, "fields": {"blob": b"\x00\xff", "n": [1, 2], "s": "x"}}
+    {"stage": "train", "run_id": 7, "fields": {"blob": b"\x00\xff", "n": [1, 2], "s": "x"}}
 )[4:]
 LIMIT = 4096
 
@@ -81,7 +82,7 @@ def test_frame_bodies_decode_or_raise_channel_error(body):
 @FUZZ
 @given(
     document=st.dictionaries(
-        st.sampled_from(("operation", "run_id", "fields", "error", "result", "metrics", "x")),
+        st.sampled_from(("stage", "run_id", "fields", "error", "result", "metrics", "x")),
         hostile_values(),
         max_size=5,
     )
@@ -104,13 +105,13 @@ def test_worker_answers_every_bad_request_and_keeps_serving(worker, data):
         assert answer is None or set(answer) in ({"error"}, {"result", "metrics"})
         if length > LIMIT:
             assert answer is not None and "exceeds the limit of 4096" in answer["error"]
-        result, _ = call(worker, "identify", 3, {}, max_frame_bytes=LIMIT)
-    assert result == {"operation": "identify", "run_id": 3}
+        result, _ = call(worker, MessageType.IDENTIFY, 3, {}, max_frame_bytes=LIMIT)
+    assert result == {"operation": MessageType.IDENTIFY, "run_id": 3}
 
 
 def test_oversize_request_is_refused_before_sending(worker):
     with pytest.raises(ChannelError, match=r"frame of \d+ bytes exceeds the limit of 4096"):
-        call(worker, "train", 1, {"update": b"\x00" * 8192}, max_frame_bytes=LIMIT)
+        call(worker, MessageType.TRAIN, 1, {"update": b"\x00" * 8192}, max_frame_bytes=LIMIT)
 
 
 def test_oversize_request_is_refused_by_the_worker_from_its_length(worker):
@@ -154,7 +155,9 @@ def test_client_survives_a_hostile_worker(tmp_path_factory, body):
     thread = _hostile_worker(path, frames)
     with no_hang(15):
         try:
-            result, metrics = call(path, "train", 1, {}, timeout_s=5, max_frame_bytes=LIMIT)
+            result, metrics = call(
+                path, MessageType.TRAIN, 1, {}, timeout_s=5, max_frame_bytes=LIMIT
+            )
         except ChannelError as exc:
             assert "\n" not in str(exc)
         else:

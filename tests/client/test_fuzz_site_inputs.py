@@ -23,12 +23,12 @@ from trust_support import pin_everywhere, trust_of
 
 from fedseal.client.client_app import relay
 from fedseal.client.errors import SiteRefusal
-from fedseal.client.secure_stages import SecureSite
 from fedseal.client.site_config import SiteConfigError, load_site_config, parse_site_config
 from fedseal.client.site_keys import create_site_keys
+from fedseal.client.stages.secure import SecureSite
 from fedseal.contract.message_fields import MessageFieldError
 from fedseal.contract.run_plan import RunPlan, RunPlanError
-from fedseal.contract.wire import PROTOCOL_VERSION, Key, RecordName
+from fedseal.contract.wire import PROTOCOL_VERSION, Key, MessageType, RecordName
 from fedseal.secure_agg.errors import SecureAggError
 from fedseal.secure_agg.params import Mode, params_to_json, plan
 
@@ -193,4 +193,4 @@ def test_relay_refuses_an_oversize_message_before_reading_it(tmp_path):
         SiteRefusal,
         match=r"refused: advertise message of \d+ bytes exceeds the limit of 1048576 bytes",
     ):
-        relay("advertise", message, config)
+        relay(MessageType.ADVERTISE, message, config)

@@ -11,6 +11,7 @@ import pytest
 
 from fedseal.client.errors import SiteRefusal
 from fedseal.client.local_channel import ChannelError, LocalChannelServer, call, socket_path
+from fedseal.contract.wire import MessageType
 
 
 def test_round_trip_with_bytes_and_lists(tmp_path: Path) -> None:
@@ -42,7 +43,7 @@ def test_handler_errors_come_back_as_one_line(tmp_path: Path) -> None:
     server = LocalChannelServer(path, handler).start()
     try:
         with pytest.raises(ChannelError, match="budget exhausted"):
-            call(path, "train", 1, {})
+            call(path, MessageType.TRAIN, 1, {})
     finally:
         server.close()
 
@@ -59,7 +60,7 @@ def test_every_failure_is_logged_at_the_site_before_it_is_sent(tmp_path: Path, c
         with caplog.at_level(logging.WARNING, "fedseal.client"):
             for _ in range(2):
                 with pytest.raises(ChannelError):
-                    call(path, "train", 1, {})
+                    call(path, MessageType.TRAIN, 1, {})
     finally:
         server.close()
     refusal, unexpected = caplog.records

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from trust_support import trust_of
 
-from fedseal.client.secure_stages import SecureSite
+from fedseal.client.stages.secure import SecureSite
 from fedseal.client.trust import pin_manifest
 from fedseal.contract.manifest import FederationManifest, ManifestMember
 from fedseal.contract.site_identity import SitePublicKeys, decode_directory, encode_directory

@@ -16,13 +16,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from trust_support import pin_everywhere, trust_of
 
-from fedseal.client.secure_stages import SecureSite
 from fedseal.client.site_config import load_site_config
 from fedseal.client.site_keys import SiteKeys, create_site_keys
 from fedseal.client.site_service import SiteService
+from fedseal.client.stages.secure import SecureSite
 from fedseal.client.trust import TrustRefusal
 from fedseal.contract.site_identity import encode_directory
-from fedseal.contract.wire import Key
+from fedseal.contract.wire import Key, MessageType
 from fedseal.coordinator.run_settings import RunSettings, default_run_config
 from fedseal.secure_agg import bfv, recipe
 from fedseal.secure_agg.errors import InvalidMessage
@@ -260,16 +260,16 @@ def _train_config(mode: str | None, number: int = 1) -> dict[str, Any]:
 def test_5b_a_train_message_without_a_mode_never_uploads_in_the_clear(tmp_path: Path) -> None:
     service = _service(tmp_path)
     with pytest.raises(TrustRefusal, match="names no aggregation mode"):
-        service.train(RUN, _train_config(None))
+        service.handle(MessageType.TRAIN, RUN, _train_config(None))
     with pytest.raises(TrustRefusal, match="mode plain is not allowed by this site"):
-        service.train(RUN, _train_config("plain"))
+        service.handle(MessageType.TRAIN, RUN, _train_config("plain"))
 
 
 def test_4b_a_second_train_of_a_round_is_refused_before_training(tmp_path: Path) -> None:
     service = _service(tmp_path, modes=["plain", "he+ss"])
     service.uploads.record(RUN, 1)
     with pytest.raises(TrustRefusal, match="trained and uploaded before"):
-        service.train(RUN, _train_config("plain"))
+        service.handle(MessageType.TRAIN, RUN, _train_config("plain"))
     # the log survives a restart of the site
     assert _service(tmp_path, modes=["plain"]).uploads.uploaded(RUN, 1)
 

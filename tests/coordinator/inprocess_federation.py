@@ -26,7 +26,7 @@ from trust_support import pin_everywhere
 from fedseal.client.site_config import load_site_config
 from fedseal.client.site_keys import create_site_keys
 from fedseal.client.site_service import SiteService
-from fedseal.contract.wire import RecordName
+from fedseal.contract.wire import MessageType, RecordName
 from fedseal.coordinator import messaging, server_app
 from fedseal.coordinator.run_settings import RunSettings, default_run_config
 from fedseal.models.data import load_site_data, scenario_site_names
@@ -52,18 +52,6 @@ def virtual_time() -> Iterator[None]:
     finally:
         messaging.POLLING = original
 
-
-_OPERATIONS = {
-    "query.identify": "identify",
-    "query.keygen": "keygen",
-    "query.install": "install",
-    "train.advertise": "advertise",
-    "train.share": "share",
-    "train": "train",
-    "train.consistency": "consistency",
-    "train.release": "release",
-    "evaluate.apply": "apply",
-}
 
 Tamper = Callable[[str, str, dict[str, Any]], dict[str, Any] | None]
 
@@ -135,9 +123,8 @@ class InProcessGrid:
     def _handle(self, site: str, kind: str, message: Message) -> Message:
         service = self.services[site]
         fields = dict(message.content.config_records[RecordName.CONFIG].items())
-        operation = _OPERATIONS[kind]
         try:
-            result, metrics = service.handle(operation, self.run_id, fields)
+            result, metrics = service.handle(MessageType(kind), self.run_id, fields)
         except Exception as exc:
             return Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
         if self.tamper is not None:

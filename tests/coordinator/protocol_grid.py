@@ -22,8 +22,8 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 from trust_support import pin_everywhere, trust_of
 
-from fedseal.client.secure_stages import SecureSite
 from fedseal.client.site_keys import create_site_keys
+from fedseal.client.stages.secure import SecureSite
 from fedseal.contract.update_codec import encode_update
 from fedseal.contract.wire import Key, MessageType, RecordName
 from fedseal.coordinator.protocols import (

@@ -17,6 +17,7 @@ from inprocess_federation import run_inprocess
 from fedseal.audit.verify import verify_database
 from fedseal.client.adapter_state import GlobalAdapterStore
 from fedseal.client.dp.accountant_store import AccountantStore
+from fedseal.contract.wire import MessageType
 from fedseal.coordinator.resume import ResumeError, plan_resume
 from fedseal.coordinator.run_settings import RunSettings, default_run_config
 from fedseal.models.data import scenario_site_names
@@ -33,7 +34,7 @@ def test_a_restarted_coordinator_resumes_at_the_next_round(tmp_path: Path) -> No
             rounds=3,
             dp=DP,
             run_id=FIRST,
-            grid_class=crashing_grid(2, "train.consistency"),
+            grid_class=crashing_grid(2, MessageType.CONSISTENCY),
         )
     from fedseal.registry import open_registry
     from fedseal.registry.ledger_key import load_ledger_key
@@ -117,7 +118,11 @@ def test_a_restarted_coordinator_resumes_at_the_next_round(tmp_path: Path) -> No
 def test_resuming_with_other_settings_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CoordinatorKilled):
         run_inprocess(
-            tmp_path, mode="plain", rounds=2, run_id=FIRST, grid_class=crashing_grid(1, "train")
+            tmp_path,
+            mode="plain",
+            rounds=2,
+            run_id=FIRST,
+            grid_class=crashing_grid(1, MessageType.TRAIN),
         )
     with pytest.raises(ResumeError, match=r"other settings .*mode"):
         run_inprocess(tmp_path, mode="he+ss", rounds=2, run_id=SECOND, resume_run=1)

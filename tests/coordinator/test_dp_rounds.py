@@ -16,7 +16,7 @@ from fedseal.client.dp.accountant_store import AccountantStore
 from fedseal.client.dp.settings import default_delta
 from fedseal.client.site_config import load_site_config
 from fedseal.client.site_service import SiteService
-from fedseal.contract.wire import Key
+from fedseal.contract.wire import Key, MessageType
 from fedseal.models.data import load_site_data, scenario_site_names
 from fedseal.privacy.accountant_kind import Accountant
 from fedseal.privacy.accounting import epsilon_of
@@ -179,7 +179,7 @@ def test_a_statement_altered_in_transit_is_refused(tmp_path: Path) -> None:
     victim = names[0]
 
     def lower_epsilon(site: str, kind: str, result: dict) -> dict | None:
-        if site != victim or kind != "train" or Key.PRIVACY not in result:
+        if site != victim or kind != MessageType.TRAIN or Key.PRIVACY not in result:
             return None
         statement = json.loads(result[Key.PRIVACY])
         statement["epsilon_cumulative"] /= 2

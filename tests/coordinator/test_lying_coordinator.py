@@ -14,7 +14,7 @@ import pytest
 from inprocess_federation import InProcessGrid, run_inprocess
 
 from fedseal.contract.site_identity import SitePublicKeys
-from fedseal.contract.wire import Key, RecordName
+from fedseal.contract.wire import Key, MessageType, RecordName
 
 Rewrite = Callable[[str, str, dict[str, Any]], dict[str, Any]]
 
@@ -43,7 +43,7 @@ def _no_uploads(outcome) -> None:
 
 def test_a_train_message_without_its_mode_is_refused_by_every_site(tmp_path: Path) -> None:
     def drop_mode(site: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
-        if kind == "train":
+        if kind == MessageType.TRAIN:
             fields.pop(Key.MODE, None)
         return fields
 
@@ -85,7 +85,7 @@ def test_a_train_message_delivered_twice_gets_one_upload(tmp_path: Path) -> None
     class ReplayGrid(InProcessGrid):
         def _handle(self, site, kind, message):  # type: ignore[override]
             reply = super()._handle(site, kind, message)
-            if kind == "train":
+            if kind == MessageType.TRAIN:
                 replays.append(super()._handle(site, kind, message))
             return reply
 
@@ -128,7 +128,7 @@ def test_a_sampled_set_with_invented_sites_is_refused(tmp_path: Path) -> None:
 
 def test_an_install_from_an_invented_custodian_is_refused(tmp_path: Path, caplog) -> None:
     def fake_custodian(site: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
-        if kind == "query.install":
+        if kind == MessageType.INSTALL:
             fields[Key.CUSTODIAN] = "mallory"
         return fields
 

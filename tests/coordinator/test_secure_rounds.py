@@ -13,8 +13,8 @@ import pytest
 from flwr.app import Message
 from inprocess_federation import run_inprocess
 
-from fedseal.client.secure_stages import SecureSite
-from fedseal.contract.wire import Key
+from fedseal.client.stages.secure import SecureSite
+from fedseal.contract.wire import Key, MessageType
 from fedseal.models.adapter import load_adapter
 
 
@@ -97,10 +97,10 @@ def test_he_ss_matches_plain_fedavg_within_quantisation(tmp_path: Path) -> None:
 
 
 ATTACKS = {  # round -> (stage, what hospital_c sends instead of its real reply)
-    1: ("train.advertise", "forged signature"),
-    2: ("train", "garbage bytes"),
-    3: ("train", "truncated ciphertext"),
-    4: ("train.share", "forged signatures"),
+    1: (MessageType.ADVERTISE, "forged signature"),
+    2: (MessageType.TRAIN, "garbage bytes"),
+    3: (MessageType.TRAIN, "truncated ciphertext"),
+    4: (MessageType.SHARE, "forged signatures"),
 }
 
 
@@ -111,7 +111,9 @@ def test_hostile_sites_are_dropped_and_every_round_completes(tmp_path: Path) -> 
         attack = ATTACKS.get(int(result.get(Key.ROUND, 0)))
         if site != "hospital_c" or attack is None or kind != attack[0]:
             return None
-        key = {"train.advertise": Key.SIGNED, "train": Key.UPDATE}.get(kind, Key.SIGNED_LIST)
+        key = {MessageType.ADVERTISE: Key.SIGNED, MessageType.TRAIN: Key.UPDATE}.get(
+            kind, Key.SIGNED_LIST
+        )
         value = result[key]
         if isinstance(value, list):
             value = [bytes(v[:-1]) + bytes([v[-1] ^ 1]) for v in value]
@@ -142,7 +144,7 @@ def test_replayed_upload_from_an_earlier_round_is_refused(tmp_path: Path) -> Non
     first_upload: dict[str, bytes] = {}
 
     def tamper(site: str, kind: str, result: dict) -> dict | None:
-        if site != "hospital_c" or kind != "train":
+        if site != "hospital_c" or kind != MessageType.TRAIN:
             return None
         if "upload" not in first_upload:
             first_upload["upload"] = bytes(result[Key.UPDATE])
@@ -158,7 +160,9 @@ def test_replayed_upload_from_an_earlier_round_is_refused(tmp_path: Path) -> Non
 
 
 def test_a_site_lost_after_uploading_is_unmasked_from_shares(tmp_path: Path) -> None:
-    outcome = run_inprocess(tmp_path, mode="he+ss", offline_at={"hospital_c": "train.consistency"})
+    outcome = run_inprocess(
+        tmp_path, mode="he+ss", offline_at={"hospital_c": MessageType.CONSISTENCY}
+    )
     (round_,) = outcome.registry.rounds(outcome.run_id)
     assert str(round_.status) == "completed", round_.error
     contributed = {c.site for c in round_.contributions if str(c.status) == "contributed"}
@@ -169,7 +173,7 @@ def test_below_the_threshold_the_round_is_aborted_and_nothing_applied(tmp_path: 
     outcome = run_inprocess(
         tmp_path,
         mode="he+ss",
-        offline_at={"hospital_b": "train.advertise", "hospital_c": "train.advertise"},
+        offline_at={"hospital_b": MessageType.ADVERTISE, "hospital_c": MessageType.ADVERTISE},
     )
     (round_,) = outcome.registry.rounds(outcome.run_id)
     assert str(round_.status) == "aborted"

@@ -17,6 +17,7 @@ from inprocess_federation import run_inprocess
 from fedseal.audit.verify import verify_database
 from fedseal.client.adapter_state import GlobalAdapterStore
 from fedseal.client.dp.accountant_store import AccountantStore
+from fedseal.contract.wire import MessageType
 from fedseal.coordinator import server_app
 from fedseal.models.data import scenario_site_names
 
@@ -26,11 +27,11 @@ DP = {site: {"epsilon": 50.0, "noise_multiplier": 1.0} for site in SITES}
 
 # stage -> (message the victim dies handling, its round-1 contribution, whether it was charged)
 STAGES = {
-    "advertise": ("train.advertise", "dropped", False),
-    "share": ("train.share", "dropped", False),
-    "upload": ("train", "dropped", True),
-    "unmask": ("train.consistency", "contributed", True),
-    "apply": ("evaluate.apply", "contributed", True),
+    "advertise": (MessageType.ADVERTISE, "dropped", False),
+    "share": (MessageType.SHARE, "dropped", False),
+    "upload": (MessageType.TRAIN, "dropped", True),
+    "unmask": (MessageType.CONSISTENCY, "contributed", True),
+    "apply": (MessageType.APPLY, "contributed", True),
 }
 
 
@@ -107,7 +108,7 @@ def test_below_the_threshold_the_round_aborts_and_the_sites_rejoin(
 ) -> None:
     """Two of three sites die at upload (after training and charging): round 1 aborts, with
     nothing applied; restarted, they train round 2, which completes from the unchanged adapter."""
-    kills = {site: (1, "train") for site in SITES[1:]}
+    kills = {site: (1, MessageType.TRAIN) for site in SITES[1:]}
     outcome = _run_with_kills(tmp_path, monkeypatch, kills)
     first, second = outcome.registry.rounds(outcome.run_id)
     assert str(first.status) == "aborted" and first.global_digest is None
