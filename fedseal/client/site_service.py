@@ -9,6 +9,7 @@ only while it builds the model). Anything else is refused by name.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -64,7 +65,11 @@ class SiteService(SiteContext):
             known = MessageType.parse(stage)
         except ValueError as exc:
             raise SiteRefusal(str(exc)) from None
+        started = time.perf_counter()
         if known in _UNLOCKED:
-            return _STAGES[known](self, run_id, fields)
-        with self.lock:
-            return _STAGES[known](self, run_id, fields)
+            result, metrics = _STAGES[known](self, run_id, fields)
+        else:
+            with self.lock:
+                result, metrics = _STAGES[known](self, run_id, fields)
+        # the coordinator splits each stage's time into the sites' work and Flower's delivery
+        return result, {**metrics, Key.WORK_SECONDS: time.perf_counter() - started}

@@ -130,6 +130,7 @@ class Key(StrEnum):
     # metrics
     TRAIN_LOSS = "train-loss"
     TRAIN_SECONDS = "train-seconds"
+    WORK_SECONDS = "work-seconds"  # the site worker's time on the stage (every reply)
     EVAL_LOSS = "eval-loss"
     EVAL_ACCURACY = "eval-accuracy"
     EVAL_AUC = "eval-auc"
