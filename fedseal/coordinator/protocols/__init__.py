@@ -13,7 +13,7 @@ from fedseal.coordinator.protocols.base import (
     SiteContribution,
 )
 from fedseal.coordinator.protocols.plain import PlainFedAvg
-from fedseal.coordinator.protocols.secure import HeAggregation, SecureAggregation
+from fedseal.coordinator.protocols.he import HeAggregation, SecureAggregation
 
 __all__ = [
     "AggregationProtocol",
