@@ -105,29 +105,30 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return [line(headers).rstrip(), *(line(row).rstrip() for row in rows)]
 
 
+def _section(title: str, headers: list[str], rows: list[list[str]], *, empty: str) -> list[str]:
+    """A titled table, or the one line `empty` when there is nothing to list."""
+    return [title, *_table(headers, rows)] if rows else [empty]
+
+
 def render_status(report: dict[str, Any]) -> str:
     """The summary as plain text tables."""
-    out: list[str] = []
-    runs = report["runs"]
-    if not runs:
-        out.append("Runs: none recorded yet")
-    else:
-        out.append("Runs")
-        out += _table(
-            ["id", "flower id", "scenario", "protocol", "status", "rounds", "started"],
+    out = _section(
+        "Runs",
+        ["id", "flower id", "scenario", "protocol", "status", "rounds", "started"],
+        [
             [
-                [
-                    str(r["id"]),
-                    _fmt(r["flower_run_id"]),
-                    r["scenario"],
-                    r["protocol"],
-                    r["status"],
-                    f"{r['rounds_completed']}/{r['rounds_planned']}",
-                    r["started_at"][:19],
-                ]
-                for r in runs
-            ],
-        )
+                str(r["id"]),
+                _fmt(r["flower_run_id"]),
+                r["scenario"],
+                r["protocol"],
+                r["status"],
+                f"{r['rounds_completed']}/{r['rounds_planned']}",
+                r["started_at"][:19],
+            ]
+            for r in report["runs"]
+        ],
+        empty="Runs: none recorded yet",
+    )
     if report["run"] is not None:
         out.append("")
         out.append(f"Rounds of run {report['run']}")
@@ -151,22 +152,19 @@ def render_status(report: dict[str, Any]) -> str:
         else:
             out.append("(no rounds yet)")
     out.append("")
-    sites = report["sites"]
-    if not sites:
-        out.append("Sites: none enrolled yet")
-    else:
-        out.append("Sites (ε spent of budget)")
-        out += _table(
-            ["site", "status", "ε spent", "budget", "charged rounds"],
+    out += _section(
+        "Sites (ε spent of budget)",
+        ["site", "status", "ε spent", "budget", "charged rounds"],
+        [
             [
-                [
-                    name,
-                    s["status"],
-                    _fmt(s["epsilon_spent"], ".4f"),
-                    _fmt(s["budget"], ".4g"),
-                    str(s["rounds_charged"]),
-                ]
-                for name, s in sites.items()
-            ],
-        )
+                name,
+                s["status"],
+                _fmt(s["epsilon_spent"], ".4f"),
+                _fmt(s["budget"], ".4g"),
+                str(s["rounds_charged"]),
+            ]
+            for name, s in report["sites"].items()
+        ],
+        empty="Sites: none enrolled yet",
+    )
     return "\n".join(out)
