@@ -8,7 +8,8 @@ Replies are pulled from the SuperLink a few at a time (`Grid.push_messages`, the
 `Grid.pull_messages` on small batches of message ids) and handed out one by one
 (`stream_stage`), so a caller that handles each reply and lets it go holds a few replies at a
 time whatever the number of sites: at the upload stage that is what keeps the coordinator's
-memory flat (Flower's `Grid.send_and_receive` returns a whole stage's replies at once).
+memory flat (Flower's `Grid.send_and_receive` returns a whole stage's replies at once). A stage
+whose replies are small (keys, signatures, metrics) keeps them all: `StageStream.collect`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ __all__ = [
     "SiteReply",
     "StageResult",
     "StageStream",
-    "send_stage",
     "stream_stage",
 ]
 
@@ -110,6 +110,12 @@ class StageStream:
         """Sites that have not answered (after the iteration: never answered)."""
         return sorted(set(self.sites) - self.answered)
 
+    def collect(self) -> StageResult:
+        """Iterate the whole stage and keep every reply: for stages whose replies are small
+        (keys, signatures, metrics)."""
+        replies = {reply.site: reply for reply in self}
+        return StageResult(replies, self.failed, self.missing)
+
     def __iter__(self) -> Iterator[SiteReply]:
         for message in self.arrivals:
             reply = self._check(message)
@@ -178,25 +184,6 @@ def stream_stage(
         limit=limit,
         arrivals=_pull_replies(grid, [i for i in message_ids if i], deadline, polling),
     )
-
-
-def send_stage(
-    grid: Grid,
-    message_type: str,
-    configs: Mapping[str, dict[str, Any]],
-    nodes: Mapping[str, int],
-    timeout_s: float,
-    max_reply_bytes: int | None = None,
-) -> StageResult:
-    """Send `configs[site]` to each site's node and wait at most `timeout_s` for the replies.
-
-    For stages whose replies are small (keys, signatures, metrics): the replies are collected.
-    A reply over `max_reply_bytes` (default: `ReplyLimits()` for the message type) fails its
-    site before any of its fields is read.
-    """
-    stream = stream_stage(grid, message_type, configs, nodes, timeout_s, max_reply_bytes)
-    replies = {reply.site: reply for reply in stream}
-    return StageResult(replies, stream.failed, stream.missing)
 
 
 def _messages(

@@ -24,7 +24,7 @@ from flwr.serverapp import Grid
 
 from fedseal.contract.update_codec import payload_digest
 from fedseal.contract.wire import Key, MessageType
-from fedseal.coordinator.messaging import StageResult, send_stage
+from fedseal.coordinator.messaging import StageResult, stream_stage
 from fedseal.coordinator.protocols import (
     AggregationProtocol,
     AggregationResult,
@@ -279,7 +279,9 @@ def _apply(
         }
         for site in contributors
     }
-    return send_stage(grid, MessageType.APPLY, configs, request.nodes, settings.round_timeout_s)
+    return stream_stage(
+        grid, MessageType.APPLY, configs, request.nodes, settings.round_timeout_s
+    ).collect()
 
 
 def _round_metrics(applied: StageResult) -> dict[str, float | None]:

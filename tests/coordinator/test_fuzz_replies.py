@@ -25,7 +25,7 @@ from protocol_grid import ProtocolGrid, protocol_federation
 from fedseal.contract.limits import DEFAULT_CONTROL_BYTES
 from fedseal.contract.run_plan import RunPlan
 from fedseal.contract.wire import Key, MessageType
-from fedseal.coordinator.messaging import send_stage
+from fedseal.coordinator.messaging import stream_stage
 from fedseal.coordinator.protocols import ContributionStatus, RoundRequest
 
 SITES = ("site_a", "site_b", "site_c")
@@ -174,7 +174,7 @@ def test_upload_limit_follows_the_adapter_size(federation):
     assert ADAPTER * 4 < protocol.limits.upload < 1 << 20
 
 
-def test_send_stage_refuses_before_reading_fields(federation):
+def test_stage_refuses_before_reading_fields(federation):
     _, grid, _ = federation
     seen = []
 
@@ -184,14 +184,14 @@ def test_send_stage_refuses_before_reading_fields(federation):
 
     grid.hostile = oversize
     try:
-        stage = send_stage(
+        stage = stream_stage(
             grid,
             MessageType.IDENTIFY,
             {site: {} for site in SITES},
             grid.node_of,
             5.0,
             max_reply_bytes=1024,
-        )
+        ).collect()
     finally:
         grid.hostile = None
     assert sorted(seen) == sorted(SITES) and not stage.replies

@@ -105,7 +105,7 @@ def say_files(made: Iterable[Path], kept: Iterable[Path]) -> None:
 def state_dir(args: argparse.Namespace) -> Path:
     """--state, else $FEDSEAL_COORDINATOR_STATE, else ./coordinator-state."""
     if args.state is not None:
-        return args.state
+        return Path(args.state)
     env = os.environ.get(STATE_ENV, "").strip()
     return Path(env) if env else DEFAULT_STATE
 
@@ -160,7 +160,7 @@ def _refuse_missing_sqlite(url: str) -> None:
 def flwr_home(args: argparse.Namespace) -> Path | None:
     """--flwr-home, else $FLWR_HOME, else None (no Flower connection known)."""
     if args.flwr_home is not None:
-        return args.flwr_home
+        return Path(args.flwr_home)
     env = os.environ.get(FLWR_HOME_ENV, "").strip()
     return Path(env) if env else None
 

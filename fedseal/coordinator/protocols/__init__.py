@@ -1,7 +1,9 @@
 """Aggregation protocols: how one round's updates become the aggregate the sites apply.
 
-Each mode is one module behind `AggregationProtocol`; the run's mode is chosen once, recorded in
-the registry, and never silently replaced by a weaker one.
+Each mode is one module behind `AggregationProtocol` (`plain`, `he`, `he_ss`); the encrypted
+modes share the key ceremony (`ceremony`) and the record of who did what in a round's stages
+(`tracker`). The run's mode is chosen once, recorded in the registry, and never silently
+replaced by a weaker one.
 """
 
 from fedseal.coordinator.protocols.base import (
@@ -12,8 +14,9 @@ from fedseal.coordinator.protocols.base import (
     RunContext,
     SiteContribution,
 )
+from fedseal.coordinator.protocols.he import HeAggregation
+from fedseal.coordinator.protocols.he_ss import SecureAggregation
 from fedseal.coordinator.protocols.plain import PlainFedAvg
-from fedseal.coordinator.protocols.he import HeAggregation, SecureAggregation
 
 __all__ = [
     "AggregationProtocol",

@@ -1,65 +1,73 @@
-"""`he` and `he+ss` modes: the coordinator relays and sums ciphertexts it cannot decrypt.
+"""`he` mode: the coordinator relays and sums BFV ciphertexts it cannot decrypt, without masks.
 
-Run start (key ceremony): the custodian site — the first enrolled participant by name — makes
-the run's BFV key, seals it to every participant and returns a signed parameters-only context; the
-coordinator keeps only that context (`is_private()` is False) and relays each sealed key.
-
-One `he+ss` round (Bonawitz et al. 2017, with every message signed and bound to run, round and
-stage): advertise → share → train and upload (masked, encrypted) → consistency → release →
-unmask. The coordinator ends with `Enc(Σ n_i·Δ_i ‖ Σ n_i)` and never a plaintext. `he` skips the
-key stages and masks (the NVFlare-style threat model: any site could decrypt any upload).
-A misbehaving site is dropped from the round; fewer than `k` survivors abort it.
+Run start: the key ceremony (`ceremony`) leaves the coordinator a parameters-only context.
+One round: train and upload (encrypted) → the sum of the uploads, `Enc(Σ n_i·Δ_i ‖ Σ n_i)`, and
+never a plaintext. The NVFlare-style threat model: any site could decrypt any upload. `he+ss`
+(`he_ss`) adds the masking stages on top of this class. A misbehaving site is dropped from the
+round; every stage goes through the round's `StageTracker`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from flwr.serverapp import Grid
 
 from fedseal.contract.limits import ReplyLimits, encrypted_upload_bound
 from fedseal.contract.manifest import minority
-from fedseal.contract.message_fields import field_bytes, field_bytes_list, field_str_list
+from fedseal.contract.message_fields import field_bytes
 from fedseal.contract.site_identity import SiteKeyError, SitePublicKeys
 from fedseal.contract.wire import Key, MessageType
-from fedseal.coordinator.messaging import (
-    SiteReply,
-    StageResult,
-    StageStream,
-    send_stage,
-    stream_stage,
-)
+from fedseal.coordinator.messaging import SiteReply
 from fedseal.coordinator.protocols.base import (
     AggregationProtocol,
     AggregationResult,
-    ContributionStatus,
     RoundRequest,
     RunContext,
-    SiteContribution,
-    declined_contribution,
     privacy_report,
     received_update_digest,
 )
+from fedseal.coordinator.protocols.ceremony import key_ceremony
+from fedseal.coordinator.protocols.tracker import StageTracker
 from fedseal.coordinator.protocols.uploads import SumsByStart, UploadOutcome
 from fedseal.secure_agg import bfv, recipe
 from fedseal.secure_agg.errors import InsufficientSurvivors, InvalidMessage, SecureAggError
-from fedseal.secure_agg.graph import round_seed
-from fedseal.secure_agg.messages import Signed
+from fedseal.secure_agg.messages import AggregateMessage, Signed
 from fedseal.secure_agg.params import Mode, ProtocolParams, params_to_json, plan
 
-__all__ = ["HeAggregation", "SecureAggregation"]
+__all__ = ["EncryptedRound", "HeAggregation"]
 
 log = logging.getLogger("fedseal.coordinator")
 
 
-class SecureAggregation(AggregationProtocol):
-    """`he+ss`: BFV encryption of SecAgg-masked updates with Shamir-shared seeds."""
+@dataclass(frozen=True)
+class EncryptedRound:
+    """One round of an encrypted mode in flight: what each of its stages needs."""
 
-    mode = "he+ss"
+    info: recipe.RoundInfo
+    fields: dict[str, Any]
+    """What every message of the round carries: run, mode, parameters, directory, round, sampled."""
+    sampled: list[str]
+    tracker: StageTracker
+    """Sends each stage and keeps who dropped, failed or contributed."""
+    min_contributors: int
+
+    @property
+    def request(self) -> RoundRequest:
+        return self.tracker.request
+
+
+class HeAggregation(AggregationProtocol):
+    """`he`: BFV encryption without masks (every site holds the key that opens every upload)."""
+
+    mode = "he"
+    min_sites: ClassVar[int] = 1
+    """Fewest enrolled participants the mode runs with."""
+    honest_majority: ClassVar[bool] = False
+    """Whether the colluding sites must be fewer than half the participants (Shamir sharing)."""
 
     def __init__(self) -> None:
         self.params: ProtocolParams | None = None
@@ -88,12 +96,11 @@ class SecureAggregation(AggregationProtocol):
         sizes = {run.sites[s].adapter_size for s in participants}
         if len(sizes) != 1 or None in sizes:
             raise RuntimeError(f"sites disagree on the adapter size: {sorted(map(str, sizes))}")
-        min_sites = 2 if self.mode == "he+ss" else 1
-        if len(participants) < min_sites:
-            raise RuntimeError(f"{self.mode} needs at least {min_sites} enrolled sites")
+        if len(participants) < self.min_sites:
+            raise RuntimeError(f"{self.mode} needs at least {self.min_sites} enrolled sites")
         n = len(participants)
         colluding = minority(n) if run.max_colluding < 0 else run.max_colluding
-        if colluding >= n or (self.mode == "he+ss" and 2 * colluding >= n):
+        if colluding >= n or (self.honest_majority and 2 * colluding >= n):
             raise RuntimeError(
                 f"no threshold withstands {colluding} colluding sites among {n} participants"
             )
@@ -122,9 +129,20 @@ class SecureAggregation(AggregationProtocol):
             self.params.bfv.coeff_mod_bit_sizes,
             self.params.bfv.plain_modulus,
         )
-        self.participants = self._ceremony(grid, run, participants)
+        key = key_ceremony(
+            grid,
+            run,
+            participants,
+            fields=self._common(),
+            params=self.params,
+            identities=self._identity_directory(),
+            limits=self.limits,
+        )
+        self.context = key.context
+        self.participants = key.holders
 
     def _common(self) -> dict[str, Any]:
+        """The fields every message of the run carries."""
         from fedseal.contract.site_identity import encode_directory
 
         assert self.params is not None
@@ -137,62 +155,6 @@ class SecureAggregation(AggregationProtocol):
 
     def _identity_directory(self) -> dict[str, bytes]:
         return {s: k.identity for s, k in self.directory.items()}
-
-    def _ceremony(self, grid: Grid, run: RunContext, participants: list[str]) -> list[str]:
-        assert self.params is not None
-        custodian = participants[0]
-        nodes = {s: run.sites[s].node_id for s in participants}
-        keygen = send_stage(
-            grid,
-            MessageType.KEYGEN,
-            {custodian: self._common()},
-            nodes,
-            run.timeout_s,
-            self.limits.for_message_type(MessageType.KEYGEN),
-        )
-        reply = keygen.replies.get(custodian)
-        if reply is None:
-            reason = keygen.failed.get(custodian, "no reply")
-            raise RuntimeError(f"key ceremony: custodian {custodian} failed: {reason}")
-        try:
-            self.context = recipe.aggregator_load_context(
-                Signed.from_bytes(
-                    field_bytes(reply.result, Key.PUBLIC_CONTEXT, max_len=self.limits.keygen)
-                ),
-                custodian_id=custodian,
-                directory=self._identity_directory(),
-                run_id=str(self.run_id),
-                params=self.params.bfv,
-            )
-            sealed_sites = field_str_list(reply.result, Key.SEALED_SITES)
-            sealed_keys = field_bytes_list(
-                reply.result, Key.SEALED_KEYS, max_len=bfv.max_context_bytes(self.params.bfv) * 2
-            )
-            sealed = dict(zip(sealed_sites, sealed_keys, strict=True))
-        except (SecureAggError, KeyError, ValueError) as exc:
-            raise RuntimeError(
-                f"key ceremony: custodian {custodian}'s reply refused: {exc}"
-            ) from None
-        if self.context.is_private():  # never hold a secret key
-            raise RuntimeError("key ceremony: the public context holds a secret key")
-        others = {
-            site: {**self._common(), Key.CUSTODIAN: custodian, Key.SEALED_KEY: bytes(sealed[site])}
-            for site in participants
-            if site != custodian and site in sealed
-        }
-        installed = send_stage(
-            grid,
-            MessageType.INSTALL,
-            others,
-            nodes,
-            run.timeout_s,
-            self.limits.for_message_type(MessageType.INSTALL),
-        )
-        for site, reason in installed.failed.items():
-            log.error("key ceremony: site %s could not install the key: %s", site, reason)
-        ready = sorted([custodian, *installed.replies])
-        log.info("key ceremony done: custodian %s, %d sites hold the key", custodian, len(ready))
-        return ready
 
     # -- one round -------------------------------------------------------------------------
 
@@ -207,120 +169,60 @@ class SecureAggregation(AggregationProtocol):
         self, grid: Grid, request: RoundRequest, min_contributors: int
     ) -> AggregationResult:
         assert self.params is not None and self.context is not None
-        tracker = _Tracker(request, self.limits)
+        tracker = StageTracker(grid, request, self.limits)
         sampled = sorted(s for s in request.sites if s in self.participants)
         for site in sorted(set(request.sites) - set(sampled)):
             tracker.fail(site, "holds no federation key for this run")
         self._sampled = {request.round_number: sampled}
         try:
-            info = recipe.RoundInfo(str(self.run_id), request.round_number, self.params, sampled)
+            info = recipe.RoundInfo(
+                str(self.run_id), request.round_number, self.params, tuple(sampled)
+            )
             fields = {
                 **self._common(),
                 Key.ROUND: request.round_number,
                 Key.SAMPLED: json.dumps(sampled),
             }
-            return self._round(grid, request, info, fields, sampled, tracker, min_contributors)
+            return self._round(EncryptedRound(info, fields, sampled, tracker, min_contributors))
         except InsufficientSurvivors as exc:
             return tracker.result(None, f"round aborted: {exc}")
 
-    def _round(
-        self, grid, request, info, fields, sampled, tracker, min_contributors: int
-    ) -> AggregationResult:
-        directory = self._identity_directory()
-        book = None
-        uploaders = sampled
-        if info.mode is Mode.HE_SS:
-            stage = tracker.stage(grid, MessageType.ADVERTISE, dict.fromkeys(sampled, fields))
-            adverts, rejected = recipe.collect_adverts(
-                info, tracker.signed(stage, Key.SIGNED), directory=directory
-            )
-            tracker.reject(rejected)
-            if info.graph is not None:
-                log.info(
-                    "round %d: SecAgg+ neighbour graph, degree %d, seed %s",
-                    request.round_number,
-                    info.graph.degree,
-                    round_seed(info.run_id, info.round_no, info.sampled).hex()[:16],
-                )
-            relayed = {  # all of U1, or each site's neighbours in a neighbour graph
-                s: [m.to_bytes() for m in recipe.adverts_for(info, adverts, s)] for s in adverts
-            }
-            stage = tracker.stage(
-                grid,
-                MessageType.SHARE,
-                {s: {**fields, Key.RELAYED: relayed[s]} for s in sorted(adverts)},
-            )
-            bundles = {}
-            for site, reply in stage.replies.items():
-                try:
-                    bundles[site] = [
-                        Signed.from_bytes(b)
-                        for b in field_bytes_list(
-                            reply.result, Key.SIGNED_LIST, max_len=self.limits.control
-                        )
-                    ]
-                except (SecureAggError, ValueError) as exc:
-                    tracker.fail(site, f"share stage: {exc}")
-            book = recipe.collect_envelopes(info, bundles, adverts=adverts, directory=directory)
-            tracker.reject(book.rejected)
-            uploaders = list(book.senders)
+    def _round(self, round_: EncryptedRound) -> AggregationResult:
+        """The round's stages: here only the upload, summed as the uploads arrive."""
+        configs = self._train_configs(round_, round_.sampled)
+        total, start_digest = self._uploads(round_, configs, round_.sampled)
+        aggregate, _ = recipe.aggregator_unmask(round_.info, total)
+        return self._finish(round_, aggregate, start_digest)
 
+    def _train_configs(
+        self, round_: EncryptedRound, uploaders: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The train message of each uploader: the round's fields, the plan, its catch-up."""
+        request = round_.request
         configs = {}
         for site in uploaders:
             rounds, payloads = request.catchup.get(site, ([], []))
             configs[site] = {
-                **fields,
+                **round_.fields,
                 **request.plan.to_config(),
                 Key.EXPECTED_DIGEST: request.expected_digest or "",
                 Key.CATCHUP_ROUNDS: [int(r) for r in rounds],
                 Key.CATCHUP_PAYLOADS: list(payloads),
                 Key.CATCHUP_FIELDS: request.catchup_fields.get(site, []),
             }
-            if book is not None:
-                configs[site][Key.RELAYED] = [e.to_bytes() for e in book.for_recipient(site)]
-        total, start_digest = self._uploads(grid, info, configs, uploaders, tracker)
+        return configs
 
-        if info.mode is Mode.HE_SS:
-            survivors = list(total.contributors)
-            stage = tracker.stage(
-                grid,
-                MessageType.CONSISTENCY,
-                {s: {**fields, Key.SURVIVORS: json.dumps(survivors)} for s in survivors},
-                after_upload=True,
-            )
-            acks, rejected = recipe.collect_acks(
-                info, tracker.signed(stage, Key.SIGNED), survivors=survivors, directory=directory
-            )
-            tracker.reject(rejected, after_upload=True)
-            relayed = [acks[s].to_bytes() for s in sorted(acks)]
-            stage = tracker.stage(
-                grid,
-                MessageType.RELEASE,
-                {s: {**fields, Key.RELAYED: relayed} for s in sorted(acks)},
-                after_upload=True,
-            )
-            aggregate, rejected = recipe.aggregator_unmask(
-                info,
-                total,
-                book=book,
-                acks=acks,
-                releases=tracker.signed(stage, Key.SIGNED),
-                directory=directory,
-            )
-            tracker.reject(rejected, after_upload=True)
-        else:
-            aggregate, _ = recipe.aggregator_unmask(info, total)
-        if len(aggregate.contributors) < min_contributors:
+    def _finish(
+        self, round_: EncryptedRound, aggregate: AggregateMessage, start_digest: str | None
+    ) -> AggregationResult:
+        """The round's result: the encrypted aggregate, unless too few sites are in it."""
+        tracker = round_.tracker
+        if len(aggregate.contributors) < round_.min_contributors:
             return tracker.result(None, f"{len(aggregate.contributors)} contributors, too few")
         return tracker.result(aggregate.to_bytes(), None, start_digest, aggregate.contributors)
 
     def _uploads(
-        self,
-        grid: Grid,
-        info: recipe.RoundInfo,
-        configs: dict[str, dict[str, Any]],
-        uploaders: list[str],
-        tracker: _Tracker,
+        self, round_: EncryptedRound, configs: dict[str, dict[str, Any]], uploaders: list[str]
     ) -> tuple[recipe.UploadSum, str | None]:
         """Send the train messages and fold each upload into the encrypted sum as it arrives.
 
@@ -331,14 +233,15 @@ class SecureAggregation(AggregationProtocol):
         adapter's digest.
         """
         directory = self._identity_directory()
+        tracker = round_.tracker
         sums = SumsByStart(
             tracker.request.expected_digest,
             lambda: recipe.UploadSum(
-                info, directory=directory, context=self.context, expected=uploaders
+                round_.info, directory=directory, context=self.context, expected=uploaders
             ),
         )
         outcomes: list[UploadOutcome] = []
-        stream = tracker.stream(grid, MessageType.TRAIN, configs)
+        stream = tracker.stream(MessageType.TRAIN, configs)
         for reply in stream:
             sums.vote(str(reply.result.get(Key.START_DIGEST, "")))
             if Key.DECLINED in reply.result:  # its masks are removed like a dropped site's
@@ -371,150 +274,13 @@ class SecureAggregation(AggregationProtocol):
             total.add(signed)
         except (SecureAggError, KeyError, TypeError, ValueError, OverflowError) as exc:
             return UploadOutcome.refused(site, digest, f"upload refused: {exc}", privacy)
-        record = SiteContribution(
-            site,
-            ContributionStatus.CONTRIBUTED,
+        return UploadOutcome.contributed(
+            reply,
+            digest,
             num_examples=_examples(result.get(Key.NUM_EXAMPLES)),
-            train_loss=reply.metrics.get(Key.TRAIN_LOSS),
-            train_seconds=reply.metrics.get(Key.TRAIN_SECONDS),
-            start_digest=digest,
             privacy=privacy,
             update_digest=update_digest,
         )
-        return UploadOutcome(digest, record)
-
-
-class HeAggregation(SecureAggregation):
-    """`he`: BFV encryption without masks (every site holds the key that opens every upload)."""
-
-    mode = "he"
-
-
-class _Tracker:
-    """Who dropped, failed or contributed across a round's stages, for the registry."""
-
-    def __init__(self, request: RoundRequest, limits: ReplyLimits) -> None:
-        self.request = request
-        self.limits = limits
-        self.status: dict[str, SiteContribution] = {}
-        self.digest: str | None = request.expected_digest
-
-    def fail(self, site: str, reason: str, *, privacy: Mapping[str, Any] | None = None) -> None:
-        """Mark a site failed (keeping what it reported, its privacy spend included)."""
-        previous = self.status.get(site)
-        if previous is None:
-            self.status[site] = SiteContribution(
-                site, ContributionStatus.FAILED, error=reason[:500], privacy=privacy
-            )
-        elif previous.status is ContributionStatus.CONTRIBUTED:
-            self.status[site] = dataclasses.replace(
-                previous, status=ContributionStatus.FAILED, error=reason[:500]
-            )
-        log.warning("round %d: site %s: %s", self.request.round_number, site, reason)
-
-    def declined(self, site: str, result: Mapping[str, Any]) -> None:
-        self.status[site] = declined_contribution(site, result)
-        log.warning(
-            "round %d: site %s declined: %s",
-            self.request.round_number,
-            site,
-            self.status[site].error,
-        )
-
-    def reject(self, rejected: Mapping[str, str], *, after_upload: bool = False) -> None:
-        for site, reason in rejected.items():
-            if after_upload:  # its upload is in the sum; record the problem, keep it counted
-                log.warning("round %d: site %s: %s", self.request.round_number, site, reason)
-            else:
-                self.fail(site, reason or "message refused")
-
-    def stream(self, grid: Grid, message_type: str, configs: dict) -> StageStream:
-        """Send a stage's messages; its replies arrive as the stream is iterated."""
-        return stream_stage(
-            grid,
-            message_type,
-            configs,
-            self.request.nodes,
-            self.request.timeout_s,
-            self.limits.for_message_type(message_type),
-        )
-
-    def stage(
-        self, grid: Grid, message_type: str, configs: dict, *, after_upload: bool = False
-    ) -> StageResult:
-        """Send a stage's messages and collect its (small) replies."""
-        stream = self.stream(grid, message_type, configs)
-        replies = {reply.site: reply for reply in stream}
-        self.stage_ended(stream, after_upload=after_upload)
-        return StageResult(replies, stream.failed, stream.missing)
-
-    def stage_ended(self, stream: StageStream, *, after_upload: bool = False) -> None:
-        """Record the sites that failed a stage or never answered it."""
-        name = stream.message_type.split(".")[-1]
-        for site, reason in stream.failed.items():
-            if after_upload:
-                log.warning(
-                    "round %d: site %s failed %s: %s", self.request.round_number, site, name, reason
-                )
-            else:
-                self.fail(site, f"{name}: {reason}")
-        for site in stream.missing:
-            if after_upload:
-                log.warning(
-                    "round %d: site %s dropped at %s", self.request.round_number, site, name
-                )
-            elif site not in self.status:
-                self.status[site] = SiteContribution(
-                    site, ContributionStatus.DROPPED, error=f"no reply at {name}"
-                )
-
-    def signed(self, stage: StageResult, key: str) -> list[Signed]:
-        messages = []
-        for reply in stage.replies.values():
-            try:
-                raw = field_bytes(reply.result, key, max_len=self.limits.control)
-                messages.append(Signed.from_bytes(raw))
-            except (SecureAggError, ValueError):
-                continue  # missing from the list: the collect step treats it as absent
-        return messages
-
-    def record(self, contribution: SiteContribution) -> None:
-        """A site's settled part in the upload stage (a refusal is logged)."""
-        self.status[contribution.site] = contribution
-        if contribution.status is ContributionStatus.FAILED:
-            log.warning(
-                "round %d: site %s: %s",
-                self.request.round_number,
-                contribution.site,
-                contribution.error,
-            )
-
-    def result(
-        self,
-        payload: bytes | None,
-        error: str | None,
-        start_digest: str | None = None,
-        contributors: tuple[str, ...] = (),
-    ) -> AggregationResult:
-        for site in self.request.sites:
-            if site not in self.status:
-                self.status[site] = SiteContribution(
-                    site, ContributionStatus.DROPPED, error="left the round before uploading"
-                )
-        for site, entry in list(self.status.items()):
-            if entry.status is not ContributionStatus.CONTRIBUTED:
-                continue
-            if payload is None:
-                self.status[site] = dataclasses.replace(
-                    entry, status=ContributionStatus.FAILED, start_digest=None, error=error
-                )
-            elif site not in contributors:
-                self.status[site] = dataclasses.replace(
-                    entry, status=ContributionStatus.FAILED, error="upload not in the aggregate"
-                )
-        # by site: replies arrive in any order, the round's records do not depend on it
-        contributions = dict(sorted(self.status.items()))
-        return AggregationResult(payload, contributions, start_digest or self.digest, error)
 
 
 def _examples(value: Any) -> int | None:

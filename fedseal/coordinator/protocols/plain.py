@@ -166,14 +166,6 @@ class PlainFedAvg(AggregationProtocol):
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             return UploadOutcome.refused(site, digest, f"update rejected: {exc}", privacy)
         running.add(update, weight)
-        record = SiteContribution(
-            site,
-            ContributionStatus.CONTRIBUTED,
-            num_examples=weight,
-            train_loss=reply.metrics.get(Key.TRAIN_LOSS),
-            train_seconds=reply.metrics.get(Key.TRAIN_SECONDS),
-            start_digest=digest,
-            privacy=privacy,
-            update_digest=update_digest,
+        return UploadOutcome.contributed(
+            reply, digest, num_examples=weight, privacy=privacy, update_digest=update_digest
         )
-        return UploadOutcome(digest, record)

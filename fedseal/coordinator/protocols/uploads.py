@@ -18,10 +18,12 @@ another digest costs one more sum, never a kept upload.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from fedseal.contract.wire import Key
+from fedseal.coordinator.messaging import SiteReply
 from fedseal.coordinator.protocols.base import ContributionStatus, SiteContribution
 
 __all__ = ["DIFFERENT_START", "SumsByStart", "UploadOutcome"]
@@ -82,6 +84,29 @@ class UploadOutcome:
 
     digest: str | None
     record: SiteContribution
+
+    @classmethod
+    def contributed(
+        cls,
+        reply: SiteReply,
+        digest: str,
+        *,
+        num_examples: int | None,
+        privacy: Mapping[str, Any] | None,
+        update_digest: str,
+    ) -> UploadOutcome:
+        """A checked upload, added to the sum of the adapter `digest` it was trained from."""
+        record = SiteContribution(
+            reply.site,
+            ContributionStatus.CONTRIBUTED,
+            num_examples=num_examples,
+            train_loss=reply.metrics.get(Key.TRAIN_LOSS),
+            train_seconds=reply.metrics.get(Key.TRAIN_SECONDS),
+            start_digest=digest,
+            privacy=privacy,
+            update_digest=update_digest,
+        )
+        return cls(digest, record)
 
     @classmethod
     def refused(
