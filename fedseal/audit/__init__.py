@@ -10,15 +10,8 @@ report; `cli` is `fl-audit`. See docs/audit.md.
 
 from __future__ import annotations
 
-from .findings import Check, EntryEpsilon, Finding, KeySource, VerifyResult
+from . import findings
+from .findings import *  # noqa: F403 (its __all__: the result types, re-exported as they are)
 from .verify import verify, verify_database
 
-__all__ = [
-    "Check",
-    "EntryEpsilon",
-    "Finding",
-    "KeySource",
-    "VerifyResult",
-    "verify",
-    "verify_database",
-]
+__all__ = [*findings.__all__, "verify", "verify_database"]
