@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ from html import escape
 from typing import Any
 
 from fedseal.contract import ledger_codec
+from fedseal.privacy.membership import MembershipAudit
 
 from .chart import epsilon_chart_png, png_data_uri
 
@@ -150,11 +152,29 @@ def _site_table(sites: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+_MEMBERSHIP_FIELDS = tuple(field.name for field in dataclasses.fields(MembershipAudit))
+"""What `MembershipAudit.as_fields()` holds: a result with all of them is laid out as one
+sentence."""
+
+
 def _empirical(result: Mapping[str, Any] | None) -> str:
-    """A site's empirical audit result as its key/value pairs, or none."""
+    """A site's empirical audit result: a membership-inference attack's AUC and the ε lower
+    bound it proves, any other result as its key/value pairs, or none."""
     if not result:
         return "none"
-    return "; ".join(f"{_e(key)}: {_eps(value)}" for key, value in result.items())
+    if all(isinstance(result.get(key), int | float | str) for key in _MEMBERSHIP_FIELDS):
+        r = {key: result[key] for key in _MEMBERSHIP_FIELDS}
+        try:
+            return (
+                f"{_e(r['attack'])} attack, {_e(r['members'])} members and "
+                f"{_e(r['non_members'])} non-members: AUC {float(r['auc']):.3f} "
+                f"[{float(r['auc_low']):.3f}, {float(r['auc_high']):.3f}], "
+                f"ε ≥ {float(r['epsilon_lower']):.3f} "
+                f"({float(r['confidence']):.0%} confidence, δ = {float(r['delta']):g})"
+            )
+        except ValueError:
+            pass  # a field that is not a number: shown as it is, below
+    return "; ".join(f"{_e(key)}: {_e(value)}" for key, value in result.items())
 
 
 def _entries_table(site: Mapping[str, Any]) -> str:

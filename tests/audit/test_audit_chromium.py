@@ -21,6 +21,7 @@ from fedseal.audit.report_data import build_report
 from fedseal.audit.screenshot import CHROMIUM, ChromiumError, capture, dump_dom
 from fedseal.audit.serve import make_page, make_server
 from fedseal.audit.verify import verify_database
+from fedseal.privacy.membership import MembershipAudit
 from fedseal.registry.engine import normalise_url
 
 
@@ -34,8 +35,18 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-MEMBERSHIP_INFERENCE = {"attack": "loss threshold", "attack AUC": 0.512, "ε lower bound": 0.08}
-"""An empirical audit result for hospital_a, as a site statement will give it."""
+MEMBERSHIP_INFERENCE = MembershipAudit(
+    attack="loss-threshold",
+    members=600,
+    non_members=600,
+    auc=0.512,
+    auc_low=0.48,
+    auc_high=0.545,
+    epsilon_lower=0.0,
+    delta=1e-5,
+    confidence=0.95,
+).as_fields()
+"""An empirical audit result for hospital_a, in the fields a site signs."""
 
 
 def _report_file(url: str, path: Path) -> Path:
@@ -69,7 +80,10 @@ def test_the_report_file_as_chromium_shows_it(sqlite_ledger: Ledger, tmp_path: P
     dom = dump_dom(report)
     _shows_the_ledger(dom)
     assert "Verified: PASS" in dom and "FAILED" not in dom
-    assert "attack: loss threshold; attack AUC: 0.5120; ε lower bound: 0.0800" in dom
+    assert (
+        "loss-threshold attack, 600 members and 600 non-members: AUC 0.512 [0.480, 0.545], "
+        "ε ≥ 0.000 (95% confidence, δ = 1e-05)"
+    ) in dom
     assert dom.count("<td>none</td></tr>") == 3  # the sites without an empirical audit
     png = capture(report, tmp_path / "report.png")
     assert _png_size(png) == (1200, 1600)
