@@ -1,6 +1,7 @@
 """`fl-audit`: check a registry's tamper-evident privacy ledger, report on it, or serve the report.
 
-- `verify`: the six checks of docs/ledger-format.md; prints a summary and one line per finding.
+- `verify`: the six checks of docs/ledger-format.md; prints a summary, every entry's ε by its
+  own accountant and by dp-accounting's RDP and PLD, and one line per finding.
 - `report`: the same verification plus each site's ε against its budget, as HTML, JSON or CSV.
 - `serve`: the HTML report as a read-only web page, recomputed on every request.
 
@@ -136,7 +137,9 @@ def _verified(args: argparse.Namespace) -> tuple[Snapshot, VerifyResult]:
 
 
 def summary_lines(snapshot: Snapshot, result: VerifyResult) -> list[str]:
-    """What `verify` prints: the summary, one line per check, then one line per finding."""
+    """What `verify` prints: the summary, every entry's ε by both accountants, one line per
+    check, then one line per finding."""
+    from .epsilon_table import epsilon_lines
     from .findings import Check, KeySource
 
     counts = ", ".join(f"{table} {count}" for table, count in result.counts.items())
@@ -158,6 +161,7 @@ def summary_lines(snapshot: Snapshot, result: VerifyResult) -> list[str]:
         f"sites: {len(result.sites)} ({sites}); runs: {result.runs}",
         f"coordinator key: {result.key_fingerprint or 'none'} ({source})",
         f"chain head: {head} (note it: a later truncation shows only against it)",
+        *epsilon_lines(snapshot.privacy, result),
     ]
     failed = result.failed_checks()
     for check in Check:

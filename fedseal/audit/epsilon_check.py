@@ -6,6 +6,11 @@ accountants report, from nothing but the recorded (σ, q, steps), δ and account
 site's charged events up to and including it, across runs, in chain order. Legacy entries
 (recorded before the ledger was chained) count as history: the site's accountant includes them,
 and check 1 already flags each of them.
+
+Every figure is also recomputed by a second, independent library, dp-accounting
+(`fedseal.privacy.second_opinion`): a recorded ε below its tight PLD bound (less the PLD's
+slack), or an Opacus figure off dp-accounting's figure of the same kind (RDP for RDP, PLD for
+PRV) beyond its tolerance, is a check 3 finding too.
 """
 
 from __future__ import annotations
@@ -14,13 +19,18 @@ import math
 import numbers
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fedseal.privacy.accountant_kind import Accountant
+from fedseal.privacy.events import DpEvent
 from fedseal.privacy.status import PrivacyStatus
 
 from .entries import PRIVACY, ChainEntry, name
 from .findings import Check, EntryEpsilon, Finding
 from .snapshot import PrivacyRow, Snapshot
+
+if TYPE_CHECKING:
+    from fedseal.privacy.second_opinion import SecondOpinion
 
 __all__ = ["REL_TOLERANCE", "check_epsilon", "ledger_order"]
 
@@ -61,9 +71,7 @@ def check_epsilon(
     rows: Sequence[PrivacyRow],
 ) -> tuple[list[Finding], dict[Any, EntryEpsilon]]:
     """Findings of checks 3 and 4, and each entry's recomputed ε (by id)."""
-    from fedseal.privacy.accountant_kind import Accountant
     from fedseal.privacy.accounting import epsilon_of
-    from fedseal.privacy.events import DpEvent
 
     findings: list[Finding] = []
     recomputed: dict[Any, EntryEpsilon] = {}
@@ -106,7 +114,6 @@ def check_epsilon(
             )
             recomputed[row.id] = EntryEpsilon(None, None)
             continue
-        recomputed[row.id] = EntryEpsilon(epsilon_round, epsilon_cumulative)
         for field, expected in (
             ("epsilon_round", epsilon_round),
             ("epsilon_cumulative", epsilon_cumulative),
@@ -122,8 +129,71 @@ def check_epsilon(
                         repr(getattr(row, field)),
                     )
                 )
+        charged = [event] if row.status == PrivacyStatus.CHARGED else []
+        opinions, problems_found = _second_opinions(
+            row, here, kind, ((charged, epsilon_round), (history[site], epsilon_cumulative))
+        )
+        findings += problems_found
+        cumulative = opinions[-1]
+        recomputed[row.id] = EntryEpsilon(
+            epsilon_round,
+            epsilon_cumulative,
+            None if cumulative is None else cumulative.rdp,
+            None if cumulative is None else cumulative.pld,
+        )
         findings += _budget_findings(row, here, epsilon_cumulative)
     return findings, recomputed
+
+
+def _second_opinions(
+    row: PrivacyRow,
+    here: str,
+    kind: Accountant,
+    figures: Sequence[tuple[Sequence[DpEvent], float]],
+) -> tuple[list[SecondOpinion | None], list[Finding]]:
+    """dp-accounting's figures for (events, Opacus' ε) of epsilon_round, epsilon_cumulative, and
+    the findings they give: the recorded ε below the PLD floor, Opacus off dp-accounting."""
+    from fedseal.privacy.second_opinion import second_opinion
+
+    opinions: list[SecondOpinion | None] = []
+    findings: list[Finding] = []
+    for field, (events, own) in zip(("epsilon_round", "epsilon_cumulative"), figures, strict=True):
+        recorded = _real(getattr(row, field))
+        try:
+            opinion = second_opinion(
+                events, row.delta, [own] if recorded is None else [own, recorded]
+            )
+        except (ArithmeticError, ValueError) as exc:
+            findings.append(
+                Finding(Check.EPSILON, here, field, "an ε dp-accounting computes", str(exc))
+            )
+            opinions.append(None)
+            continue
+        opinions.append(opinion)
+        if recorded is not None and recorded < opinion.floor:
+            findings.append(
+                Finding(
+                    Check.EPSILON,
+                    here,
+                    field,
+                    f"at least {_fmt(opinion.floor)} (dp-accounting's PLD bound "
+                    f"{_fmt(opinion.pld)} at δ={row.delta:g}, less its slack)",
+                    repr(getattr(row, field)),
+                )
+            )
+        if not opinion.agrees(kind, own):
+            other = "RDP" if kind is Accountant.RDP else "PLD"
+            findings.append(
+                Finding(
+                    Check.EPSILON,
+                    here,
+                    field,
+                    f"Opacus' {kind} figure within {opinion.tolerance(kind):.3g} of "
+                    f"dp-accounting's {other} {_fmt(opinion.same_kind(kind))}",
+                    f"{_fmt(own)} from Opacus' {kind} accountant",
+                )
+            )
+    return opinions, findings
 
 
 def _mechanism_problems(row: PrivacyRow) -> list[tuple[str, str]]:

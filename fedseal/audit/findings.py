@@ -39,7 +39,7 @@ class Check(IntEnum):
 _CHECK_TITLES = {
     Check.CHAIN: "chain: complete, every hash recomputes, every countersignature verifies",
     Check.SITE_SIGNATURES: "site signatures: every statement signed by the key valid at its entry",
-    Check.EPSILON: "epsilon: every figure recomputes from its mechanism",
+    Check.EPSILON: "epsilon: every figure recomputes from its mechanism, and dp-accounting agrees",
     Check.BUDGET: "budget: no cumulative epsilon above its budget",
     Check.CONTRIBUTIONS: "contributions: every contributed update has its charged entry",
     Check.SITE_KEYS: "site keys: the sites table matches the enrolments in the chain",
@@ -71,10 +71,15 @@ class Finding:
 
 @dataclass(frozen=True, slots=True)
 class EntryEpsilon:
-    """ε of one privacy entry as recomputed from the mechanisms in the chain (None: could not)."""
+    """ε of one privacy entry as recomputed from the mechanisms in the chain (None: could not):
+    with the entry's own accountant (Opacus), and the cumulative figure by dp-accounting too."""
 
     epsilon_round: float | None
     epsilon_cumulative: float | None
+    dp_accounting_rdp: float | None = None
+    """The cumulative ε by dp-accounting's RDP accountant, at Opacus' orders."""
+    dp_accounting_pld: float | None = None
+    """The cumulative ε by dp-accounting's PLD accountant: the tight bound."""
 
 
 @dataclass(frozen=True)

@@ -9,36 +9,35 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from fedseal.contract import ledger_codec
+from fedseal.privacy.membership import MembershipAudit
+
 from .chart import epsilon_chart_png, png_data_uri
 
 __all__ = ["CSV_COLUMNS", "render_csv", "render_html", "render_json"]
+
+_SIGNED = ledger_codec.STATEMENT_FIELDS
+_MECHANISM = _SIGNED[_SIGNED.index("flower_run_id") : _SIGNED.index("budget")]
+"""The statement's fields from the Flower run id to the cumulative ε, in the statement's order."""
 
 CSV_COLUMNS = (
     "entry",
     "seq",
     "site",
     "run_id",
-    "flower_run_id",
-    "round_number",
-    "status",
-    "noise_multiplier",
-    "sample_rate",
-    "steps",
-    "max_grad_norm",
-    "delta",
-    "accountant",
-    "epsilon_round",
-    "epsilon_cumulative",
+    *_MECHANISM,
     "epsilon_round_recomputed",
     "epsilon_cumulative_recomputed",
-    "budget",
-    "update_digest",
+    "epsilon_cumulative_dp_accounting_rdp",
+    "epsilon_cumulative_dp_accounting_pld",
+    *_SIGNED[_SIGNED.index("budget") :],
     "created_at",
     "verification",
     "findings",
@@ -141,14 +140,41 @@ def _site_table(sites: Sequence[Mapping[str, Any]]) -> str:
         f"<td class=num>{_eps(s['budget'])}</td><td class=num>{_eps(s['epsilon_spent'])}</td>"
         f"<td class=num>{_eps(s['remaining'])}</td>"
         f"<td>{_rounds(s['charged'])}</td><td>{_rounds(s['declined'])}</td>"
-        f"<td>{_mark(s['verified']) if s['entries'] else 'no entries'}</td></tr>"
+        f"<td>{_mark(s['verified']) if s['entries'] else 'no entries'}</td>"
+        f"<td>{_empirical(s.get('empirical_audit'))}</td></tr>"
         for s in sites
     )
     return (
         "<table><tr><th>site</th><th>status</th><th>budget ε</th><th>ε spent</th>"
         "<th>remaining</th><th>rounds joined (charged)</th><th>rounds declined</th>"
-        f"<th>entries verified</th></tr>{rows}</table>\n"
+        "<th>entries verified</th><th>empirical audit (membership inference)</th></tr>"
+        f"{rows}</table>\n"
     )
+
+
+_MEMBERSHIP_FIELDS = tuple(field.name for field in dataclasses.fields(MembershipAudit))
+"""What `MembershipAudit.as_fields()` holds: a result with all of them is laid out as one
+sentence."""
+
+
+def _empirical(result: Mapping[str, Any] | None) -> str:
+    """A site's empirical audit result: a membership-inference attack's AUC and the ε lower
+    bound it proves, any other result as its key/value pairs, or none."""
+    if not result:
+        return "none"
+    if all(isinstance(result.get(key), int | float | str) for key in _MEMBERSHIP_FIELDS):
+        r = {key: result[key] for key in _MEMBERSHIP_FIELDS}
+        try:
+            return (
+                f"{_e(r['attack'])} attack, {_e(r['members'])} members and "
+                f"{_e(r['non_members'])} non-members: AUC {float(r['auc']):.3f} "
+                f"[{float(r['auc_low']):.3f}, {float(r['auc_high']):.3f}], "
+                f"ε ≥ {float(r['epsilon_lower']):.3f} "
+                f"({float(r['confidence']):.0%} confidence, δ = {float(r['delta']):g})"
+            )
+        except ValueError:
+            pass  # a field that is not a number: shown as it is, below
+    return "; ".join(f"{_e(key)}: {_e(value)}" for key, value in result.items())
 
 
 def _entries_table(site: Mapping[str, Any]) -> str:
@@ -159,6 +185,8 @@ def _entries_table(site: Mapping[str, Any]) -> str:
         f"<td class=num>{_eps(e['epsilon_round'])}</td>"
         f"<td class=num>{_eps(e['epsilon_cumulative'])}</td>"
         f"<td class=num>{_eps(e['epsilon_cumulative_recomputed'])}</td>"
+        f"<td class=num>{_eps(e.get('epsilon_cumulative_dp_accounting_rdp'))}</td>"
+        f"<td class=num>{_eps(e.get('epsilon_cumulative_dp_accounting_pld'))}</td>"
         f"<td class=num>{_eps(e['budget'])}</td>"
         f"<td>{_e(e['accountant'])}, σ={_e(e['noise_multiplier'])}, q={_eps(e['sample_rate'])}, "
         f"{_e(e['steps'])} steps, δ={_e(e['delta'])}</td>"
@@ -167,7 +195,8 @@ def _entries_table(site: Mapping[str, Any]) -> str:
     )
     return (
         f"<h3>{_e(site['name'])}</h3>\n<table><tr><th>entry</th><th>run</th><th>round</th>"
-        "<th>status</th><th>ε round</th><th>ε cumulative</th><th>ε recomputed</th>"
+        "<th>status</th><th>ε round</th><th>ε cumulative</th><th>ε recomputed (Opacus)</th>"
+        "<th>dp-accounting RDP</th><th>dp-accounting PLD</th>"
         f"<th>budget</th><th>mechanism</th><th>verified</th></tr>{rows}</table>\n"
     )
 
@@ -191,7 +220,7 @@ def _checks(report: Mapping[str, Any]) -> str:
 def render_html(report: Mapping[str, Any]) -> str:
     """The whole report as one HTML page that loads nothing from anywhere."""
     sites = report["sites"]
-    chart = png_data_uri(epsilon_chart_png(sites))
+    chart = png_data_uri(epsilon_chart_png(sites, report.get("rounds", ())))
     counts = report["verification"]["counts"]
     count_text = ", ".join(f"{_e(table)} {_e(n)}" for table, n in counts.items())
     runs = "".join(
@@ -208,9 +237,10 @@ def render_html(report: Mapping[str, Any]) -> str:
         f'<p class="meta">Registry {_e(report["database"])}; generated '
         f"{_e(report['generated_at'])}; rows checked: {count_text}.</p>\n"
         + _verdict(report)
-        + "<h2>Privacy spend per site</h2>\n"
+        + "<h2>Privacy against utility</h2>\n"
         f'<img src="{chart}" alt="Cumulative epsilon per site over the rounds, with each '
-        'site\'s budget as a dashed line" width="1000" height="500">\n'
+        "site's budget as a dashed line, and the global model's test score per round on a "
+        'second axis" width="1000" height="560">\n'
         + _site_table(sites)
         + "<h2>Runs</h2>\n<table><tr><th>run</th><th>Flower run id</th><th>scenario</th>"
         f"<th>mode</th><th>status</th><th>rounds planned</th></tr>{runs}</table>\n"

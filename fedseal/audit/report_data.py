@@ -96,6 +96,12 @@ def _entry(row: PrivacyRow, result: VerifyResult) -> dict[str, Any]:
         "epsilon_cumulative_recomputed": None
         if recomputed is None
         else recomputed.epsilon_cumulative,
+        "epsilon_cumulative_dp_accounting_rdp": None
+        if recomputed is None
+        else recomputed.dp_accounting_rdp,
+        "epsilon_cumulative_dp_accounting_pld": None
+        if recomputed is None
+        else recomputed.dp_accounting_pld,
         "budget": plain(row.budget),
         "update_digest": plain(row.update_digest),
         "created_at": plain(row.created_at),
@@ -113,7 +119,11 @@ def _rounds_by_run(entries: list[dict[str, Any]], status: str) -> list[dict[str,
 
 
 def _site(
-    site: str, status: Any, entries: list[dict[str, Any]], findings: Mapping[str, int]
+    site: str,
+    status: Any,
+    entries: list[dict[str, Any]],
+    findings: Mapping[str, int],
+    empirical_audit: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     last = entries[-1] if entries else None
     budget = last["budget"] if last else None
@@ -134,11 +144,27 @@ def _site(
         PrivacyStatus.DECLINED.value: _rounds_by_run(entries, PrivacyStatus.DECLINED),
         "entries": entries,
         "verified": not any(findings.get(entry["entry"]) for entry in entries),
+        "empirical_audit": None
+        if empirical_audit is None
+        else {str(key): plain(value) for key, value in empirical_audit.items()},
     }
 
 
-def build_report(snapshot: Snapshot, result: VerifyResult, *, now: datetime | None = None) -> dict:
-    """The report's data: verification, runs, per-site spend and every ledger entry."""
+def build_report(
+    snapshot: Snapshot,
+    result: VerifyResult,
+    *,
+    now: datetime | None = None,
+    empirical_audits: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict:
+    """The report's data: verification, runs, per-site spend, the global test score per round
+    and every ledger entry.
+
+    `empirical_audits` maps a site's name to the result of an empirical privacy audit of it (a
+    membership-inference attack: what was run and what it measured, as plain key/value pairs);
+    a site without one shows none.
+    """
+    audits = empirical_audits or {}
     counted = {row.id for row in ledger_order(snapshot, resolve_entries(snapshot))}
     entries = [_entry(row, result) for row in snapshot.privacy]
     findings_per_entry: dict[str, int] = {}
@@ -152,6 +178,7 @@ def build_report(snapshot: Snapshot, result: VerifyResult, *, now: datetime | No
             statuses.get(site),
             [e for e in entries if e["site"] == site and e["seq"] in counted],
             findings_per_entry,
+            audits.get(site),
         )
         for site in names
     ]
@@ -170,6 +197,16 @@ def build_report(snapshot: Snapshot, result: VerifyResult, *, now: datetime | No
                 "rounds_planned": plain(run.rounds_planned),
             }
             for run in snapshot.runs
+        ],
+        "rounds": [
+            {
+                "run_id": plain(row.run_id),
+                "round_number": plain(row.round_number),
+                "status": plain(row.status),
+                "global_accuracy": plain(row.global_accuracy),
+                "global_auc": plain(row.global_auc),
+            }
+            for row in snapshot.rounds
         ],
         "sites": sites,
         "entries": entries,

@@ -111,43 +111,30 @@ def check_site_signatures(entries: Sequence[ChainEntry]) -> list[Finding]:
                 )
             )
             continue
-        state = before.get(entry.seq)
-        expected = f"a signature by site {row.site}'s enrolled identity key"
-        if state is None:
-            findings.append(
-                Finding(
-                    Check.SITE_SIGNATURES,
-                    here,
-                    "site_signature",
-                    expected,
-                    f"an entry of site {row.site}, which no site_enrolled event enrolled before it",
-                )
-            )
-            continue
-        if state.identity is None or state.revoked_at is not None:
-            findings.append(
-                Finding(
-                    Check.SITE_SIGNATURES,
-                    here,
-                    "site_signature",
-                    expected,
-                    f"an entry of site {row.site} after its revocation "
-                    f"({name(EVENTS, state.revoked_at)})",
-                )
-            )
-            continue
-        if not _statement_verifies(row, state.identity):
-            findings.append(
-                Finding(
-                    Check.SITE_SIGNATURES,
-                    here,
-                    "site_signature",
-                    f"{expected} (key {fingerprint(state.identity)[:19]}, "
-                    f"{name(EVENTS, state.enrolled_at)}) over the entry's statement",
-                    "a signature that does not verify",
-                )
-            )
+        problem = _signature_problem(row, before.get(entry.seq))
+        if problem is not None:
+            findings.append(Finding(Check.SITE_SIGNATURES, here, "site_signature", *problem))
     return findings
+
+
+def _signature_problem(row: PrivacyRow, state: SiteKeyState | None) -> tuple[str, str] | None:
+    """What was expected and found when the entry is not signed by its site's valid key."""
+    expected = f"a signature by site {row.site}'s enrolled identity key"
+    if state is None:
+        return expected, (
+            f"an entry of site {row.site}, which no site_enrolled event enrolled before it"
+        )
+    if state.identity is None or state.revoked_at is not None:
+        return expected, (
+            f"an entry of site {row.site} after its revocation ({name(EVENTS, state.revoked_at)})"
+        )
+    if not _statement_verifies(row, state.identity):
+        return (
+            f"{expected} (key {fingerprint(state.identity)[:19]}, "
+            f"{name(EVENTS, state.enrolled_at)}) over the entry's statement",
+            "a signature that does not verify",
+        )
+    return None
 
 
 _NOT_SIGNED = {"created_at": datetime(2000, 1, 1, tzinfo=UTC), "site_signature": None}

@@ -11,12 +11,12 @@ repeatable-read transaction, and nothing is migrated.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
@@ -37,6 +37,7 @@ __all__ = [
     "ContributionRow",
     "EventRow",
     "PrivacyRow",
+    "RoundRow",
     "RunRow",
     "SiteRow",
     "Snapshot",
@@ -44,6 +45,8 @@ __all__ = [
     "open_readonly",
     "read_snapshot",
 ]
+
+_Row = TypeVar("_Row")
 
 REQUIRED_TABLES = (
     "sites",
@@ -144,6 +147,18 @@ class ContributionRow:
     update_digest: Any
 
 
+@dataclass(frozen=True, slots=True)
+class RoundRow:
+    """One `rounds` row's outcome: the global model's score on the coordinator's global test set
+    after the round (None when not scored). Not chained: shown, never verified."""
+
+    run_id: Any
+    round_number: Any
+    status: Any
+    global_accuracy: Any
+    global_auc: Any
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Every table the audit reads, each ordered by its key, from one read transaction."""
@@ -155,6 +170,7 @@ class Snapshot:
     sites: tuple[SiteRow, ...]
     runs: tuple[RunRow, ...]
     contributions: tuple[ContributionRow, ...]
+    rounds: tuple[RoundRow, ...] = ()
 
 
 def open_readonly(url: str) -> Engine:
@@ -253,93 +269,71 @@ def read_snapshot(connection: Connection, url: str) -> Snapshot:
     of its own (the tests tamper with a PostgreSQL ledger and roll back).
     """
     url = redact_url(url)
-    sites = tuple(
-        SiteRow(r["id"], r["name"], r["status"], _blob(r["public_key"]))
-        for r in _rows(connection, "SELECT id, name, status, public_key FROM sites ORDER BY id")
-    )
-    runs = tuple(
-        RunRow(
-            r["id"],
-            r["flower_run_id"],
-            r["scenario"],
-            r["protocol_mode"],
-            r["status"],
-            r["rounds_planned"],
-        )
-        for r in _rows(
-            connection,
-            "SELECT id, flower_run_id, scenario, protocol_mode, status, rounds_planned "
-            "FROM runs ORDER BY id",
-        )
+    sites = _read(connection, SiteRow, "SELECT id, name, status, public_key FROM sites ORDER BY id")
+    runs = _read(
+        connection,
+        RunRow,
+        "SELECT id, flower_run_id, scenario, protocol_mode, status, rounds_planned "
+        "FROM runs ORDER BY id",
     )
     site_names = {site.id: site.name for site in sites}
     flower_ids = {run.id: run.flower_run_id for run in runs}
-    chain = tuple(
-        ChainRow(r["seq"], r["table_name"], r["entry_hash"], r["prev_hash"])
-        for r in _rows(
-            connection,
-            "SELECT seq, table_name, entry_hash, prev_hash FROM ledger_chain ORDER BY seq",
-        )
+    chain = _read(
+        connection,
+        ChainRow,
+        "SELECT seq, table_name, entry_hash, prev_hash FROM ledger_chain ORDER BY seq",
     )
-    privacy = tuple(
-        PrivacyRow(
-            id=r["id"],
-            site_id=r["site_id"],
-            site=site_names.get(r["site_id"]),
-            run_id=r["run_id"],
-            run_known=r["run_id"] in flower_ids,
-            flower_run_id=flower_ids.get(r["run_id"]),
-            round_number=r["round_number"],
-            status=r["status"],
-            noise_multiplier=r["noise_multiplier"],
-            sample_rate=r["sample_rate"],
-            steps=r["steps"],
-            max_grad_norm=r["max_grad_norm"],
-            delta=r["delta"],
-            accountant=r["accountant"],
-            epsilon_round=r["epsilon_round"],
-            epsilon_cumulative=r["epsilon_cumulative"],
-            budget=r["budget"],
-            update_digest=r["update_digest"],
-            site_signature=_blob(r["site_signature"]),
-            prev_hash=r["prev_hash"],
-            entry_hash=r["entry_hash"],
-            coordinator_signature=_blob(r["coordinator_signature"]),
-            created_at=timestamp(r["created_at"]),
-        )
-        for r in _rows(connection, "SELECT * FROM privacy_ledger ORDER BY id")
+    privacy = _read(
+        connection,
+        PrivacyRow,
+        "SELECT * FROM privacy_ledger ORDER BY id",
+        site=lambda r: site_names.get(r["site_id"]),
+        run_known=lambda r: r["run_id"] in flower_ids,
+        flower_run_id=lambda r: flower_ids.get(r["run_id"]),
     )
-    events = tuple(
-        EventRow(
-            id=r["id"],
-            action=r["action"],
-            site=r["site"],
-            run_id=r["run_id"],
-            details=r["details"],
-            created_at=timestamp(r["created_at"]),
-            prev_hash=r["prev_hash"],
-            entry_hash=r["entry_hash"],
-            coordinator_signature=_blob(r["coordinator_signature"]),
-        )
-        for r in _rows(connection, "SELECT * FROM events ORDER BY id")
+    events = _read(connection, EventRow, "SELECT * FROM events ORDER BY id")
+    contributions = _read(
+        connection,
+        ContributionRow,
+        "SELECT c.id, r.run_id, r.number AS round_number, c.site_id, c.status, c.update_digest "
+        "FROM contributions c LEFT JOIN rounds r ON r.id = c.round_id ORDER BY c.id",
+        site=lambda r: site_names.get(r["site_id"]),
     )
-    contributions = tuple(
-        ContributionRow(
-            id=r["id"],
-            run_id=r["run_id"],
-            round_number=r["number"],
-            site_id=r["site_id"],
-            site=site_names.get(r["site_id"]),
-            status=r["status"],
-            update_digest=r["update_digest"],
-        )
-        for r in _rows(
-            connection,
-            "SELECT c.id, r.run_id, r.number, c.site_id, c.status, c.update_digest "
-            "FROM contributions c LEFT JOIN rounds r ON r.id = c.round_id ORDER BY c.id",
-        )
+    rounds = _read(
+        connection,
+        RoundRow,
+        "SELECT run_id, number AS round_number, status, global_accuracy, global_auc "
+        "FROM rounds ORDER BY run_id, number",
     )
-    return Snapshot(url, chain, privacy, events, sites, runs, contributions)
+    return Snapshot(url, chain, privacy, events, sites, runs, contributions, rounds)
+
+
+_BINARY = frozenset({"public_key", "site_signature", "coordinator_signature"})
+_TIMESTAMPS = frozenset({"created_at"})
+
+
+def _read(
+    connection: Connection,
+    row_type: type[_Row],
+    sql: str,
+    **derived: Callable[[Mapping[str, Any]], Any],
+) -> tuple[_Row, ...]:
+    """`sql`'s rows as `row_type`: each field the column of its name as stored (binary columns
+    as bytes, timestamps as aware datetimes), except those `derived` computes from the row."""
+    result = []
+    for row in _rows(connection, sql):
+        values: dict[str, Any] = {}
+        for item in fields(row_type):  # type: ignore[arg-type]
+            if item.name in derived:
+                values[item.name] = derived[item.name](row)
+            elif item.name in _BINARY:
+                values[item.name] = _blob(row[item.name])
+            elif item.name in _TIMESTAMPS:
+                values[item.name] = timestamp(row[item.name])
+            else:
+                values[item.name] = row[item.name]
+        result.append(row_type(**values))
+    return tuple(result)
 
 
 def _blob(value: Any) -> Any:

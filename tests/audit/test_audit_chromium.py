@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 from audit_ledger import Ledger
+from matplotlib import image
 
 from fedseal.audit.render import render_html
 from fedseal.audit.report_data import build_report
 from fedseal.audit.screenshot import CHROMIUM, ChromiumError, capture, dump_dom
 from fedseal.audit.serve import make_page, make_server
 from fedseal.audit.verify import verify_database
+from fedseal.privacy.membership import MembershipAudit
 from fedseal.registry.engine import normalise_url
 
 
@@ -33,10 +35,33 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+MEMBERSHIP_INFERENCE = MembershipAudit(
+    attack="loss-threshold",
+    members=600,
+    non_members=600,
+    auc=0.512,
+    auc_low=0.48,
+    auc_high=0.545,
+    epsilon_lower=0.0,
+    delta=1e-5,
+    confidence=0.95,
+).as_fields()
+"""An empirical audit result for hospital_a, in the fields a site signs."""
+
+
 def _report_file(url: str, path: Path) -> Path:
     snapshot, result = verify_database(url)
-    path.write_text(render_html(build_report(snapshot, result)), encoding="utf-8")
+    report = build_report(snapshot, result, empirical_audits={"hospital_a": MEMBERSHIP_INFERENCE})
+    path.write_text(render_html(report), encoding="utf-8")
     return path
+
+
+def _chart_colours(png: Path) -> dict[str, int]:
+    """How many pixels of the screenshot have the chart's colours: the first two sites' lines
+    (matplotlib's C0 and C1) and the global test score's black line."""
+    pixels = (image.imread(png)[..., :3] * 255).round()
+    colours = {"C0": (31, 119, 180), "C1": (255, 127, 14), "black": (0, 0, 0)}
+    return {name: int((abs(pixels - rgb).max(axis=-1) <= 8).sum()) for name, rgb in colours.items()}
 
 
 def _shows_the_ledger(dom: str) -> None:
@@ -45,6 +70,9 @@ def _shows_the_ledger(dom: str) -> None:
     assert "ε spent" in dom and "rounds joined (charged)" in dom
     assert "3.2337" in dom  # a cumulative ε of the ledger, as shown in the tables
     assert "run 1: 3; run 2: 1, 2, 3" in dom  # hospital_b's declined rounds
+    assert "Privacy against utility" in dom
+    assert "global model's test score per round" in dom  # the chart's description
+    assert "dp-accounting PLD" in dom and "4.6395" in dom  # hospital_a's last entry's PLD ε
 
 
 def test_the_report_file_as_chromium_shows_it(sqlite_ledger: Ledger, tmp_path: Path) -> None:
@@ -52,9 +80,17 @@ def test_the_report_file_as_chromium_shows_it(sqlite_ledger: Ledger, tmp_path: P
     dom = dump_dom(report)
     _shows_the_ledger(dom)
     assert "Verified: PASS" in dom and "FAILED" not in dom
+    assert (
+        "loss-threshold attack, 600 members and 600 non-members: AUC 0.512 [0.480, 0.545], "
+        "ε ≥ 0.000 (95% confidence, δ = 1e-05)"
+    ) in dom
+    assert dom.count("<td>none</td></tr>") == 3  # the sites without an empirical audit
     png = capture(report, tmp_path / "report.png")
     assert _png_size(png) == (1200, 1600)
     assert png.stat().st_size > 50_000  # a rendered page with a chart, not a blank one
+    colours = _chart_colours(png)
+    assert colours["C0"] > 500 and colours["C1"] > 500, colours  # the sites' ε lines
+    assert colours["black"] > 2000, colours  # the score lines, axes and text
 
 
 @pytest.fixture

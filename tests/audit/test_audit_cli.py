@@ -18,10 +18,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audit_ledger import Ledger, build_ledger
+from audit_ledger import (
+    DELTA,
+    NOISE,
+    PRIVACY_IDS,
+    SAMPLE_RATE,
+    STEPS,
+    Ledger,
+    build_ledger,
+    mechanism,
+    statement,
+)
 from sqlalchemy import create_engine
 
 from fedseal.audit.render import CSV_COLUMNS
+from fedseal.privacy.accountant_kind import Accountant
+from fedseal.privacy.accounting import epsilon_of
+from fedseal.privacy.events import DpEvent
+from fedseal.privacy.second_opinion import second_opinion
 from fedseal.registry.engine import normalise_url
 from fedseal.registry.migrate import current_revision
 
@@ -107,6 +121,13 @@ def test_verify_passes_and_prints_the_summary(sqlite_ledger: Ledger, tmp_path: P
     checks = [line for line in out.splitlines() if line.startswith("check ")]
     assert len(checks) == 6 and all(line.endswith(": pass") for line in checks)
     assert out.rstrip().endswith("result: PASS, every check holds")
+    table = _epsilon_table(out)
+    assert set(table) == {f"privacy_ledger#{row_id}" for row_id in PRIVACY_IDS}
+    for recorded, recomputed, rdp, pld in table.values():
+        assert recorded == recomputed  # printed to 6 decimals
+        assert rdp == pytest.approx(recorded, rel=1e-3)  # dp-accounting's RDP at Opacus' orders
+        assert 0.8 * recorded < pld < recorded  # the tight bound, below RDP
+    assert table["privacy_ledger#24"][0] == 5.171709  # hospital_a after six rounds
     pinned = fl_audit(
         "verify",
         "--database",
@@ -145,6 +166,71 @@ def test_verify_fails_with_one_line_per_finding(sqlite_ledger: Ledger, tmp_path:
     assert "check 1 chain" in result.stdout and "FAIL (" in result.stdout
     assert result.stdout.rstrip().endswith(f"result: FAIL, {len(failures)} finding(s)")
     assert result.stderr == ""
+
+
+def _epsilon_table(out: str) -> dict[str, tuple[float, ...]]:
+    """verify's ε table: entry -> (recorded, recomputed, dp-accounting RDP, dp-accounting PLD)."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("epsilon per entry"))
+    header = lines[start + 1].split()
+    assert header[:1] == ["entry"] and header[-6:] == [
+        "recorded",
+        "recomputed",
+        "dp-acc",
+        "RDP",
+        "dp-acc",
+        "PLD",
+    ]
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("  privacy_ledger#"):
+            break
+        cells = line.split()
+        rows[cells[0]] = tuple(float(cell) for cell in cells[-4:])
+    return rows
+
+
+def test_verify_names_an_epsilon_below_the_pld_bound(sqlite_ledger: Ledger) -> None:
+    """A signed, chained entry whose cumulative ε is below dp-accounting's PLD bound: verify
+    shows both accountants' figures for it and fails it on check 3 alone."""
+    history = [DpEvent(NOISE, SAMPLE_RATE, STEPS)] * 7  # hospital_a's six rounds, and this one
+    low = 0.9 * second_opinion(history, DELTA).pld
+    with sqlite_ledger.open() as registry:
+        run_id = registry.start_run(
+            scenario="hospitals",
+            protocol_mode="he+ss",
+            config={},
+            rounds_planned=1,
+            flower_run_id=8100,
+        )
+        entry_id = registry.record_privacy(
+            **statement(
+                registry,
+                sqlite_ledger.site_keys["hospital_a"],
+                run_id=run_id,
+                round_number=1,
+                status="charged",
+                **mechanism(),
+                epsilon_round=epsilon_of(history[:1], DELTA, Accountant.RDP),
+                epsilon_cumulative=low,
+                budget=10.0,
+                update_digest="",
+            )
+        )
+    result = fl_audit("verify", "--database", sqlite_ledger.url)
+    assert result.returncode == 1 and result.stderr == ""
+    recorded, recomputed, rdp, pld = _epsilon_table(result.stdout)[f"privacy_ledger#{entry_id}"]
+    assert recorded == round(low, 6) and recorded < pld < recomputed
+    assert rdp == pytest.approx(recomputed, rel=1e-3)
+    failures = [line for line in result.stdout.splitlines() if line.startswith("FAIL ")]
+    assert all(
+        line.startswith(f"FAIL privacy_ledger#{entry_id} epsilon_cumulative") for line in failures
+    )
+    assert any("dp-accounting's PLD bound" in line for line in failures)
+    assert "check 3 epsilon" in result.stdout and "check 1 chain" in result.stdout
+    assert [line for line in result.stdout.splitlines() if "FAIL (" in line] == [
+        line for line in result.stdout.splitlines() if line.startswith("check 3 ")
+    ]
 
 
 @pytest.mark.parametrize(

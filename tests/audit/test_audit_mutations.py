@@ -43,6 +43,7 @@ from fedseal.contract import ledger_codec
 from fedseal.privacy.accountant_kind import Accountant
 from fedseal.privacy.accounting import epsilon_of
 from fedseal.privacy.events import DpEvent
+from fedseal.privacy.second_opinion import second_opinion
 from fedseal.privacy.status import PrivacyStatus
 from fedseal.registry.chain import ChainAppender, entry_content
 from fedseal.registry.engine import normalise_url
@@ -568,6 +569,68 @@ def test_an_epsilon_off_its_mechanism_is_named(
     assert (finding.entry, finding.field) == (f"privacy_ledger#{entry_id}", "epsilon_cumulative")
     assert finding.check is Check.EPSILON
     assert repr(true_cumulative) in finding.expected
+
+
+@pytest.mark.parametrize("field", ["epsilon_round", "epsilon_cumulative"])
+def test_an_epsilon_below_the_pld_bound_is_named(
+    field: str, ledger: Ledger, tmp_path: Path
+) -> None:
+    """The site signs an ε below dp-accounting's tight (PLD) bound for its mechanism, and the
+    registry records it: the chain and the signature hold, and check 3 names the entry and the
+    field, once against Opacus' figure and once against the PLD bound."""
+    history = ledger.history["hospital_a"]
+    event = DpEvent(1.1, 32 / 600, 40)
+    figures = {
+        "epsilon_round": epsilon_of([event], 1e-5, Accountant.RDP),
+        "epsilon_cumulative": epsilon_of([*history, event], 1e-5, Accountant.RDP),
+    }
+    pld = second_opinion([event] if field == "epsilon_round" else [*history, event], 1e-5).pld
+    figures[field] = 0.9 * pld
+    with ledger.open() as registry:
+        run_id = registry.start_run(
+            scenario="hospitals",
+            protocol_mode="he+ss",
+            config={},
+            rounds_planned=1,
+            flower_run_id=8002,
+        )
+        entry_id = registry.record_privacy(
+            **statement(
+                registry,
+                ledger.site_keys["hospital_a"],
+                run_id=run_id,
+                round_number=1,
+                status="charged",
+                **mechanism(),
+                **figures,
+                budget=10.0,
+                update_digest="",
+            )
+        )
+    result = verify_database(ledger.url)[1]
+    assert result.failed_checks() == {Check.EPSILON}
+    assert {(f.entry, f.field) for f in result.findings} == {(f"privacy_ledger#{entry_id}", field)}
+    below = [f for f in result.findings if "dp-accounting's PLD bound" in f.expected]
+    assert len(below) == 1 and below[0].found == repr(0.9 * pld)
+    assert result.recomputed[entry_id].dp_accounting_pld is not None
+
+
+def test_an_accountant_that_agrees_with_itself_is_caught(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An auditor whose own accountant under-reports by a third recomputes figures that differ
+    from the ledger's (check 3), and dp-accounting names its figures as off its own."""
+    from fedseal.privacy import accounting
+
+    honest = accounting.epsilon_of
+    monkeypatch.setattr(
+        accounting, "epsilon_of", lambda events, delta, kind: 2 / 3 * honest(events, delta, kind)
+    )
+    result = verify_database(ledger.url)[1]
+    assert result.failed_checks() == {Check.EPSILON}
+    off = [f for f in result.findings if "of dp-accounting's RDP" in f.expected]
+    assert {f.entry for f in off} == {f"privacy_ledger#{row_id}" for row_id in PRIVACY_IDS}
+    assert all(f.found.endswith("from Opacus' rdp accountant") for f in off)
 
 
 def test_a_cumulative_epsilon_over_budget_is_named(ledger: Ledger) -> None:
