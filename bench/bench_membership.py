@@ -3,7 +3,7 @@
 Two settings, each at ε = 1 and without DP, repeated over seeds:
 - `federation`: the default demo's federation (hospitals, 3 sites, the head regime of
   `fedseal.contract.regime`), attacked at each site: its training records (members) against its
-  own held-out test records (non-members), which no site trained on.
+  own validation and test records (non-members), which no site trained on.
 - `memorise`: one site's small subset trained alone far past convergence (full batch, many
   steps), the setting in which a model without DP memorises its records.
 The attack is the loss threshold: score = −loss of the record's true label.
@@ -59,6 +59,14 @@ def attack(
     )
 
 
+def held_out(site: SiteFeatures) -> FeatureInputs:
+    """The site's records no one trained on: its validation and test records."""
+    return FeatureInputs(
+        torch.cat([site.validation.features, site.test.features]).numpy(),
+        torch.cat([site.validation.labels, site.test.labels]).numpy(),
+    )
+
+
 def _subset(inputs: FeatureInputs, n: int) -> FeatureInputs:
     return FeatureInputs(inputs.features[:n].numpy(), inputs.labels[:n].numpy())
 
@@ -75,7 +83,7 @@ def federation(sites: list[SiteFeatures], labels: int, epsilon: float | None, se
         epsilon=epsilon,
         seed=seed,
     )
-    return {s.name: attack(vector, labels, s.train, s.test, seed) for s in sites}
+    return {s.name: attack(vector, labels, s.train, held_out(s), seed) for s in sites}
 
 
 def memorise(site: SiteFeatures, labels: int, epsilon: float | None, seed: int, n: int, steps: int):
@@ -90,7 +98,7 @@ def memorise(site: SiteFeatures, labels: int, epsilon: float | None, seed: int, 
         epsilon=epsilon,
         seed=seed,
     )
-    return attack(vector, labels, small.train, _subset(site.test, n), seed)
+    return attack(vector, labels, small.train, _subset(held_out(site), n), seed)
 
 
 def row(name: str, results: list[MembershipAudit]) -> str:

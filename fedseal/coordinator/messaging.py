@@ -25,6 +25,7 @@ from flwr.serverapp import Grid
 
 from fedseal.contract.limits import MessageTooLarge, ReplyLimits, check_size, record_size
 from fedseal.contract.wire import PROTOCOL_VERSION, Key, RecordName
+from fedseal.coordinator.stage_timing import StageClock
 
 __all__ = [
     "POLLING",
@@ -104,6 +105,7 @@ class StageStream:
     arrivals: Iterator[Message]
     failed: dict[str, str] = field(default_factory=dict)
     answered: set[str] = field(default_factory=set)
+    clock: StageClock | None = None  # the stage's timing, when a round is being recorded
 
     @property
     def missing(self) -> list[str]:
@@ -117,10 +119,20 @@ class StageStream:
         return StageResult(replies, self.failed, self.missing)
 
     def __iter__(self) -> Iterator[SiteReply]:
-        for message in self.arrivals:
-            reply = self._check(message)
-            if reply is not None:
-                yield reply
+        try:
+            for message in self.arrivals:
+                reply = self._check(message)
+                if self.clock is not None:
+                    if reply is not None:
+                        self.clock.answered(reply.site, reply.metrics)
+                    elif (site := self.node_to_site.get(message.metadata.src_node_id)) is not None:
+                        self.clock.failed(site)
+                if reply is not None:
+                    yield reply
+        finally:
+            if self.clock is not None:
+                self.clock.ended()
+                self.clock = None
 
     def _check(self, message: Message) -> SiteReply | None:
         """The reply's content when it is well formed; else records why its site failed."""
@@ -183,6 +195,7 @@ def stream_stage(
         node_to_site={nodes[site]: site for site in sites},
         limit=limit,
         arrivals=_pull_replies(grid, [i for i in message_ids if i], deadline, polling),
+        clock=StageClock(message_type, len(sites)),
     )
 
 

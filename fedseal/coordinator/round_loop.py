@@ -34,6 +34,7 @@ from fedseal.coordinator.protocols import (
 from fedseal.coordinator.resume import record_recovered
 from fedseal.coordinator.run_settings import RunSettings
 from fedseal.coordinator.site_directory import SiteDirectory
+from fedseal.coordinator.stage_timing import recording, run_folder
 from fedseal.registry import Registry, RegistryError, RegistryUnavailable
 from fedseal.registry.statuses import RoundStatus
 
@@ -102,7 +103,31 @@ def run_round(
     protocol: AggregationProtocol,
     registry: Registry,
 ) -> RoundOutcome:
-    """Run round `number` to its end and record it; never raises for a site's misbehaviour."""
+    """Run round `number` to its end and record it, with its stages' timings in the run's
+    summary (`stage_timing`); never raises for a site's misbehaviour."""
+    state_dir = settings.coordinator_state
+    folder = run_folder(state_dir, state.run_id) if state_dir else None
+    with recording(number, folder) as timings:
+        outcome = _run_round(grid, number, settings, state, directory, protocol, registry)
+    log.info(
+        "round %d stages (wait / sites' work / Flower, s): %s",
+        number,
+        ", ".join(
+            f"{t.stage} {t.wait_s:.1f}/{t.work_s:.1f}/{t.flower_s:.1f}" for t in timings.stages
+        ),
+    )
+    return outcome
+
+
+def _run_round(
+    grid: Grid,
+    number: int,
+    settings: RunSettings,
+    state: RunState,
+    directory: SiteDirectory,
+    protocol: AggregationProtocol,
+    registry: Registry,
+) -> RoundOutcome:
     directory.refresh()
     # a site that restarted hands back the statements it signed, whose replies may have been lost
     record_recovered(registry, directory.take_recovered(), state.lineage)

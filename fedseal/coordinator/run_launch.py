@@ -17,6 +17,7 @@ from typing import Any
 
 from fedseal.contract.app_bundle import write_app
 from fedseal.coordinator.errors import CoordinatorError
+from fedseal.coordinator.stage_timing import ProgressWatch
 from fedseal.registry import Registry, RunView
 
 from .flower_app import SubmitError, submit_run
@@ -115,11 +116,12 @@ def follow_run(
     *,
     timeout_s: float,
     report: Callable[[str], None],
-    poll_s: float = 5.0,
+    poll_s: float = 2.0,
     flower_status: Callable[[int], str | None] | None = None,
     resubmit: Resubmit | None = None,
     max_resumes: int = 3,
     check_every_s: float = 30.0,
+    summary_folder: Callable[[int], Path] | None = None,
 ) -> RunView:
     """Wait until the registry says the run finished, reporting each completed round.
 
@@ -127,7 +129,10 @@ def follow_run(
     that Flower says has ended while the registry still says `running` lost its coordinator
     (the SuperLink or the ServerApp died). With `resubmit`, such a run is continued from its last
     completed round, at most `max_resumes` times; without it, following it fails at once.
+    With `summary_folder` (registry run id → its summary folder), the running round's stage and
+    how many sites have answered it are reported as they change.
     """
+    watch = ProgressWatch(report)
     deadline = time.monotonic() + timeout_s
     reported = -1
     announced = False
@@ -144,6 +149,8 @@ def follow_run(
                 report(f"run {run.id}: {reported} of {run.rounds_planned} rounds completed")
             if str(run.status) != "running":
                 return run
+            if summary_folder is not None:
+                watch.check(summary_folder(run.id))
         now = time.monotonic()
         if flower_status is not None and now - last_check >= check_every_s:
             last_check = now

@@ -7,7 +7,15 @@ cumulative ε of its latest charged ledger entry.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from fedseal.coordinator.stage_timing import (
+    format_stages,
+    read_progress,
+    read_stage_summary,
+    run_folder,
+)
 
 if TYPE_CHECKING:
     from fedseal.registry import Registry
@@ -15,8 +23,12 @@ if TYPE_CHECKING:
 __all__ = ["collect_status", "render_status"]
 
 
-def collect_status(registry: Registry, run_id: int | None = None) -> dict[str, Any]:
+def collect_status(
+    registry: Registry, run_id: int | None = None, state: Path | None = None
+) -> dict[str, Any]:
     """A JSON-ready summary; ``run_id`` picks the run whose rounds are listed (else the latest).
+    With the coordinator's ``state`` directory, also that run's per-stage timings and, while a
+    round runs, its stage and answers (`stage_timing`).
 
     Raises the registry's RecordNotFound for an unknown run id.
     """
@@ -55,6 +67,7 @@ def collect_status(registry: Registry, run_id: int | None = None) -> dict[str, A
         entry.pop("budget_from_event", None)
         entry["epsilon_spent"] = registry.site_epsilon_spent(name)
 
+    folder_known = state is not None and chosen is not None
     return {
         "runs": [
             {
@@ -87,6 +100,8 @@ def collect_status(registry: Registry, run_id: int | None = None) -> dict[str, A
             for round_ in rounds
         ],
         "sites": {name: sites[name] for name in sorted(sites)},
+        "stages": read_stage_summary(run_folder(state, chosen.id)) if folder_known else [],
+        "progress": read_progress(run_folder(state, chosen.id)) if folder_known else None,
     }
 
 
@@ -151,6 +166,19 @@ def render_status(report: dict[str, Any]) -> str:
             )
         else:
             out.append("(no rounds yet)")
+        progress = report.get("progress")
+        if progress:
+            out.append(
+                f"Now: round {progress['round']}, {progress['stage']}, "
+                f"{progress['answered']} of {progress['sites']} sites answered"
+            )
+        if report.get("stages"):
+            out.append("")
+            out.append(
+                f"Stages of run {report['run']}, mean over rounds (wait = the coordinator's, "
+                "sites = the slowest site's own work, Flower = delivery and ClientApp start)"
+            )
+            out += format_stages(report["stages"]).splitlines()
     out.append("")
     out += _section(
         "Sites (ε spent of budget)",

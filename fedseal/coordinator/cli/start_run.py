@@ -95,6 +95,7 @@ def _run(args: argparse.Namespace) -> int:
         submit_recorded,
     )
     from fedseal.coordinator.run_settings import default_run_config
+    from fedseal.coordinator.stage_timing import run_folder
     from fedseal.models.data import get_scenario, load_federated_dataset, scenario_site_names
     from fedseal.registry import RegistryError
 
@@ -177,6 +178,7 @@ def _run(args: argparse.Namespace) -> int:
                 flower_status=lambda flower_run_id: flower_run_status(flower_run_id, home),
                 resubmit=resubmit if args.max_resumes > 0 else None,
                 max_resumes=args.max_resumes,
+                summary_folder=lambda run_id: run_folder(state, run_id),
             )
         except SubmitError as exc:
             raise UserError(str(exc), ExitCode.CHILD_FAILED) from None

@@ -25,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
 
     with options.open_registry(args, writing=False) as registry:
         try:
-            report = collect_status(registry, args.run)
+            report = collect_status(registry, args.run, options.state_dir(args))
         except RecordNotFound as exc:
             raise UserError(str(exc)) from None
         except RegistryError as exc:
