@@ -3,7 +3,8 @@
 It starts a SuperLink and one `fl-client` per site, submits the run, prints a live per-round table
 from the registry, and at the end compares the federated model with each site's model trained
 alone. Every process it started is stopped on exit, Ctrl-C or SIGTERM; the exit code is non-zero
-when the run fails.
+when the run fails. This module reads and checks the arguments; `run.py` composes and runs the
+federation, `summary.py` reports how it ended.
 
 Every site trains with DP-SGD unless `--no-dp` is given: `--epsilon` is what each site may spend
 in this run, `--dp-budget` what it may spend over all runs on the same workdir (its history is
@@ -13,31 +14,26 @@ kept in the site's state directory), see `fedseal.demo.dp_budget`.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedseal.cli_support import ExitCode, UserError, run_cli
+from fedseal.cli_support import UserError, run_cli
 from fedseal.client.dp.settings import DEFAULT_MAX_GRAD_NORM, MAX_NOISE_MULTIPLIER
-from fedseal.contract.regime import REGIMES, Regime, site_batch_sizes
+from fedseal.contract.regime import REGIMES, Regime
 from fedseal.contract.run_plan import AdapterKind
 from fedseal.privacy.accountant_kind import Accountant
+
+from .progress import PROG
 
 HEAD, LORA = AdapterKind.HEAD, AdapterKind.LORA
 
 if TYPE_CHECKING:
-    from fedseal.contract.run_plan import RunPlan
-    from fedseal.demo.dp_budget import DemoDpOptions, SiteDpPlan
-    from fedseal.models.data.types import FederatedDataset
-    from fedseal.registry import Registry, RoundView
+    from fedseal.demo.dp_budget import DemoDpOptions
 
-__all__ = ["main"]
-
-PROG = "fl-demo"
+__all__ = ["build_parser", "main"]
 
 DEFAULT_EPSILON = 1.0
 """ε each site may spend in one fl-demo run."""
@@ -54,6 +50,52 @@ def choose_adapter(setting: str) -> AdapterKind:
     return AdapterKind.LORA if torch.cuda.is_available() else AdapterKind.HEAD
 
 
+# What each choice of an option means: the help names them all, from the same table argparse
+# checks against, so the two never disagree.
+_SCENARIOS = {
+    "hospitals": "ICD-10-CM coding, default",
+    "heart": "UCI heart disease, 4 real hospitals",
+    "banks": "Lending Club credit risk by region",
+}
+_MODES = {
+    "he+ss": "default; BFV-encrypted, SecAgg-masked: the coordinator sees no update and no "
+    "aggregate",
+    "he": "BFV only",
+    "plain": "FedAvg in the clear, for comparison",
+}
+_ADAPTERS = {
+    "head": "a linear head over the frozen base model's cached embeddings; the CPU default",
+    "lora": "LoRA and the head through the whole model; the GPU default",
+    "auto": "lora when this machine has CUDA, else head",
+}
+
+
+def _add_choice(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    default: str,
+    intro: str,
+    meanings: dict[str, str],
+    *,
+    checked: bool = True,
+) -> None:
+    """An option that takes one of ``meanings``, with help that says what each means:
+    ``intro: a (...), b (...) or c (...)``."""
+    named = [f"{choice} ({meaning})" for choice, meaning in meanings.items()]
+    parser.add_argument(
+        flag,
+        default=default,
+        choices=tuple(meanings) if checked else None,
+        help=f"{intro}: {', '.join(named[:-1])} or {named[-1]}",
+    )
+
+
+def _per_adapter(setting: str) -> str:
+    """The help's note on a setting whose default is the adapter's regime's."""
+    head, lora = (format(getattr(REGIMES[kind], setting), "g") for kind in (HEAD, LORA))
+    return f"default {head} for the head adapter, {lora} for lora"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -63,34 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Exit codes: 0 run completed, 1 run failed, 2 bad argument, 130 interrupted.",
     )
-    parser.add_argument(
-        "--scenario",
-        default="hospitals",
-        help="demo federation: hospitals (ICD-10-CM coding, default), heart (UCI heart disease, "
-        "4 real hospitals) or banks (Lending Club credit risk by region)",
-    )
-    parser.add_argument(
-        "--mode",
-        default="he+ss",
-        choices=("he+ss", "he", "plain"),
-        help="aggregation: he+ss (default; BFV-encrypted, SecAgg-masked: the coordinator sees "
-        "no update and no aggregate), he (BFV only) or plain (FedAvg in the clear, for comparison)",
-    )
-    parser.add_argument(
-        "--adapter",
-        default="auto",
-        choices=("auto", "head", "lora"),
-        help="what trains and travels: head (a linear head over the frozen base model's cached "
-        "embeddings; the CPU default), lora (LoRA and the head through the whole model; the GPU "
-        "default) or auto (lora when this machine has CUDA, else head)",
-    )
+    # --scenario is checked by _validate, which lists the scenarios fedseal.models knows
+    _add_choice(parser, "--scenario", "hospitals", "demo federation", _SCENARIOS, checked=False)
+    _add_choice(parser, "--mode", "he+ss", "aggregation", _MODES)
+    _add_choice(parser, "--adapter", "auto", "what trains and travels", _ADAPTERS)
     parser.add_argument(
         "--clip",
         type=float,
         default=None,
         help="largest change per adapter coordinate per round that the secure modes encode "
-        f"exactly; larger ones are clipped and counted (default {REGIMES[HEAD].clip:g} for the "
-        f"head adapter, {REGIMES[LORA].clip:g} for lora)",
+        f"exactly; larger ones are clipped and counted ({_per_adapter('clip')})",
     )
     parser.add_argument(
         "--max-colluding",
@@ -118,22 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps",
         type=int,
         default=None,
-        help=f"local training steps per site per round (default {REGIMES[HEAD].steps} for the "
-        f"head adapter, {REGIMES[LORA].steps} for lora)",
+        help=f"local training steps per site per round ({_per_adapter('steps')})",
     )
     parser.add_argument(
         "--learning-rate",
         type=float,
         default=None,
-        help=f"local learning rate (default {REGIMES[HEAD].learning_rate:g} for the head "
-        f"adapter, {REGIMES[LORA].learning_rate:g} for lora)",
+        help=f"local learning rate ({_per_adapter('learning_rate')})",
     )
     parser.add_argument(
         "--batch-size",
         type=int,
         default=None,
-        help=f"largest expected batch per site (default {REGIMES[HEAD].batch_size} for the head "
-        f"adapter, {REGIMES[LORA].batch_size} for lora), capped at each site's validation records",
+        help=f"largest expected batch per site ({_per_adapter('batch_size')}), capped at each "
+        "site's validation records",
     )
     parser.add_argument("--seed", type=int, default=0, help="data split and model seed (default 0)")
     parser.add_argument(
@@ -330,395 +352,13 @@ def _validate(args: argparse.Namespace) -> list[str]:
         raise UserError(str(exc)) from None
 
 
-def _say(message: str) -> None:
-    print(f"{PROG}: {message}", flush=True)
-
-
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     sites = _validate(args)
     dp_options = _dp_options(args)
+    from fedseal.demo.run import run_demo
 
-    from fedseal.coordinator.flower_app import SubmitError
-    from fedseal.coordinator.run_settings import RunSettings, default_run_config
-    from fedseal.demo.federation import FederationError, LocalFederation
-    from fedseal.demo.progress import ProgressTable
-    from fedseal.models.data import get_scenario, load_federated_dataset
-    from fedseal.registry import RegistryUnavailable, open_registry
-    from fedseal.registry.database import resolve_database_url
-    from fedseal.registry.ledger_key import LedgerKeyError, create_ledger_key
-
-    workdir = args.workdir.expanduser().resolve()
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create workdir {workdir}: {exc}") from None
-    url = resolve_database_url(args.database, workdir / "registry.db")
-    coordinator_state = workdir / "coordinator"
-    try:
-        ledger_key, _made = create_ledger_key(coordinator_state)
-    except (LedgerKeyError, OSError) as exc:
-        raise UserError(f"coordinator ledger key: {exc}") from None
-    try:
-        registry = open_registry(url, ledger_key=ledger_key)
-    except RegistryUnavailable as exc:
-        raise UserError(str(exc)) from None
-    resume_run = _run_to_resume(registry) if args.resume else 0
-
-    _say(f"preparing the {args.scenario} federation ({args.mode}): {', '.join(sites)}")
-    _say(
-        f"adapter: {args.adapter} ({REGIMES[args.adapter].description}); {args.rounds} rounds "
-        f"x {args.steps} steps, learning rate {args.learning_rate:g}"
-    )
-    state_root = workdir / "state"
-    # The demo builds every site's data to plan the run and score the result; each site loads
-    # and caches only its own split (in its state directory) when it starts.
-    dataset = load_federated_dataset(args.scenario, len(sites), args.seed)
-    labels = dataset.labels
-    num_records = {site: len(dataset.sites[site].train) for site in sites}
-    batch_sizes = site_batch_sizes(
-        args.batch_size, {site: len(dataset.sites[site].validation) for site in sites}
-    )
-    dp_plans = _plan_dp(dp_options, sites, state_root, num_records, batch_sizes)
-    federation = LocalFederation(
-        workdir=workdir,
-        scenario=args.scenario,
-        sites=sites,
-        registry=registry,
-        seed=args.seed,
-        port=args.port,
-        batch_size=batch_sizes,
-        max_eval_examples=args.eval_limit,
-        dp=None if dp_plans is None else {site: plan.table() for site, plan in dp_plans.items()},
-        tls=args.tls,
-        mode=args.mode,
-        max_colluding=args.max_colluding,
-    )
-    run_config = default_run_config(
-        database_url=url,
-        scenario=args.scenario,
-        labels=list(labels),
-        rounds=args.rounds,
-        min_sites=len(sites),
-        steps=args.steps,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        round_timeout=args.round_timeout,
-        max_length=get_scenario(args.scenario).max_length,
-        mode=args.mode,
-        clip=args.clip,
-        coordinator_state=str(coordinator_state),
-        resume_run=resume_run,
-        adapter=str(args.adapter),
-    )
-    run_config["max-colluding"] = args.max_colluding
-    plan = RunSettings.from_run_config(run_config).plan
-
-    federation.enroll_sites()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        federation.start_superlink()
-        security = "TLS, SuperNode authentication" if args.tls else "no TLS"
-        logs = workdir / "logs"
-        _say(f"SuperLink listening on {federation.address} ({security}; logs in {logs})")
-        if args.tls:
-            federation.register_node_keys()
-            _say(f"registered {len(sites)} SuperNode keys with the SuperLink")
-        for site in sites:
-            federation.start_site(site)
-        _say(f"started {len(sites)} sites; submitting the run")
-        flower_run_id = federation.submit(run_config)
-        _say(f"run submitted (Flower run {flower_run_id}); rounds appear below as they finish")
-        table = ProgressTable()
-        run = federation.wait(args.timeout, on_rounds=table.update, on_note=_say)
-    except (FederationError, SubmitError) as exc:
-        raise UserError(str(exc), ExitCode.FAILURE) from None
-    finally:
-        federation.stop()
-        signal.signal(signal.SIGTERM, previous)
-
-    rounds = registry.rounds(run.id)
-    completed = [r for r in rounds if str(r.status) == "completed"]
-    _say(
-        f"run {run.id} {run.status}: {len(completed)} of {run.rounds_planned} rounds completed"
-        + (f" ({run.error})" if run.error else "")
-    )
-    summary = {
-        "run_id": run.id,
-        "flower_run_id": flower_run_id,
-        "status": str(run.status),
-        "scenario": args.scenario,
-        "sites": sites,
-        "dp": _dp_summary(dp_options, dp_plans),
-        "rounds": [
-            {
-                "round": r.number,
-                "status": str(r.status),
-                "participants": r.participants,
-                "dropped": r.dropped,
-                "global_accuracy": r.global_accuracy,
-                "global_auc": r.global_auc,
-                "global_digest": r.global_digest,
-                "seconds": r.duration_s,
-            }
-            for r in rounds
-        ],
-    }
-    if completed and not args.no_baseline:
-        summary["comparison"] = _compare_with_solo(
-            args,
-            sites,
-            plan,
-            completed[-1],
-            workdir,
-            dataset,
-            batch_sizes,
-            flower_run_id,
-            dp_plans,
-        )
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    _say(f"summary written to {workdir / 'summary.json'}")
-    public_key = coordinator_state / "keys" / "ledger-public-key.hex"
-    _say(
-        f"check the privacy ledger: fl-audit verify --database {url} --coordinator-key {public_key}"
-    )
-    return ExitCode.OK if str(run.status) == "completed" else ExitCode.FAILURE
-
-
-def _run_to_resume(registry: Registry) -> int:
-    """The newest run still `running` in the workdir's registry (its coordinator stopped)."""
-    from fedseal.coordinator.run_launch import running_run
-
-    run = running_run(registry)
-    if run is None:
-        raise UserError("--resume: no run in this workdir's registry is still running")
-    _say(
-        f"resuming run {run.id}: {run.rounds_completed} of {run.rounds_planned} rounds "
-        "completed; the round in flight is recorded as aborted"
-    )
-    return int(run.id)
-
-
-def _raise_interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _plan_dp(
-    options: DemoDpOptions | None,
-    sites: list[str],
-    state_root: Path,
-    num_records: dict[str, int],
-    batch_sizes: dict[str, int],
-) -> dict[str, SiteDpPlan] | None:
-    """Each site's DP plan for this run, printed one line per site; None (and a warning) for
-    --no-dp. Every `[dp]` table is checked as the site will check it, so a setting the site
-    would refuse fails here, before any process starts."""
-    from fedseal.client.dp.errors import AccountantStoreError, DpConfigError
-    from fedseal.client.dp.settings import parse_dp_section
-    from fedseal.demo.dp_budget import plan_site_dp
-
-    if options is None:
-        _say(
-            "WARNING: --no-dp: the sites train WITHOUT differential privacy; the shared adapter "
-            "can memorise training records and reveal them to whoever sees an update or the model"
-        )
-        _warn_dp_history(sites, state_root)
-        return None
-    plans: dict[str, SiteDpPlan] = {}
-    for site in sites:
-        n = num_records[site]
-        if options.delta is not None and options.delta >= 1.0 / n:
-            raise UserError(
-                f"--delta {options.delta:g} must be below 1/n = {1.0 / n:.3g} for {site}'s "
-                f"{n} training records"
-            )
-        try:
-            plan = plan_site_dp(site, state_root / site, n, options)
-            parse_dp_section(plan.table(), Path(site), num_records=n, batch_size=batch_sizes[site])
-        except AccountantStoreError as exc:
-            raise UserError(f"{site}: {exc} (use a fresh --workdir)") from None
-        except DpConfigError as exc:
-            raise UserError(f"these DP options can never train: {exc}") from None
-        plans[site] = plan
-        _say(plan.describe())
-        if plan.exhausted:
-            _say(
-                f"{site}: its privacy budget (ε = {options.budget:g}) is already spent in this "
-                "workdir, so it will decline every round; use a fresh --workdir for a new budget"
-            )
-    return plans
-
-
-def _warn_dp_history(sites: list[str], state_root: Path) -> None:
-    """--no-dp on sites that trained with DP before voids the guarantee of those runs too."""
-    from fedseal.client.dp.accountant_store import AccountantStore
-    from fedseal.client.dp.errors import AccountantStoreError
-
-    for site in sites:
-        try:
-            charged = bool(AccountantStore.open(state_root / site).charges)
-        except AccountantStoreError:
-            charged = True
-        if charged:
-            _say(
-                f"WARNING: {site} trained with DP in this workdir before; training its data "
-                "without DP now voids that guarantee as well"
-            )
-
-
-def _dp_summary(
-    options: DemoDpOptions | None, plans: dict[str, SiteDpPlan] | None
-) -> dict[str, object]:
-    """What summary.json says about privacy: the options and each site's plan for this run."""
-    if options is None or plans is None:
-        return {"enabled": False}
-    return {
-        "enabled": True,
-        "epsilon_this_run": options.epsilon,
-        "budget": options.budget,
-        "max_grad_norm": options.max_grad_norm,
-        "noise_multiplier": options.noise_multiplier,
-        "sites": {
-            site: {
-                "records": plan.num_records,
-                "delta": plan.delta,
-                "spent_before": plan.spent,
-                "epsilon_this_run": plan.this_run,
-                "target_epsilon": plan.target,
-            }
-            for site, plan in plans.items()
-        },
-    }
-
-
-def _compare_with_solo(
-    args: argparse.Namespace,
-    sites: list[str],
-    plan: RunPlan,
-    last_round: RoundView,
-    workdir: Path,
-    dataset: FederatedDataset,
-    batch_sizes: dict[str, int],
-    flower_run_id: int,
-    dp_plans: dict[str, SiteDpPlan] | None,
-) -> dict[str, object]:
-    """Score the federated model on the global test set (the union of the sites' test sets)
-    next to each site alone, with DP at the run's ε and without, and print the comparison."""
-    import os
-    import time
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-
-    from fedseal.client.adapter_model import build_adapter_model
-    from fedseal.client.site_service import derive_seed, resolve_device
-    from fedseal.demo.baseline import SoloDp, federated_score, load_site_inputs, train_solo
-
-    torch.set_num_threads(2)
-    device = resolve_device("auto")
-    metric = dataset.primary_metric
-    state_root = workdir / "state"
-    _model, tokenizer = build_adapter_model(plan, device)
-    inputs = {
-        site: load_site_inputs(plan, dataset.sites[site], state_root / site, device, tokenizer)
-        for site in sites
-    }
-    tests = [inputs[site].test for site in sites]
-    holder = next(
-        (
-            c.site
-            for c in last_round.contributions
-            if c.site in sites and c.adapter_digest == last_round.global_digest
-        ),
-        sites[0],
-    )
-    federated = federated_score(
-        plan, state_root / holder, flower_run_id, last_round.global_digest or "", tests, device
-    )
-    runs: list[tuple[str, SoloDp | None]] = []
-    if dp_plans is not None:
-        for site in sites:
-            dp = dp_plans[site]
-            runs.append(
-                (
-                    site,
-                    SoloDp(
-                        dp.this_run,
-                        dp.delta,
-                        dp.options.max_grad_norm,
-                        str(dp.options.accountant),
-                    ),
-                )
-            )
-    runs += [(site, None) for site in sites]
-    steps = plan.steps * args.rounds
-    _say(
-        f"training each site alone for comparison ({len(runs)} models, {args.rounds} rounds x "
-        f"{plan.steps} steps each, the federation's batch and learning rate) ..."
-    )
-    solo: dict[str, dict[str, object]] = {}
-    for index, (site, dp) in enumerate(runs, start=1):
-        started = time.perf_counter()
-        label = f"{site} alone ({'DP' if dp else 'no DP'})"
-        score = train_solo(
-            plan=plan,
-            site=inputs[site],
-            tests=tests,
-            rounds=args.rounds,
-            batch_size=batch_sizes[site],
-            seed=derive_seed(plan.seed, site, "solo"),
-            device=device,
-            dp=dp,
-        )
-        solo.setdefault(site, {})["dp" if dp else "no_dp"] = {
-            "accuracy": score.accuracy,
-            "auc": score.auc,
-            "noise_multiplier": score.noise_multiplier,
-            "seconds": score.seconds,
-        }
-        _say(f"  [{index}/{len(runs)}] {label}: {time.perf_counter() - started:.1f} s")
-
-    def value(result: dict[str, object]) -> float:
-        found = result[metric]
-        return float(found) if isinstance(found, int | float) else float("nan")
-
-    federated_value = federated.auc if metric == "auc" else federated.accuracy
-    dp_label = "" if dp_plans is None else f", ε ≤ {args.epsilon or DEFAULT_EPSILON:g}"
-    print(
-        f"\nscore on the global test set ({metric}; the union of the {len(sites)} sites' test "
-        f"sets, {federated.n} records):",
-        flush=True,
-    )
-    subject = "the federated model" if dp_plans is None else "the federated model (DP)"
-    fed_name = "federated (all sites" + (", DP" if dp_plans is not None else "") + ")"
-    print(f"  {fed_name:<34} {_score(federated_value)}", flush=True)
-    verdicts: dict[str, bool] = {}
-    for kind, title in (("dp", f"DP{dp_label}"), ("no_dp", "no DP")):
-        scores = {site: solo[site][kind] for site in sites if kind in solo[site]}
-        if not scores:
-            continue
-        for site, result in scores.items():
-            print(f"  {site + ' alone (' + title + ')':<34} {_score(value(result))}", flush=True)
-        best = max(value(r) for r in scores.values())
-        verdicts[kind] = federated_value is not None and federated_value > best
-    for kind, title in (("dp", "with DP at the same ε"), ("no_dp", "(no DP)")):
-        if kind in verdicts:
-            verdict = "beats" if verdicts[kind] else "does NOT beat"
-            print(f"  {subject} {verdict} every site trained alone {title}", flush=True)
-    print(flush=True)
-    return {
-        "metric": metric,
-        "federated": federated_value,
-        "federated_dp": dp_plans is not None,
-        "global_test_records": federated.n,
-        "solo": solo,
-        "steps_alone": steps,
-        "beats_every_site_alone": verdicts,
-    }
-
-
-def _score(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+    return run_demo(args, sites, dp_options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

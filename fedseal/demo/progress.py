@@ -1,14 +1,24 @@
-"""The live per-round table fl-demo prints, read from the registry as rounds are recorded."""
+"""What fl-demo prints while it runs: its one-line notes, and the live per-round table read from
+the registry as rounds are recorded."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from fedseal.registry import Registry, RoundView, RunView
+if TYPE_CHECKING:
+    from fedseal.registry import Registry, RoundView, RunView
 
-__all__ = ["ProgressTable", "find_run"]
+__all__ = ["PROG", "ProgressTable", "find_run", "say"]
+
+PROG = "fl-demo"
+
+
+def say(message: str) -> None:
+    """One note on stdout, named as the command's, printed at once."""
+    print(f"{PROG}: {message}", flush=True)
+
 
 # loss, acc and auc are the sites' scores on their own test sets, weighted by test size: the
 # accuracy is then exactly the accuracy on the union of the test sets (the global test set).

@@ -45,7 +45,16 @@ class AlreadyFinished(RecordConflict):
 
 class LedgerKeyMissing(RegistryError):
     """A write that appends to the ledger chain, on a registry opened without the coordinator's
-    ledger key (reading never needs it)."""
+    ledger key (reading never needs it). The message says how to open it with the key."""
+
+    def __init__(
+        self,
+        message: str = (
+            "this write appends to the ledger chain, which needs the coordinator's ledger "
+            "key: open the registry with ledger_key= (fedseal.registry.ledger_key)"
+        ),
+    ) -> None:
+        super().__init__(message)
 
 
 class StatementRefused(RegistryError, ValueError):

@@ -10,12 +10,7 @@ entry twice (a retried report) is harmless; recording a different entry for the 
 from __future__ import annotations
 
 import json
-import math
-import numbers
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
@@ -26,30 +21,25 @@ from fedseal.privacy.accountant_kind import Accountant
 from fedseal.privacy.status import PrivacyStatus
 
 from .chain import ChainAppender, read_head
-from .checks import check_count, check_name, check_sha256
+from .checks import (
+    check_count,
+    check_enum,
+    check_name,
+    check_non_negative,
+    check_positive,
+    check_sha256,
+)
+from .core import RegistryCore
 from .errors import RecordConflict, RecordNotFound, StatementRefused
 from .schema import Event, PrivacyEntry, Run, Site
 from .statuses import SiteStatus
-from .views import EventView, PrivacyEntryView
+from .views import EventView, PrivacyEntryView, view_of
 
 __all__ = ["PrivacyLedgerMixin"]
 
-_T = TypeVar("_T")
 
-_MECHANISM = ("noise_multiplier", "sample_rate", "steps", "max_grad_norm", "delta", "accountant")
-_EPSILONS = ("epsilon_round", "epsilon_cumulative", "budget")
-
-
-class PrivacyLedgerMixin:
+class PrivacyLedgerMixin(RegistryCore):
     """Privacy-ledger methods of the registry."""
-
-    if TYPE_CHECKING:
-
-        def _write(self) -> AbstractContextManager[Session]: ...
-        def _read(self) -> AbstractContextManager[Session]: ...
-        def _now(self) -> datetime: ...
-        def _site_ids(self, session: Session, names: Sequence[str]) -> dict[str, int]: ...
-        def _chained(self, work: Callable[[Session, ChainAppender], _T]) -> _T: ...
 
     def record_privacy(
         self,
@@ -87,16 +77,16 @@ class PrivacyLedgerMixin:
         run_id = check_count(run_id, "run id", minimum=1)
         number = check_count(round_number, "round number", minimum=1)
         values: dict[str, object] = {
-            "status": _enum(PrivacyStatus, status, "privacy status"),
-            "noise_multiplier": _positive(noise_multiplier, "noise_multiplier"),
-            "sample_rate": _positive(sample_rate, "sample_rate", upper=1.0),
+            "status": check_enum(PrivacyStatus, status, "privacy status"),
+            "noise_multiplier": check_positive(noise_multiplier, "noise_multiplier"),
+            "sample_rate": check_positive(sample_rate, "sample_rate", upper=1.0),
             "steps": check_count(steps, "steps", minimum=1),
-            "max_grad_norm": _positive(max_grad_norm, "max_grad_norm"),
-            "delta": _positive(delta, "delta", upper=1.0, open_upper=True),
-            "accountant": _enum(Accountant, accountant, "accountant"),
-            "epsilon_round": _non_negative(epsilon_round, "epsilon_round"),
-            "epsilon_cumulative": _non_negative(epsilon_cumulative, "epsilon_cumulative"),
-            "budget": _positive(budget, "budget"),
+            "max_grad_norm": check_positive(max_grad_norm, "max_grad_norm"),
+            "delta": check_positive(delta, "delta", upper=1.0, open_upper=True),
+            "accountant": check_enum(Accountant, accountant, "accountant"),
+            "epsilon_round": check_non_negative(epsilon_round, "epsilon_round"),
+            "epsilon_cumulative": check_non_negative(epsilon_cumulative, "epsilon_cumulative"),
+            "budget": check_positive(budget, "budget"),
         }
         if values["status"] is PrivacyStatus.DECLINED and values["epsilon_round"] != 0.0:
             raise ValueError("a declined round spent nothing: epsilon_round must be 0")
@@ -224,82 +214,23 @@ def _identity_key(site: Site | None, name: str) -> bytes:
         raise StatementRefused(str(exc)) from None
 
 
-def _enum(
-    enum: type[PrivacyStatus] | type[Accountant], value: object, what: str
-) -> PrivacyStatus | Accountant:
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str")
-    try:
-        return enum(value)
-    except ValueError:
-        allowed = ", ".join(member.value for member in enum)
-        raise ValueError(f"{what} must be one of {allowed}, not {value!r}") from None
-
-
-def _number(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{what} must be a float")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{what} must be finite")
-    return number
-
-
-def _positive(
-    value: object, what: str, *, upper: float | None = None, open_upper: bool = False
-) -> float:
-    number = _number(value, what)
-    too_high = upper is not None and (number >= upper if open_upper else number > upper)
-    if number <= 0 or too_high:
-        bound = "" if upper is None else f" and {'<' if open_upper else '<='} {upper:g}"
-        raise ValueError(f"{what} must be > 0{bound}, got {number}")
-    return number
-
-
-def _non_negative(value: object, what: str) -> float:
-    number = _number(value, what)
-    if number < 0:
-        raise ValueError(f"{what} must not be negative, got {number}")
-    return number
-
-
 def _view(row: PrivacyEntry) -> PrivacyEntryView:
-    return PrivacyEntryView(
-        id=row.id,
+    return view_of(
+        PrivacyEntryView,
+        row,
         site=row.site.name,
-        run_id=row.run_id,
-        round_number=row.round_number,
-        status=row.status,
-        noise_multiplier=row.noise_multiplier,
-        sample_rate=row.sample_rate,
-        steps=row.steps,
-        max_grad_norm=row.max_grad_norm,
-        delta=row.delta,
-        accountant=row.accountant,
-        epsilon_round=row.epsilon_round,
-        epsilon_cumulative=row.epsilon_cumulative,
-        budget=row.budget,
-        created_at=row.created_at,
-        update_digest=row.update_digest,
-        site_signature=None if row.site_signature is None else bytes(row.site_signature),
-        prev_hash=row.prev_hash,
-        entry_hash=row.entry_hash,
-        coordinator_signature=(
-            None if row.coordinator_signature is None else bytes(row.coordinator_signature)
-        ),
+        site_signature=_bytes(row.site_signature),
+        coordinator_signature=_bytes(row.coordinator_signature),
     )
 
 
 def _event_view(row: Event) -> EventView:
     details: dict[str, Any] = json.loads(row.details)
-    return EventView(
-        id=row.id,
-        action=row.action,
-        site=row.site,
-        run_id=row.run_id,
-        details=details,
-        created_at=row.created_at,
-        prev_hash=row.prev_hash,
-        entry_hash=row.entry_hash,
-        coordinator_signature=bytes(row.coordinator_signature),
+    return view_of(
+        EventView, row, details=details, coordinator_signature=bytes(row.coordinator_signature)
     )
+
+
+def _bytes(value: bytes | None) -> bytes | None:
+    """A signature as bytes (drivers may hand back a buffer), or None for a pre-chain row."""
+    return None if value is None else bytes(value)

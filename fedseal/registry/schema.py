@@ -26,17 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column, relationship
 
+from . import statuses
 from .column_types import UTCDateTime, status_column_type
-from .statuses import (
-    Accountant,
-    ChainTable,
-    ContributionStatus,
-    EventAction,
-    PrivacyStatus,
-    RoundStatus,
-    RunStatus,
-    SiteStatus,
-)
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -80,7 +71,9 @@ class Site(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
     created_at: Mapped[datetime]
-    status: Mapped[SiteStatus] = mapped_column(status_column_type(SiteStatus, "site_status"))
+    status: Mapped[statuses.SiteStatus] = mapped_column(
+        status_column_type(statuses.SiteStatus, "site_status")
+    )
     public_key: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     contributions: Mapped[list[Contribution]] = relationship(back_populates="site")
@@ -96,7 +89,9 @@ class Run(Base):
     scenario: Mapped[str] = mapped_column(String(NAME_LENGTH))
     protocol_mode: Mapped[str] = mapped_column(String(64))
     config: Mapped[str] = mapped_column(Text)  # JSON text, keys sorted
-    status: Mapped[RunStatus] = mapped_column(status_column_type(RunStatus, "run_status"))
+    status: Mapped[statuses.RunStatus] = mapped_column(
+        status_column_type(statuses.RunStatus, "run_status")
+    )
     rounds_planned: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
@@ -114,7 +109,9 @@ class Round(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
     number: Mapped[int] = mapped_column(Integer)
-    status: Mapped[RoundStatus] = mapped_column(status_column_type(RoundStatus, "round_status"))
+    status: Mapped[statuses.RoundStatus] = mapped_column(
+        status_column_type(statuses.RoundStatus, "round_status")
+    )
     sampled: Mapped[int] = mapped_column(Integer)
     participants: Mapped[int] = mapped_column(Integer)
     dropped: Mapped[int] = mapped_column(Integer)
@@ -148,8 +145,8 @@ class Contribution(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"))
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
-    status: Mapped[ContributionStatus] = mapped_column(
-        status_column_type(ContributionStatus, "contribution_status")
+    status: Mapped[statuses.ContributionStatus] = mapped_column(
+        status_column_type(statuses.ContributionStatus, "contribution_status")
     )
     num_examples: Mapped[int | None] = mapped_column(Integer)
     train_loss: Mapped[float | None]
@@ -191,16 +188,16 @@ class PrivacyEntry(Base):
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
     round_number: Mapped[int] = mapped_column(Integer)
-    status: Mapped[PrivacyStatus] = mapped_column(
-        status_column_type(PrivacyStatus, "privacy_status")
+    status: Mapped[statuses.PrivacyStatus] = mapped_column(
+        status_column_type(statuses.PrivacyStatus, "privacy_status")
     )
     noise_multiplier: Mapped[float]
     sample_rate: Mapped[float]
     steps: Mapped[int] = mapped_column(Integer)
     max_grad_norm: Mapped[float]
     delta: Mapped[float]
-    accountant: Mapped[Accountant] = mapped_column(
-        status_column_type(Accountant, "privacy_accountant")
+    accountant: Mapped[statuses.Accountant] = mapped_column(
+        status_column_type(statuses.Accountant, "privacy_accountant")
     )
     epsilon_round: Mapped[float]
     epsilon_cumulative: Mapped[float]
@@ -224,7 +221,9 @@ class Event(Base):
     __tablename__ = "events"
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
-    action: Mapped[EventAction] = mapped_column(status_column_type(EventAction, "event_action"))
+    action: Mapped[statuses.EventAction] = mapped_column(
+        status_column_type(statuses.EventAction, "event_action")
+    )
     site: Mapped[str | None] = mapped_column(String(NAME_LENGTH), ForeignKey("sites.name"))
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
     details: Mapped[str] = mapped_column(Text)
@@ -241,7 +240,9 @@ class ChainLink(Base):
     __tablename__ = "ledger_chain"
 
     seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
-    table_name: Mapped[ChainTable] = mapped_column(status_column_type(ChainTable, "chain_table"))
+    table_name: Mapped[statuses.ChainTable] = mapped_column(
+        status_column_type(statuses.ChainTable, "chain_table")
+    )
     entry_hash: Mapped[str] = mapped_column(String(HASH_LENGTH), unique=True)
     prev_hash: Mapped[str] = mapped_column(String(HASH_LENGTH), unique=True)
 

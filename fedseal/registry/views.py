@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .statuses import (
-    Accountant,
-    ContributionStatus,
-    EventAction,
-    PrivacyStatus,
-    RoundStatus,
-    RunStatus,
-)
+from fedseal.privacy.figures import PrivacyFigures
 
-__all__ = ["ContributionView", "EventView", "PrivacyEntryView", "RoundView", "RunView"]
+from .statuses import ContributionStatus, EventAction, RoundStatus, RunStatus
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+__all__ = [
+    "ContributionView",
+    "EventView",
+    "PrivacyEntryView",
+    "RoundView",
+    "RunView",
+    "view_of",
+]
+
+_View = TypeVar("_View", bound="DataclassInstance")
+
+
+def view_of(view: type[_View], row: object, **held: object) -> _View:
+    """``view`` filled from the row's attributes of the same names, except the fields in ``held``.
+
+    ``held`` gives the fields a view holds differently from its row: a site's name for its id,
+    bytes for a database buffer, parsed JSON for its text, a count computed by the query.
+    """
+    names = [field.name for field in fields(view)]
+    unknown = set(held) - set(names)
+    if unknown:
+        raise TypeError(f"{view.__name__} has no field {', '.join(sorted(unknown))}")
+    return view(**{name: held[name] if name in held else getattr(row, name) for name in names})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,27 +99,18 @@ class RoundView:
 
 
 @dataclass(frozen=True, slots=True)
-class PrivacyEntryView:
+class PrivacyEntryView(PrivacyFigures):
     """One privacy-ledger row: a site's DP spend (or refusal) in one round of one run.
 
-    ``id`` is its position in the ledger chain. Rows written before migration 0003 have ids
-    <= 0 and no site signature, hashes or countersignature.
+    The figures (status, mechanism, ε, budget) are :class:`PrivacyFigures`'; ``id`` is the
+    row's position in the ledger chain. Rows written before migration 0003 have ids <= 0 and
+    no site signature, hashes or countersignature.
     """
 
     id: int
     site: str
     run_id: int
     round_number: int
-    status: PrivacyStatus
-    noise_multiplier: float
-    sample_rate: float
-    steps: int
-    max_grad_norm: float
-    delta: float
-    accountant: Accountant
-    epsilon_round: float
-    epsilon_cumulative: float
-    budget: float
     created_at: datetime
     update_digest: str
     site_signature: bytes | None

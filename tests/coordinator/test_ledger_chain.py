@@ -44,7 +44,7 @@ from fedseal.registry import (
     open_registry,
     upgrade_to_head,
 )
-from fedseal.registry import registry as registry_module
+from fedseal.registry import core as registry_core
 from fedseal.registry.engine import create_registry_engine
 from fedseal.registry.errors import AlreadyFinished
 from fedseal.registry.ledger_key import (
@@ -645,10 +645,10 @@ def test_a_chain_that_stays_busy_gives_up_and_writes_nothing(
         raise chain.ChainCollision("taken")
 
     monkeypatch.setattr(chain.ChainAppender, "append", always_taken)
-    monkeypatch.setattr(registry_module.time, "sleep", lambda _seconds: None)
+    monkeypatch.setattr(registry_core.time, "sleep", lambda _seconds: None)
     with pytest.raises(ChainBusy, match="nothing was written"):
         registry.start_run(scenario="s", protocol_mode="plain", config={}, rounds_planned=1)
-    assert len(attempts) == registry_module.CHAIN_ATTEMPTS
+    assert len(attempts) == registry_core.CHAIN_ATTEMPTS
     monkeypatch.undo()
     assert registry.chain_head() == head and registry.list_runs() == []
 

@@ -13,8 +13,8 @@ import pytest
 from fedseal.cli_support import UserError
 from fedseal.client.dp.accountant_store import STORE_RELATIVE_PATH, AccountantStore
 from fedseal.client.dp.settings import default_delta, parse_dp_section
-from fedseal.demo import cli
 from fedseal.demo.dp_budget import DemoDpOptions, plan_site_dp
+from fedseal.demo.run import plan_dp
 from fedseal.demo.site_configs import write_demo_site_configs
 from fedseal.privacy.events import DpEvent
 
@@ -179,7 +179,7 @@ def test_unreadable_history_is_an_error_not_a_fresh_budget(tmp_path: Path) -> No
     path.parent.mkdir(parents=True)
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(UserError, match="fresh --workdir"):
-        cli._plan_dp(OPTIONS, ["a"], tmp_path / "state", {"a": 500}, {"a": 32})
+        plan_dp(OPTIONS, ["a"], tmp_path / "state", {"a": 500}, {"a": 32})
 
 
 def test_written_configs_carry_a_dp_table_the_site_accepts(tmp_path: Path) -> None:
@@ -223,7 +223,7 @@ def test_operator_sees_one_line_per_site_and_a_note_when_spent(tmp_path: Path, c
     state = tmp_path / "state"
     spent = _store_with(state / "b", rounds=3).spent_epsilon(default_delta(500))
     options = DemoDpOptions(epsilon=min(3.0, spent / 2), budget=spent / 2)
-    plans = cli._plan_dp(options, ["a", "b"], state, {"a": 500, "b": 500}, {"a": 32, "b": 32})
+    plans = plan_dp(options, ["a", "b"], state, {"a": 500, "b": 500}, {"a": 32, "b": 32})
     assert plans is not None and not plans["a"].exhausted and plans["b"].exhausted
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"fl-demo: a: DP ε ≤ {options.epsilon:.3g} this run (spent 0 of")
@@ -236,8 +236,7 @@ def test_operator_sees_one_line_per_site_and_a_note_when_spent(tmp_path: Path, c
 def test_no_dp_warns_about_memorisation_and_earlier_dp_runs(tmp_path: Path, capsys) -> None:
     _store_with(tmp_path / "state" / "b", rounds=1)
     assert (
-        cli._plan_dp(None, ["a", "b"], tmp_path / "state", {"a": 5, "b": 5}, {"a": 32, "b": 32})
-        is None
+        plan_dp(None, ["a", "b"], tmp_path / "state", {"a": 5, "b": 5}, {"a": 32, "b": 32}) is None
     )
     out = capsys.readouterr().out
     assert "WITHOUT differential privacy" in out and "memorise" in out
@@ -248,4 +247,4 @@ def test_no_dp_warns_about_memorisation_and_earlier_dp_runs(tmp_path: Path, caps
 def test_delta_at_or_above_one_over_n_is_refused_before_anything_starts(tmp_path: Path) -> None:
     options = DemoDpOptions(epsilon=3.0, budget=10.0, delta=0.01)
     with pytest.raises(UserError, match=r"--delta 0\.01 must be below 1/n"):
-        cli._plan_dp(options, ["a"], tmp_path / "state", {"a": 100}, {"a": 32})
+        plan_dp(options, ["a"], tmp_path / "state", {"a": 100}, {"a": 32})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fedseal.demo import cli
+from fedseal.demo.run import run_to_resume
 from fedseal.registry import open_registry
 
 FL_DEMO = str(Path(sys.executable).with_name("fl-demo"))
@@ -37,4 +37,4 @@ def test_resume_picks_the_newest_running_run(tmp_path: Path) -> None:
         for _ in range(3)
     ]
     registry.finish_run(started[2], status="completed")
-    assert cli._run_to_resume(registry) == started[1]
+    assert run_to_resume(registry) == started[1]
