@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fedseal.cli_args import add_max_colluding
 from fedseal.cli_support import UserError, run_cli
 from fedseal.client.dp.settings import DEFAULT_MAX_GRAD_NORM, MAX_NOISE_MULTIPLIER
 from fedseal.contract.regime import REGIMES, Regime
@@ -116,16 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest change per adapter coordinate per round that the secure modes encode "
         f"exactly; larger ones are clipped and counted ({_per_adapter('clip')})",
     )
-    parser.add_argument(
-        "--max-colluding",
-        type=int,
-        default=-1,
-        metavar="C",
-        help="member sites that may collude with the coordinator while each other site's "
-        "update stays hidden in he+ss: the Shamir threshold is k > (n + C) / 2 (default: a "
-        "minority, (n - 1) // 2; with 3 sites that is 1, so k = 3 and no site may drop out of "
-        "a round; 0 lets one of 3 drop out but trusts that no site colludes)",
-    )
+    add_max_colluding(parser)
     parser.add_argument(
         "--sites",
         type=int,

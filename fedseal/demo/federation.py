@@ -249,8 +249,10 @@ class LocalFederation:
         *,
         on_rounds: Callable[[list[RoundView]], None] | None = None,
         on_note: Callable[[str], None] | None = None,
+        on_progress: Callable[[int], None] | None = None,
     ) -> RunView:
-        """Poll the registry until the run finishes; fail fast when the SuperLink or run dies."""
+        """Poll the registry until the run finishes; fail fast when the SuperLink or run dies.
+        `on_progress` gets the registry run id on every poll (to report the running stage)."""
         started = time.monotonic()
         last_flower_check = started
         noted: set[str] = set()
@@ -261,6 +263,8 @@ class LocalFederation:
                     on_rounds(self.registry.rounds(run.id))
                 if str(run.status) != "running":
                     return run
+                if on_progress is not None:
+                    on_progress(run.id)
             for child in self.processes.dead():
                 if child.name == "superlink":
                     raise FederationError(f"the SuperLink exited: {child.log_tail(1)}")

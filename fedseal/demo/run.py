@@ -29,6 +29,12 @@ def run_demo(args: argparse.Namespace, sites: list[str], dp_options: DemoDpOptio
     """Run the federation the arguments describe; the exit code says whether the run completed."""
     from fedseal.coordinator.flower_app import SubmitError
     from fedseal.coordinator.run_settings import RunSettings, default_run_config
+    from fedseal.coordinator.stage_timing import (
+        ProgressWatch,
+        format_stages,
+        read_stage_summary,
+        run_folder,
+    )
     from fedseal.demo.federation import FederationError, LocalFederation
     from fedseal.demo.progress import ProgressTable
     from fedseal.demo.summary import compare_with_solo, run_summary, write_summary
@@ -119,7 +125,13 @@ def run_demo(args: argparse.Namespace, sites: list[str], dp_options: DemoDpOptio
         flower_run_id = federation.submit(run_config)
         say(f"run submitted (Flower run {flower_run_id}); rounds appear below as they finish")
         table = ProgressTable()
-        run = federation.wait(args.timeout, on_rounds=table.update, on_note=say)
+        stages = ProgressWatch(lambda line: say(f"  {line}"))
+        run = federation.wait(
+            args.timeout,
+            on_rounds=table.update,
+            on_note=say,
+            on_progress=lambda run_id: stages.check(run_folder(coordinator_state, run_id)),
+        )
     except (FederationError, SubmitError) as exc:
         raise UserError(str(exc), ExitCode.FAILURE) from None
     finally:
@@ -128,6 +140,14 @@ def run_demo(args: argparse.Namespace, sites: list[str], dp_options: DemoDpOptio
 
     rounds = registry.rounds(run.id)
     summary = run_summary(run, rounds, flower_run_id, args.scenario, sites, dp_options, dp_plans)
+    timings = read_stage_summary(run_folder(coordinator_state, run.id))
+    if timings:
+        summary["stages"] = timings
+        say(
+            "where a round's time went, per stage (mean over rounds; sites = the slowest "
+            "site's own work, Flower = delivery and the ClientApp process it starts):"
+        )
+        print(format_stages(timings), flush=True)
     completed = [r for r in rounds if str(r.status) == "completed"]
     if completed and not args.no_baseline:
         summary["comparison"] = compare_with_solo(
