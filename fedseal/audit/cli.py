@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fedseal.cli_args import Command, command_parser, run_command
 from fedseal.cli_support import ExitCode, UserError, run_cli
 
 if TYPE_CHECKING:
@@ -57,50 +58,30 @@ def _database_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Audit a fedseal registry's privacy ledger: recompute every hash, "
-        "signature and ε, and report each site's privacy spend against its budget.",
-        epilog=_EPILOG,
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    verify = commands.add_parser(
-        "verify",
-        help="run the six checks of docs/ledger-format.md",
-        description="Check the ledger chain, the sites' and the coordinator's signatures, every "
-        "ε, the budgets, the contributions and the enrolled keys. Prints a summary and one line "
-        "per failure naming the entry, the field, and what was expected and found.",
-        epilog=_EPILOG,
-    )
-    _database_options(verify)
-    report = commands.add_parser(
-        "report",
-        help="write the audit report (html, json or csv)",
-        description="Verify, then write each site's ε spent per round against its budget, the "
-        "rounds it joined or declined and the verification result. html: one self-contained "
-        "page with a chart; json: the same data; csv: one row per ledger entry.",
-        epilog=_EPILOG + " The report is written in both cases 0 and 1.",
-    )
-    report.add_argument("--format", required=True, choices=("html", "json", "csv"))
-    report.add_argument("--out", required=True, type=Path, metavar="PATH", help="file to write")
-    _database_options(report)
-    serve = commands.add_parser(
-        "serve",
-        help="serve the HTML report as a read-only web page",
-        description="Serve the HTML report on GET /, verified afresh on every request; any "
-        "other method is refused (405). Runs until Ctrl-C.",
-        epilog="Exit codes: 0 stopped, 2 usage error (bad argument, unreadable database, "
-        "address in use).",
-    )
-    _database_options(serve)
-    serve.add_argument(
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", required=True, choices=("html", "json", "csv"))
+    parser.add_argument("--out", required=True, type=Path, metavar="PATH", help="file to write")
+    _database_options(parser)
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    _database_options(parser)
+    parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
-    serve.add_argument(
+    parser.add_argument(
         "--port", type=int, default=8050, help="port (default 8050; 0 picks a free one)"
     )
-    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return command_parser(
+        PROG,
+        "Audit a fedseal registry's privacy ledger: recompute every hash, signature and ε, and "
+        "report each site's privacy spend against its budget.",
+        _EPILOG,
+        COMMANDS,
+    )
 
 
 def _say(message: str) -> None:
@@ -254,10 +235,41 @@ def _serve(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+COMMANDS = (
+    Command(
+        name="verify",
+        help="run the six checks of docs/ledger-format.md",
+        description="Check the ledger chain, the sites' and the coordinator's signatures, every "
+        "ε, the budgets, the contributions and the enrolled keys. Prints a summary and one line "
+        "per failure naming the entry, the field, and what was expected and found.",
+        add_arguments=_database_options,
+        run=_verify,
+    ),
+    Command(
+        name="report",
+        help="write the audit report (html, json or csv)",
+        description="Verify, then write each site's ε spent per round against its budget, the "
+        "rounds it joined or declined and the verification result. html: one self-contained "
+        "page with a chart; json: the same data; csv: one row per ledger entry.",
+        add_arguments=_report_arguments,
+        run=_report,
+        epilog=_EPILOG + " The report is written in both cases 0 and 1.",
+    ),
+    Command(
+        name="serve",
+        help="serve the HTML report as a read-only web page",
+        description="Serve the HTML report on GET /, verified afresh on every request; any "
+        "other method is refused (405). Runs until Ctrl-C.",
+        add_arguments=_serve_arguments,
+        run=_serve,
+        epilog="Exit codes: 0 stopped, 2 usage error (bad argument, unreadable database, "
+        "address in use).",
+    ),
+)
+
+
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    command = {"verify": _verify, "report": _report, "serve": _serve}[args.command]
-    return command(args)
+    return run_command(COMMANDS, build_parser().parse_args(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
