@@ -274,6 +274,14 @@ def _collect_releases(
     mask_keys: dict[str, dict[int, shamir.Share]] = {o: {} for o in u2 - set(survivors)}
     rejected: dict[str, str] = {}
     seen: set[str] = set()
+    indices: dict[str, dict[str, int]] = {}  # by owner; one map for all owners with all pairs
+
+    def index_of(owner: str, holder: str) -> int:
+        key = owner if info.graph is not None else ""
+        if key not in indices:
+            indices[key] = info.share_indices(owner, book.adverts)
+        return indices[key][holder]
+
     for message in releases:
         holder = message.sender
         try:
@@ -288,7 +296,7 @@ def _collect_releases(
                 raise InvalidMessage()
             parsed = []
             for owner, kind, raw in release.entries:
-                index = info.share_index(owner, holder, book.adverts)
+                index = index_of(owner, holder)
                 wanted = ShareKind.SELF_SEED if owner in survivors else ShareKind.MASK_KEY
                 digest = book.digests[(owner, holder)][0 if wanted is ShareKind.SELF_SEED else 1]
                 if kind is not wanted or not hmac.compare_digest(

@@ -94,9 +94,14 @@ class RoundInfo:
         All pairs: the holder's position among the advertised sites (U1). Neighbour graph: its
         position in the owner's closed neighbourhood, which does not depend on U1.
         """
+        return self.share_indices(owner, advertised)[holder]
+
+    def share_indices(self, owner: str, advertised: Iterable[str]) -> dict[str, int]:
+        """`share_index` of every holder of `owner`'s shares (the same map for every owner with
+        all pairs)."""
         graph = self.graph
         order = sorted(advertised) if graph is None else sorted(graph.closed(owner))
-        return order.index(holder) + 1
+        return {site: index for index, site in enumerate(order, 1)}
 
     def share_count(self, owner: str, advertised: Iterable[str]) -> int:
         """How many shares `owner` makes (indices 1..count)."""

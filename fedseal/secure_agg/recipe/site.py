@@ -134,9 +134,10 @@ def site_share_keys(
     count = info.share_count(state.site_id, peers)
     seed_shares = shamir.split_secret(state.self_seed, n=count, k=k)
     key_shares = shamir.split_secret(keys.private_bytes(state.mask_key), n=count, k=k)
+    indices = info.share_indices(state.site_id, peers)
     out = []
     for holder in order:
-        index = state.holder_index(holder) - 1
+        index = indices[holder] - 1
         seed_share, key_share = seed_shares[index], key_shares[index]
         sealed = keys.seal(
             peers[holder].share_public,
