@@ -125,7 +125,7 @@ def _inverse(value: int) -> int:
     return g1
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=128)
 def _lagrange_at_zero(indices: tuple[int, ...]) -> tuple[int, ...]:
     """Coefficients c_j with ``p(0) = Σ c_j · p(x_j)`` for the distinct non-zero `indices`:
     ``c_j = Π_{m≠j} x_m / (x_j + x_m)``, computed as ``Π x_m / (x_j · Π_{m≠j} (x_j + x_m))``

@@ -152,6 +152,17 @@ def _share_digest(
     ).digest()
 
 
+def _share_digests(
+    seed_share: bytes, key_share: bytes, *, info: RoundInfo, owner: str, holder: str
+) -> tuple[bytes, bytes]:
+    """The digests an envelope carries of `holder`'s shares of `owner`'s self-mask seed and mask
+    key, in that order: the owner computes them, the holder and the coordinator check them."""
+    return (
+        _share_digest(seed_share, info=info, owner=owner, holder=holder, kind=ShareKind.SELF_SEED),
+        _share_digest(key_share, info=info, owner=owner, holder=holder, kind=ShareKind.MASK_KEY),
+    )
+
+
 def _seed_context(info: RoundInfo, owner: str) -> bytes:
     return frame(text(info.run_id), text(info.round_no), text(owner))
 
