@@ -30,8 +30,8 @@ import tenseal as ts
 import tenseal.sealapi as sealapi
 
 from ._wire import Reader, frame, text
+from .bfv_params import BfvParams
 from .errors import ConfigurationError, InvalidCiphertext
-from .params import BfvParams
 
 __all__ = [
     "CiphertextSum",
