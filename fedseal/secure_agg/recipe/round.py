@@ -210,9 +210,10 @@ def _verify_acks(
     accepted: dict[str, Signed] = {}
     rejected: dict[str, str] = {}
     expected = ConsistencyAck(survivors).to_bytes()
+    members = frozenset(survivors)
     for ack in acks:
         try:
-            if ack.sender not in survivors or ack.sender in accepted:
+            if ack.sender not in members or ack.sender in accepted:
                 raise InvalidMessage()
             body = ack.verify(
                 directory, run_id=info.run_id, round_no=info.round_no, stage=Stage.CONSISTENCY
