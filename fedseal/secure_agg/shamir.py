@@ -105,8 +105,8 @@ def _mul(public: int, other: int) -> int:
     t1, t2, t4, t8 = other, other << 1, other << 2, other << 3
     t3, t5, t6 = t1 ^ t2, t1 ^ t4, t2 ^ t4
     t7 = t3 ^ t4
-    low = (0, t1, t2, t3, t4, t5, t6, t7)
-    table = low + tuple(t ^ t8 for t in low)
+    t9, t10, t11, t12, t13, t14, t15 = t1 ^ t8, t2 ^ t8, t3 ^ t8, t4 ^ t8, t5 ^ t8, t6 ^ t8, t7 ^ t8
+    table = (0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15)
     acc = 0
     for shift in range(((public.bit_length() + 3) // 4) * 4 - 4, -1, -4):
         acc = (acc << 4) ^ table[(public >> shift) & 15]
