@@ -115,6 +115,8 @@ def _mul(public: int, other: int) -> int:
 
 def _inverse(value: int) -> int:
     """Multiplicative inverse (extended Euclid over GF(2)[x]) of a public non-zero element."""
+    if value == 0:  # distinct non-zero indices never give one; the loop below would not end
+        raise ZeroDivisionError("zero has no inverse")
     u, v, g1, g2 = value, (1 << 128) | _REDUCTION, 1, 0
     while u != 1:
         shift = u.bit_length() - v.bit_length()
