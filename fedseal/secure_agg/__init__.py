@@ -2,7 +2,8 @@
 
 Modules, one job each (see docs/protocol.md):
 
-* `params`: protocol parameters, the headroom planner (no wrap mod t) and the noise check;
+* `params`: protocol parameters, the headroom planner (no wrap mod t) and their text form;
+* `bfv_params`: BFV parameters (128-bit security table, batching prime) and the noise model;
 * `quantise`: clipping, stochastic rounding, signed integers in Z_t;
 * `prg`: ChaCha20 masks uniform mod t, domain-separated by purpose, run and round;
 * `keys`: Ed25519 signatures bound to run/round/stage/sender, X25519 pairwise seeds, sealed boxes;

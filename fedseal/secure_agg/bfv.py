@@ -30,8 +30,8 @@ import tenseal as ts
 import tenseal.sealapi as sealapi
 
 from ._wire import Reader, frame, text
+from .bfv_params import BfvParams
 from .errors import ConfigurationError, InvalidCiphertext
-from .params import BfvParams
 
 __all__ = [
     "CiphertextSum",
@@ -85,11 +85,11 @@ def _save(obj: Any) -> bytes:
         return os.pread(fd, os.fstat(fd).st_size, 0)
 
 
-def _load_into(obj: Any, seal_context: Any, data: bytes) -> None:
-    with _memfile() as (fd, path):
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
-        obj.load(seal_context, path)
+def _load_into(obj: Any, seal_context: Any, data: bytes, file: tuple[int, str]) -> None:
+    fd, path = file
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+    obj.load(seal_context, path)
 
 
 # --------------------------------------------------------------------------- contexts
@@ -272,11 +272,14 @@ def _precheck(data: bytes, params: BfvParams) -> None:
         raise InvalidCiphertext("unsupported SEAL compression mode")
 
 
-def _load_ciphertext(data: bytes, seal_context: Any, params: BfvParams) -> Any:
+def _load_ciphertext(
+    data: bytes, seal_context: Any, params: BfvParams, file: tuple[int, str]
+) -> Any:
+    """Check and load one ciphertext through `file` (a `_memfile`, reused across a vector)."""
     _precheck(data, params)
     ciphertext = sealapi.Ciphertext(seal_context)
     try:
-        _load_into(ciphertext, seal_context, bytes(data))
+        _load_into(ciphertext, seal_context, bytes(data), file)
     except Exception:  # SEAL's logic_error / runtime_error / invalid_argument via pybind11
         raise InvalidCiphertext("SEAL could not load the ciphertext") from None
     if (
@@ -344,7 +347,8 @@ class SiteCipher:
 
     def noise_budget(self, data: bytes) -> int:
         """Bits of noise budget left in one serialised ciphertext (0: it no longer decrypts)."""
-        ciphertext = _load_ciphertext(data, self._seal_context, self.params)
+        with _memfile() as file:
+            ciphertext = _load_ciphertext(data, self._seal_context, self.params, file)
         return int(self._decryptor.invariant_noise_budget(ciphertext))
 
     def decrypt(self, chunks: Sequence[bytes], length: int) -> np.ndarray:
@@ -352,13 +356,14 @@ class SiteCipher:
         if len(chunks) != chunk_count(length, self.params):
             raise InvalidCiphertext("wrong number of ciphertexts for the vector length")
         parts = []
-        for data in chunks:
-            ciphertext = _load_ciphertext(data, self._seal_context, self.params)
-            if self._decryptor.invariant_noise_budget(ciphertext) <= 0:
-                raise InvalidCiphertext("ciphertext noise budget exhausted")
-            plain = sealapi.Plaintext()
-            self._decryptor.decrypt(ciphertext, plain)
-            parts.append(np.asarray(self._encoder.decode_uint64(plain), dtype=np.uint64))
+        with _memfile() as file:
+            for data in chunks:
+                ciphertext = _load_ciphertext(data, self._seal_context, self.params, file)
+                if self._decryptor.invariant_noise_budget(ciphertext) <= 0:
+                    raise InvalidCiphertext("ciphertext noise budget exhausted")
+                plain = sealapi.Plaintext()
+                self._decryptor.decrypt(ciphertext, plain)
+                parts.append(np.asarray(self._encoder.decode_uint64(plain), dtype=np.uint64))
         return np.concatenate(parts)[:length]
 
 
@@ -389,7 +394,8 @@ class CiphertextSum:
             raise InvalidCiphertext(
                 f"{len(chunks)} ciphertexts, expected {self.n_chunks} for {self.length} values"
             )
-        loaded = [_load_ciphertext(c, self._seal_context, self.params) for c in chunks]
+        with _memfile() as file:
+            loaded = [_load_ciphertext(c, self._seal_context, self.params, file) for c in chunks]
         if self._acc is None:
             self._acc = loaded
         else:

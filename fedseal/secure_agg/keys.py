@@ -14,6 +14,7 @@ Every authentication failure raises the same `InvalidMessage`.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -80,6 +81,13 @@ def load_identity_public(data: bytes) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(bytes(data))
     except (ValueError, TypeError):
         raise InvalidMessage() from None
+
+
+@lru_cache(maxsize=4096)
+def _identity_public(data: bytes) -> Ed25519PublicKey:
+    """`load_identity_public`, once per key: a directory's keys verify every message of a run
+    (an immutable public key object, keyed by its own bytes; bounded)."""
+    return load_identity_public(data)
 
 
 def load_agreement_public(data: bytes) -> X25519PublicKey:
@@ -167,9 +175,12 @@ def verify_message(
         raise InvalidMessage()
     if not isinstance(payload, bytes):
         raise InvalidMessage()
-    key = (
-        public_key if isinstance(public_key, Ed25519PublicKey) else load_identity_public(public_key)
-    )
+    if isinstance(public_key, Ed25519PublicKey):
+        key = public_key
+    elif isinstance(public_key, bytes):
+        key = _identity_public(public_key)
+    else:
+        key = load_identity_public(public_key)
     try:
         key.verify(signature, _signed_bytes(run_id, round_no, stage, sender, payload))
     except InvalidSignature:

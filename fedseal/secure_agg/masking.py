@@ -27,12 +27,50 @@ def pair_sign(site_id: str, peer_id: str) -> int:
     return 1 if site_id < peer_id else -1
 
 
-def _add_signed(acc: np.ndarray, mask: np.ndarray, sign: int, modulus: int) -> None:
-    if sign > 0:
-        acc += mask
-    else:
-        acc += np.uint64(modulus) - mask  # mask < modulus, so this is -mask mod t, non-negative
-    np.remainder(acc, np.uint64(modulus), out=acc)
+class _MaskSum:
+    """``Σ ± PRG(seed)  (mod t)`` over many masks, reduced once at the end.
+
+    A subtracted mask is added as ``t - mask``, so every term is at most ``t``; the uint64 sum
+    takes ``2^64 / t - 1`` terms before it could overflow (at least three, as t < 2^62), and is
+    folded mod ``t`` only when that room runs out and in `result`. A remainder over the whole
+    vector after every mask was most of the unmasking's numpy time.
+    """
+
+    def __init__(self, length: int, modulus: int, *, run_id: str, round_no: int) -> None:
+        if modulus >= 2**62:
+            raise ValueError("modulus too large for uint64 mask arithmetic")
+        self._length, self._modulus = length, modulus
+        self._run_id, self._round_no = run_id, round_no
+        self._room = (2**64 - 1) // modulus - 1
+        self._sum = np.zeros(length, dtype=np.uint64)
+        self._terms = 0
+
+    def add(self, seed: bytes, sign: int, purpose: Purpose) -> None:
+        """Add (sign +1) or subtract (sign -1) the mask `seed` expands to for `purpose`."""
+        mask = expand_mask(
+            seed,
+            self._length,
+            self._modulus,
+            purpose=purpose,
+            run_id=self._run_id,
+            round_no=self._round_no,
+        )
+        if sign < 0:
+            np.subtract(np.uint64(self._modulus), mask, out=mask)  # -mask mod t, in (0, t]
+        if self._terms >= self._room:
+            np.remainder(self._sum, np.uint64(self._modulus), out=self._sum)
+            self._terms = 1
+        self._sum += mask
+        self._terms += 1
+
+    def result(self, start: np.ndarray | None = None) -> np.ndarray:
+        """``start + Σ ± masks  (mod t)``; `start` (residues mod t) is not modified."""
+        t = np.uint64(self._modulus)
+        out = np.remainder(self._sum, t)
+        if start is not None:
+            out += start
+            np.remainder(out, t, out=out)
+        return out
 
 
 def mask_input(
@@ -56,24 +94,11 @@ def mask_input(
         raise ValueError("values must be reduced mod t")
     if site_id in pair_seeds:
         raise ValueError("a site cannot have a pairwise seed with itself")
-    if modulus >= 2**62:
-        raise ValueError("modulus too large for uint64 mask arithmetic")
-    acc = x.copy()
-    mask = expand_mask(
-        self_seed, x.size, modulus, purpose=Purpose.SELF_MASK, run_id=run_id, round_no=round_no
-    )
-    _add_signed(acc, mask, 1, modulus)
+    total = _MaskSum(x.size, modulus, run_id=run_id, round_no=round_no)
+    total.add(self_seed, 1, Purpose.SELF_MASK)
     for peer_id in sorted(pair_seeds):
-        mask = expand_mask(
-            pair_seeds[peer_id],
-            x.size,
-            modulus,
-            purpose=Purpose.PAIR_MASK,
-            run_id=run_id,
-            round_no=round_no,
-        )
-        _add_signed(acc, mask, pair_sign(site_id, peer_id), modulus)
-    return acc
+        total.add(pair_seeds[peer_id], pair_sign(site_id, peer_id), Purpose.PAIR_MASK)
+    return total.result(x)
 
 
 def residual_mask(
@@ -91,29 +116,13 @@ def residual_mask(
     ``(survivor j, dropped d)`` to ``s_jd``, recomputed from d's reconstructed mask key, for every
     dropped neighbour of every survivor.
     """
-    if modulus >= 2**62:
-        raise ValueError("modulus too large for uint64 mask arithmetic")
-    acc = np.zeros(length, dtype=np.uint64)
+    total = _MaskSum(length, modulus, run_id=run_id, round_no=round_no)
     for site_id in sorted(survivor_self_seeds):
-        mask = expand_mask(
-            survivor_self_seeds[site_id],
-            length,
-            modulus,
-            purpose=Purpose.SELF_MASK,
-            run_id=run_id,
-            round_no=round_no,
-        )
-        _add_signed(acc, mask, 1, modulus)
+        total.add(survivor_self_seeds[site_id], 1, Purpose.SELF_MASK)
     for survivor, dropped in sorted(dropped_pair_seeds):
         if survivor in survivor_self_seeds and dropped in survivor_self_seeds:
             raise ValueError(f"site {dropped!r} is listed both as survivor and as dropped")
-        mask = expand_mask(
-            dropped_pair_seeds[(survivor, dropped)],
-            length,
-            modulus,
-            purpose=Purpose.PAIR_MASK,
-            run_id=run_id,
-            round_no=round_no,
+        total.add(
+            dropped_pair_seeds[(survivor, dropped)], pair_sign(survivor, dropped), Purpose.PAIR_MASK
         )
-        _add_signed(acc, mask, pair_sign(survivor, dropped), modulus)
-    return acc
+    return total.result()

@@ -74,6 +74,24 @@ def _fixed(reader: Reader, size: int) -> bytes:
     return raw
 
 
+def _count(reader: Reader) -> int:
+    """A list's length field (at most 65535 entries)."""
+    count = reader.integer()
+    if not 0 <= count <= 65535:
+        raise ValueError("count")
+    return count
+
+
+def _ids(ids: tuple[str, ...]) -> tuple[bytes, ...]:
+    """The fields of a list of site ids: its length, then each id."""
+    return (text(len(ids)), *(text(s) for s in ids))
+
+
+def _read_ids(reader: Reader) -> tuple[str, ...]:
+    """Inverse of `_ids`."""
+    return tuple(reader.text(_ID_MAX) for _ in range(_count(reader)))
+
+
 @dataclass(frozen=True)
 class Signed:
     """A body signed by its sender for one stage of one round of one run."""
@@ -202,17 +220,11 @@ class ConsistencyAck:
     survivors: tuple[str, ...]
 
     def to_bytes(self) -> bytes:
-        return frame(text(len(self.survivors)), *(text(s) for s in self.survivors))
+        return frame(*_ids(self.survivors))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ConsistencyAck:
-        def parse(r: Reader) -> ConsistencyAck:
-            count = r.integer()
-            if not 0 <= count <= 65535:
-                raise ValueError("count")
-            return cls(tuple(r.text(_ID_MAX) for _ in range(count)))
-
-        return _parse(parse, data)
+        return _parse(lambda r: cls(_read_ids(r)), data)
 
 
 @dataclass(frozen=True)
@@ -230,11 +242,8 @@ class ShareRelease:
     @classmethod
     def from_bytes(cls, data: bytes) -> ShareRelease:
         def parse(r: Reader) -> ShareRelease:
-            count = r.integer()
-            if not 0 <= count <= 65535:
-                raise ValueError("count")
             entries = []
-            for _ in range(count):
+            for _ in range(_count(r)):
                 inner = Reader(r.field(_ID_MAX + 128))
                 entry = (inner.text(_ID_MAX), ShareKind(inner.text(32)), _fixed(inner, SHARE_BYTES))
                 inner.end()
@@ -268,21 +277,8 @@ class AggregateMessage:
     payload: bytes
 
     def to_bytes(self) -> bytes:
-        return frame(
-            text(self.mode),
-            text(len(self.contributors)),
-            *(text(c) for c in self.contributors),
-            self.payload,
-        )
+        return frame(text(self.mode), *_ids(self.contributors), self.payload)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AggregateMessage:
-        def parse(r: Reader) -> AggregateMessage:
-            mode = Mode(r.text(16))
-            count = r.integer()
-            if not 0 <= count <= 65535:
-                raise ValueError("count")
-            contributors = tuple(r.text(_ID_MAX) for _ in range(count))
-            return cls(mode, contributors, r.field())
-
-        return _parse(parse, data)
+        return _parse(lambda r: cls(Mode(r.text(16)), _read_ids(r), r.field()), data)

@@ -88,6 +88,7 @@ def uniform_mod(stream: RandBytes, length: int, modulus: int) -> np.ndarray:
     limit = (2**word_bits // modulus) * modulus
     accept = limit / 2**word_bits
     out = np.empty(length, dtype=np.uint64)
+    reduce_by = np.uint64(modulus) if wide else np.uint32(modulus)  # 32-bit remainders are fast
     filled = 0
     while filled < length:
         need = length - filled
@@ -96,7 +97,7 @@ def uniform_mod(stream: RandBytes, length: int, modulus: int) -> np.ndarray:
         if limit < 2**word_bits:
             words = words[words < limit]
         take = min(need, words.size)
-        out[filled : filled + take] = words[:take].astype(np.uint64) % np.uint64(modulus)
+        out[filled : filled + take] = np.remainder(words[:take], reduce_by)
         filled += take
     return out
 

@@ -175,3 +175,41 @@ def test_pair_sign_is_antisymmetric():
     assert masking.pair_sign("a", "b") == -masking.pair_sign("b", "a") == 1
     with pytest.raises(ValueError):
         masking.pair_sign("a", "a")
+
+
+@pytest.mark.parametrize("modulus", [T, 2**61 - 1, 97])
+def test_mask_sums_match_term_by_term_reduction(modulus):
+    """The masks are summed unreduced and folded mod t only when the uint64 room runs out (after
+    7 terms for t = 2^61 - 1): the result is the sum reduced term by term."""
+    ids = [f"s{i:02d}" for i in range(12)]
+    me, length = "s05", 301
+    x = prg.uniform_mod(rng("x", str(modulus)), length, modulus)
+    self_seed = bytes(rng("b", me)(32))
+    pairs = {p: bytes(rng("p", p)(32)) for p in ids if p != me}
+    context = {"run_id": "r", "round_no": 1}
+
+    def mask(seed, purpose):
+        return prg.expand_mask(seed, length, modulus, purpose=purpose, **context).astype(object)
+
+    expected = x.astype(object) + mask(self_seed, prg.Purpose.SELF_MASK)
+    for peer, seed in pairs.items():
+        expected += masking.pair_sign(me, peer) * mask(seed, prg.Purpose.PAIR_MASK)
+    masked = masking.mask_input(
+        x,
+        site_id=me,
+        self_seed=self_seed,
+        pair_seeds=pairs,
+        modulus=modulus,
+        **context,
+    )
+    assert masked.dtype == np.uint64
+    np.testing.assert_array_equal(masked.astype(object), expected % modulus)
+    dropped = {(me, d): seed for d, seed in pairs.items()}
+    residual = masking.residual_mask(
+        length,
+        modulus=modulus,
+        survivor_self_seeds={me: self_seed},
+        dropped_pair_seeds=dropped,
+        **context,
+    )
+    np.testing.assert_array_equal(residual.astype(object), (expected - x.astype(object)) % modulus)

@@ -33,6 +33,20 @@ def test_any_k_shares_reconstruct(secret, n, data):
     )
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    indices=st.lists(st.integers(1, shamir.MAX_SHARES), min_size=1, max_size=40, unique=True),
+    data=st.data(),
+)
+def test_interpolation_is_pycryptodomes(indices, data):
+    """Any points, not only a polynomial's shares: the same value as `Shamir.combine`."""
+    shares = [Share(i, data.draw(st.binary(min_size=32, max_size=32))) for i in indices]
+    expected = Shamir.combine([(s.index, s.value[:16]) for s in shares]) + Shamir.combine(
+        [(s.index, s.value[16:]) for s in shares]
+    )
+    assert shamir._combine(shares, 1) == expected
+
+
 def test_every_k_subset_of_ten():
     secret = bytes(range(32))
     shares = shamir.split_secret(secret, n=10, k=6)

@@ -183,7 +183,7 @@ class UploadSum:
             if context is None
             else bfv.CiphertextSum(context, params.bfv, params.padded_length)
         )
-        self._contributors: list[str] = []
+        self._contributors: set[str] = set()
         self.rejected: dict[str, str] = {}
 
     @property
@@ -223,7 +223,7 @@ class UploadSum:
                 upload.payload, n_chunks=params.n_ciphertexts, params=params.bfv
             )
             self._he.add(chunks)
-        self._contributors.append(message.sender)
+        self._contributors.add(message.sender)
 
     def _subtract(self, residual: np.ndarray) -> None:
         assert self._he is not None
@@ -274,6 +274,14 @@ def _collect_releases(
     mask_keys: dict[str, dict[int, shamir.Share]] = {o: {} for o in u2 - set(survivors)}
     rejected: dict[str, str] = {}
     seen: set[str] = set()
+    indices: dict[str, dict[str, int]] = {}  # by owner; one map for all owners with all pairs
+
+    def index_of(owner: str, holder: str) -> int:
+        key = owner if info.graph is not None else ""
+        if key not in indices:
+            indices[key] = info.share_indices(owner, book.adverts)
+        return indices[key][holder]
+
     for message in releases:
         holder = message.sender
         try:
@@ -288,8 +296,8 @@ def _collect_releases(
                 raise InvalidMessage()
             parsed = []
             for owner, kind, raw in release.entries:
-                index = info.share_index(owner, holder, book.adverts)
-                wanted = ShareKind.SELF_SEED if owner in survivors else ShareKind.MASK_KEY
+                index = index_of(owner, holder)
+                wanted = ShareKind.SELF_SEED if owner in seeds else ShareKind.MASK_KEY
                 digest = book.digests[(owner, holder)][0 if wanted is ShareKind.SELF_SEED else 1]
                 if kind is not wanted or not hmac.compare_digest(
                     digest, _share_digest(raw, info=info, owner=owner, holder=holder, kind=kind)

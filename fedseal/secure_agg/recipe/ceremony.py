@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from .. import bfv, keys
 from .._wire import frame, text
+from ..bfv_params import BfvParams
 from ..errors import (
     InvalidMessage,
 )
@@ -18,7 +19,6 @@ from ..messages import (
     Signed,
     Stage,
 )
-from ..params import BfvParams
 from ..prg import RandBytes
 from .round import (
     _CEREMONY_ROUND,

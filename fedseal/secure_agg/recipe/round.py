@@ -94,9 +94,14 @@ class RoundInfo:
         All pairs: the holder's position among the advertised sites (U1). Neighbour graph: its
         position in the owner's closed neighbourhood, which does not depend on U1.
         """
+        return self.share_indices(owner, advertised)[holder]
+
+    def share_indices(self, owner: str, advertised: Iterable[str]) -> dict[str, int]:
+        """`share_index` of every holder of `owner`'s shares (the same map for every owner with
+        all pairs)."""
         graph = self.graph
         order = sorted(advertised) if graph is None else sorted(graph.closed(owner))
-        return order.index(holder) + 1
+        return {site: index for index, site in enumerate(order, 1)}
 
     def share_count(self, owner: str, advertised: Iterable[str]) -> int:
         """How many shares `owner` makes (indices 1..count)."""
@@ -147,6 +152,17 @@ def _share_digest(
     ).digest()
 
 
+def _share_digests(
+    seed_share: bytes, key_share: bytes, *, info: RoundInfo, owner: str, holder: str
+) -> tuple[bytes, bytes]:
+    """The digests an envelope carries of `holder`'s shares of `owner`'s self-mask seed and mask
+    key, in that order: the owner computes them, the holder and the coordinator check them."""
+    return (
+        _share_digest(seed_share, info=info, owner=owner, holder=holder, kind=ShareKind.SELF_SEED),
+        _share_digest(key_share, info=info, owner=owner, holder=holder, kind=ShareKind.MASK_KEY),
+    )
+
+
 def _seed_context(info: RoundInfo, owner: str) -> bytes:
     return frame(text(info.run_id), text(info.round_no), text(owner))
 
@@ -194,9 +210,10 @@ def _verify_acks(
     accepted: dict[str, Signed] = {}
     rejected: dict[str, str] = {}
     expected = ConsistencyAck(survivors).to_bytes()
+    members = frozenset(survivors)
     for ack in acks:
         try:
-            if ack.sender not in survivors or ack.sender in accepted:
+            if ack.sender not in members or ack.sender in accepted:
                 raise InvalidMessage()
             body = ack.verify(
                 directory, run_id=info.run_id, round_no=info.round_no, stage=Stage.CONSISTENCY

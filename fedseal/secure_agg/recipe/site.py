@@ -41,7 +41,7 @@ from .round import (
     _need,
     _neighbourhood_check,
     _seed_context,
-    _share_digest,
+    _share_digests,
     _threshold_check,
     _verify_acks,
     _verify_adverts,
@@ -134,9 +134,11 @@ def site_share_keys(
     count = info.share_count(state.site_id, peers)
     seed_shares = shamir.split_secret(state.self_seed, n=count, k=k)
     key_shares = shamir.split_secret(keys.private_bytes(state.mask_key), n=count, k=k)
+    me = state.site_id
+    indices = info.share_indices(me, peers)
     out = []
     for holder in order:
-        index = state.holder_index(holder) - 1
+        index = indices[holder] - 1
         seed_share, key_share = seed_shares[index], key_shares[index]
         sealed = keys.seal(
             peers[holder].share_public,
@@ -146,24 +148,10 @@ def site_share_keys(
             randbytes=randbytes,
             context=_envelope_context(info, state.site_id),
         )
-        envelope = ShareEnvelope(
-            holder,
-            sealed,
-            _share_digest(
-                seed_share.to_bytes(),
-                info=info,
-                owner=state.site_id,
-                holder=holder,
-                kind=ShareKind.SELF_SEED,
-            ),
-            _share_digest(
-                key_share.to_bytes(),
-                info=info,
-                owner=state.site_id,
-                holder=holder,
-                kind=ShareKind.MASK_KEY,
-            ),
+        digests = _share_digests(
+            seed_share.to_bytes(), key_share.to_bytes(), info=info, owner=me, holder=holder
         )
+        envelope = ShareEnvelope(holder, sealed, *digests)
         out.append(
             Signed.create(
                 state.me.identity_key,
@@ -205,17 +193,12 @@ def _receive_envelopes(state: SiteRound, envelopes: Sequence[Signed], directory:
             key_share = shamir.Share.from_bytes(plain[shamir.SHARE_BYTES :])
         except InvalidShare:
             raise InvalidMessage() from None
-        digests_ok = hmac.compare_digest(
-            envelope.self_seed_digest,
-            _share_digest(
-                seed_share.to_bytes(), info=info, owner=owner, holder=me, kind=ShareKind.SELF_SEED
-            ),
-        ) and hmac.compare_digest(
-            envelope.mask_key_digest,
-            _share_digest(
-                key_share.to_bytes(), info=info, owner=owner, holder=me, kind=ShareKind.MASK_KEY
-            ),
+        seed_digest, key_digest = _share_digests(
+            seed_share.to_bytes(), key_share.to_bytes(), info=info, owner=owner, holder=me
         )
+        digests_ok = hmac.compare_digest(
+            envelope.self_seed_digest, seed_digest
+        ) and hmac.compare_digest(envelope.mask_key_digest, key_digest)
         my_index = state.holder_index(me, owner)
         if not digests_ok or seed_share.index != my_index or key_share.index != my_index:
             raise InvalidMessage()
