@@ -161,9 +161,9 @@ def _export_the_demo_run(
 ) -> None:
     """`fl-client export` at a site the demo ran: the PEFT folder and a card whose digest is
     the run's final global adapter and whose ε is the site's last ledger entry's."""
+    config = workdir / "sites" / f"{site}.toml"
     done = subprocess.run(
-        [FL_CLIENT, "--site", site, "--config", str(workdir / "sites" / f"{site}.toml")]
-        + ["export", "--out", str(out)],
+        [FL_CLIENT, "--site", site, "--config", str(config), "export", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
