@@ -71,7 +71,10 @@ def export_run(
     state_dir = config.site.state_dir
     records = RunRecords(state_dir)
     record = _record(records, name, run_id)
-    state = GlobalAdapterStore(state_dir, record.run_id).state()
+    try:
+        state = GlobalAdapterStore(state_dir, record.run_id).state()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExportError(f"run {record.run_id}: its adapter state is damaged: {exc}") from None
     if state is None or state.file is None:
         raise ExportError(f"site {name} holds no global adapter of run {record.run_id}")
     _check_completed(name, record, state.applied_round, state.digest, ledger)
@@ -86,6 +89,7 @@ def export_run(
 
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        _as_mkdir_would(staging)
         facts = _write(config, record, state.applied_round, state.digest, staging, ledger)
         (staging / "README.md").write_text(render_card(facts), encoding="utf-8")
         if target.exists():
@@ -95,6 +99,13 @@ def export_run(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Exported(target, record.run_id, state.applied_round, state.digest)
+
+
+def _as_mkdir_would(folder: Path) -> None:
+    """The permissions `mkdir` gives under the process's umask (mkdtemp's are owner-only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
 
 
 def _record(records: RunRecords, site: str, run_id: str | None) -> RunRecord:
