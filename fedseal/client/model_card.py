@@ -247,8 +247,8 @@ def _privacy_lines(facts: CardFacts, spends: dict[str, SiteSpend]) -> list[str]:
     rows += [
         "",
         "ε this run composes the run's charged DP-SGD steps (σ, q, steps of each entry); "
-        "ε cumulative is the ledger's figure: every step the site ever charged on these "
-        "records, earlier runs included.",
+        "ε cumulative is the figure each site signed in its last entry of the run: every step "
+        "it ever charged on these records, earlier runs included.",
     ]
     return rows
 
