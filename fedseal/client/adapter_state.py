@@ -2,7 +2,9 @@
 
 Each applied round is written as its own file before the small state file that points at it is
 replaced atomically, so a crash at any moment leaves either the old or the new global adapter,
-never a half-written one, and never an aggregate applied twice.
+never a half-written one, and never an aggregate applied twice. Reading the state file needs no
+torch (the model library is imported only to read or write an adapter), so `fl-client export`
+answers a bad request at once.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
-from fedseal.models.adapter import AdapterLayout, load_adapter, save_adapter, vector_digest
+    from fedseal.models.adapter import AdapterLayout
 
 __all__ = ["AdapterState", "GlobalAdapterStore", "find_global"]
 
@@ -45,6 +49,8 @@ class GlobalAdapterStore:
 
     def load(self, layout: AdapterLayout) -> tuple[AdapterState, np.ndarray] | None:
         """The stored global adapter, or None before the first applied round."""
+        from fedseal.models.adapter import load_adapter, vector_digest
+
         state = self.state()
         if state is None or state.file is None:
             return None
@@ -55,6 +61,8 @@ class GlobalAdapterStore:
 
     def save(self, round_number: int, vector: np.ndarray, layout: AdapterLayout) -> AdapterState:
         """Store the global adapter after applying `round_number`'s aggregate."""
+        from fedseal.models.adapter import save_adapter, vector_digest
+
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"global-round-{round_number:05d}.safetensors"
         save_adapter(self.folder / name, vector, layout)

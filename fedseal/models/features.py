@@ -31,6 +31,7 @@ __all__ = [
     "cached_features",
     "encode_texts",
     "feature_size",
+    "mean_pooled",
 ]
 
 FEATURE_POOLING = "mean-l2"
@@ -53,6 +54,13 @@ class FeatureHead(torch.nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features)
+
+
+def mean_pooled(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Token states to one vector per record: attention-masked mean, then unit L2 norm."""
+    weights = attention_mask.unsqueeze(-1).to(states.dtype)
+    pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    return torch.nn.functional.normalize(pooled, dim=-1)
 
 
 def feature_size(base: str) -> int:
@@ -109,10 +117,7 @@ def encode_texts(
         states = encoder(
             input_ids=encoded["input_ids"].to(target), attention_mask=mask
         ).last_hidden_state
-        weights = mask.unsqueeze(-1).to(states.dtype)
-        pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        out[chosen] = pooled.float().cpu().numpy()
+        out[chosen] = mean_pooled(states, mask).float().cpu().numpy()
         if progress is not None:
             progress(min(start + _ENCODE_BATCH, n), n)
     return out

@@ -113,6 +113,7 @@ def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
         assert entry.delta <= 1e-5 and entry.accountant == "prv"
 
     _audit_the_demo_run(workdir, sites)
+    _export_the_demo_run(workdir, tmp_path / "export", sites[1], digests[-1], ledger)
 
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["status"] == "completed" and len(summary["rounds"]) == 2
@@ -153,6 +154,33 @@ def _audit_the_demo_run(workdir: Path, sites: list[str]) -> None:
         target = Path(__file__).resolve().parents[2] / "docs" / "images" / "audit-report.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(screenshot, target)
+
+
+def _export_the_demo_run(
+    workdir: Path, out: Path, site: str, final_digest: str, ledger: list
+) -> None:
+    """`fl-client export` at a site the demo ran: the PEFT folder and a card whose digest is
+    the run's final global adapter and whose ε is the site's last ledger entry's."""
+    config = workdir / "sites" / f"{site}.toml"
+    done = subprocess.run(
+        [FL_CLIENT, "--site", site, "--config", str(config), "export", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    card = (out / "README.md").read_text(encoding="utf-8")
+    figures = json.loads(card.split("```json\n", 1)[1].split("\n```", 1)[0])
+    assert figures["adapter_digest"] == final_digest
+    last = [e for e in ledger if e.site == site][-1]
+    assert figures["privacy"][site]["epsilon_cumulative"] == last.epsilon_cumulative
+    assert figures["privacy"][site]["delta"] == last.delta
 
 
 def test_killed_site_is_recorded_as_dropped(tmp_path: Path) -> None:

@@ -51,14 +51,10 @@ class PrivacyReport:
 def charged_report(store: AccountantStore, event: DpEvent, settings: DpSettings) -> PrivacyReport:
     """The entry of a round that trained; call after `store.record(event, ...)`."""
     delta = settings.require_delta()
-    return PrivacyReport(
-        status=PrivacyStatus.CHARGED,
-        noise_multiplier=event.noise_multiplier,
-        sample_rate=event.sample_rate,
-        steps=event.steps,
-        max_grad_norm=settings.max_grad_norm,
-        delta=delta,
-        accountant=str(settings.accountant),
+    return _report(
+        PrivacyStatus.CHARGED,
+        event,
+        settings,
         epsilon_round=epsilon_of([event], delta, settings.accountant),
         epsilon_cumulative=store.spent_epsilon(delta, settings.accountant),
         budget=settings.epsilon,
@@ -69,15 +65,35 @@ def declined_report(
     decision: BudgetDecision, planned: DpEvent, settings: DpSettings
 ) -> PrivacyReport:
     """The entry of a round refused by `check_round`: nothing spent."""
-    return PrivacyReport(
-        status=PrivacyStatus.DECLINED,
-        noise_multiplier=planned.noise_multiplier,
-        sample_rate=planned.sample_rate,
-        steps=planned.steps,
-        max_grad_norm=settings.max_grad_norm,
-        delta=settings.require_delta(),
-        accountant=str(settings.accountant),
+    return _report(
+        PrivacyStatus.DECLINED,
+        planned,
+        settings,
         epsilon_round=0.0,
         epsilon_cumulative=decision.epsilon_now,
         budget=decision.budget,
+    )
+
+
+def _report(
+    status: PrivacyStatus,
+    event: DpEvent,
+    settings: DpSettings,
+    *,
+    epsilon_round: float,
+    epsilon_cumulative: float,
+    budget: float,
+) -> PrivacyReport:
+    """An entry with `event`'s mechanism and the site's clipping norm, δ and accountant."""
+    return PrivacyReport(
+        status=status,
+        noise_multiplier=event.noise_multiplier,
+        sample_rate=event.sample_rate,
+        steps=event.steps,
+        max_grad_norm=settings.max_grad_norm,
+        delta=settings.require_delta(),
+        accountant=str(settings.accountant),
+        epsilon_round=epsilon_round,
+        epsilon_cumulative=epsilon_cumulative,
+        budget=budget,
     )

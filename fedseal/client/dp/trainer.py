@@ -32,7 +32,14 @@ from opacus.optimizers import DPOptimizer
 from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 from transformers import PreTrainedTokenizerBase
 
-from fedseal.client.training import FeatureInputs, TokenInputs, TrainingInputs, TrainSettings
+from fedseal.client.training import (
+    FeatureInputs,
+    TokenInputs,
+    TrainingInputs,
+    TrainSettings,
+    adamw_on_trainable,
+    rng_devices,
+)
 from fedseal.models.data.types import TextExamples
 from fedseal.models.features import FeatureHead
 from fedseal.privacy.events import DpEvent
@@ -71,12 +78,6 @@ def poisson_sample_rate(batch_size: int, num_records: int) -> float:
     if num_records < 1 or batch_size < 1:
         raise ValueError("batch_size and num_records must be >= 1")
     return min(1.0, batch_size / num_records)
-
-
-def _rng_devices(device: torch.device) -> list[int]:
-    if device.type == "cuda":
-        return [device.index if device.index is not None else torch.cuda.current_device()]
-    return []
 
 
 def _poisson_batch(n: int, sample_rate: float, rng: SecureRandom) -> torch.Tensor:
@@ -143,20 +144,13 @@ def train_dp_on(
     if not dp.enabled:
         raise ValueError("DP is disabled in these settings; use train_steps")
     event = DpEvent(noise_multiplier, poisson_sample_rate(settings.batch_size, n), settings.steps)
-    target = torch.device(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(
-        params, lr=settings.learning_rate, weight_decay=settings.weight_decay
-    )
-    if optimizer_state is not None:
-        optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+    params, optimizer = adamw_on_trainable(model, settings, optimizer_state)
     before = [p.detach().clone() for p in params]
     step = _closed_form_steps if has_closed_form(model, inputs) else _opacus_steps
-    rng = SecureRandom()  # batch membership and noise; a fresh key for every call
+    # batch membership and noise from a SecureRandom: a fresh key for every call
+    steps = _DpSteps(model, inputs, settings, dp, event, optimizer, torch.device(device))
     start = time.perf_counter()
-    losses, seen, empty = step(model, inputs, settings, dp, event, optimizer, target, rng)
+    losses, seen, empty = step(steps, SecureRandom())
     seconds = time.perf_counter() - start
     stuck = sum(bool(torch.equal(old, p.detach())) for old, p in zip(before, params, strict=True))
     if stuck:
@@ -180,17 +174,23 @@ _StepLog = tuple[list[float], int, int]
 """The non-empty batches' losses, the records seen, the empty batches."""
 
 
-def _opacus_steps(
-    model: torch.nn.Module,
-    inputs: TrainingInputs,
-    settings: TrainSettings,
-    dp: DpSettings,
-    event: DpEvent,
-    optimizer: torch.optim.Optimizer,
-    target: torch.device,
-    rng: SecureRandom,
-) -> _StepLog:
+@dataclass(frozen=True)
+class _DpSteps:
+    """What both ways of taking the call's DP-SGD steps read."""
+
+    model: torch.nn.Module
+    inputs: TrainingInputs
+    settings: TrainSettings
+    dp: DpSettings
+    event: DpEvent
+    optimizer: torch.optim.Optimizer
+    target: torch.device
+
+
+def _opacus_steps(steps: _DpSteps, rng: SecureRandom) -> _StepLog:
     """DP-SGD through Opacus' per-example gradient hooks (any adapter, LoRA included)."""
+    model, inputs, settings, dp = steps.model, steps.inputs, steps.settings, steps.dp
+    event, optimizer, target = steps.event, steps.optimizer, steps.target
     n = inputs.n
     params = [p for p in model.parameters() if p.requires_grad]
     # make_private needs a loader for its bookkeeping only; batches are sampled below with q.
@@ -233,7 +233,7 @@ def _opacus_steps(
     seen = 0
     empty = 0
     try:
-        with torch.random.fork_rng(devices=_rng_devices(target)), warnings.catch_warnings():
+        with torch.random.fork_rng(devices=rng_devices(target)), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             torch.manual_seed(settings.seed)  # dropout only
             for _ in range(event.steps):
@@ -258,18 +258,11 @@ def _opacus_steps(
     return losses, seen, empty
 
 
-def _closed_form_steps(
-    model: torch.nn.Module,
-    inputs: TrainingInputs,
-    settings: TrainSettings,
-    dp: DpSettings,
-    event: DpEvent,
-    optimizer: torch.optim.Optimizer,
-    target: torch.device,
-    rng: SecureRandom,
-) -> _StepLog:
+def _closed_form_steps(steps: _DpSteps, rng: SecureRandom) -> _StepLog:
     """DP-SGD on the head adapter: the same sampling, clipping, noise and mean as Opacus'
     optimizer, with the clipped sum in closed form (`head_clipping`)."""
+    model, inputs, dp = steps.model, steps.inputs, steps.dp
+    event, optimizer, target = steps.event, steps.optimizer, steps.target
     assert isinstance(model, FeatureHead) and isinstance(inputs, FeatureInputs)
     n = inputs.n
     layer = model.classifier
