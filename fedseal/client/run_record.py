@@ -13,23 +13,21 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedseal.contract.run_plan import RunPlan, RunPlanError
-from fedseal.contract.wire import Key, MessageType
+from fedseal.contract.wire import Key
 
-__all__ = ["APPLY_OPERATIONS", "AppliedRound", "RunRecord", "RunRecords", "recording_applies"]
+__all__ = ["AppliedRound", "RunRecord", "RunRecords", "keep_applied_safely"]
 
 log = logging.getLogger("fedseal.client")
 
 _FILE = "run.json"
 _FORMAT = "fedseal-site-run/1"
 
-APPLY_OPERATIONS = frozenset({"apply", str(MessageType.APPLY)})
-"""The names the site's dispatch gives the apply stage (its operation word, its message type)."""
 
 _SCORES = (
     Key.EVAL_ACCURACY,
@@ -184,24 +182,15 @@ class RunRecords:
         os.replace(tmp, path)
 
 
-Handler = Callable[[Any, int, Fields], tuple[Fields, Fields]]
+def keep_applied_safely(
+    state_dir: Path, run_id: int, fields: Fields, result: Fields, metrics: Fields
+) -> None:
+    """Record an applied aggregate's run in `RunRecords` for a later export.
 
-
-def recording_applies(handle: Handler, state_dir: Path) -> Handler:
-    """The site's dispatch `handle`, recording each applied aggregate's run in `RunRecords`.
-
-    A record that cannot be written is logged and the reply still goes back: the aggregate is
-    applied either way, and only a later export needs the record.
+    A record that cannot be written is logged and the round goes on: the aggregate is applied
+    either way, and only a later export needs the record.
     """
-    records = RunRecords(state_dir)
-
-    def handler(operation: Any, run_id: int, fields: Fields) -> tuple[Fields, Fields]:
-        result, metrics = handle(operation, run_id, fields)
-        if str(operation) in APPLY_OPERATIONS:
-            try:
-                records.keep_applied(run_id, fields, result, metrics)
-            except (OSError, ValueError, KeyError, TypeError, RunPlanError) as exc:
-                log.warning("run %s: the run record for export was not kept: %s", run_id, exc)
-        return result, metrics
-
-    return handler
+    try:
+        RunRecords(state_dir).keep_applied(run_id, fields, result, metrics)
+    except (OSError, ValueError, KeyError, TypeError, RunPlanError) as exc:
+        log.warning("run %s: the run record for export was not kept: %s", run_id, exc)

@@ -20,6 +20,7 @@ from .progress import say
 
 if TYPE_CHECKING:
     from fedseal.demo.dp_budget import DemoDpOptions, SiteDpPlan
+    from fedseal.demo.federation import LocalFederation
     from fedseal.registry import Registry
 
 __all__ = ["plan_dp", "run_demo", "run_to_resume"]
@@ -162,8 +163,41 @@ def run_demo(args: argparse.Namespace, sites: list[str], dp_options: DemoDpOptio
             dp_options,
             dp_plans,
         )
+    if completed:
+        summary["export"] = _export(federation, registry, run.id, flower_run_id, sites, workdir)
     write_summary(workdir, summary, url, coordinator_state / "keys" / "ledger-public-key.hex")
     return ExitCode.OK if str(run.status) == "completed" else ExitCode.FAILURE
+
+
+def _export(
+    federation: LocalFederation,
+    registry: Registry,
+    run_id: int,
+    flower_run_id: int,
+    sites: list[str],
+    workdir: Path,
+) -> str | None:
+    """The run's global adapter as a PEFT folder with its model card, from the first site
+    (every site holds the same adapter), the card's figures read from the registry's ledger."""
+    from fedseal.client.export import ExportError, export_run
+    from fedseal.client.ledger_facts import read_ledger
+    from fedseal.client.site_config import load_site_config
+
+    try:
+        exported = export_run(
+            load_site_config(federation.site_configs[sites[0]]),
+            workdir / "export" / f"run-{run_id}",
+            run_id=str(flower_run_id),
+            ledger=read_ledger(registry, run_id),
+        )
+    except ExportError as exc:
+        say(f"no export: {exc}")
+        return None
+    say(
+        f"global adapter exported as a PEFT adapter to {exported.folder} "
+        f"(model card {exported.card}; load it with PeftModel.from_pretrained)"
+    )
+    return str(exported.folder)
 
 
 def run_to_resume(registry: Registry) -> int:

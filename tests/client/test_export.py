@@ -27,7 +27,7 @@ from fedseal.client.adapter_model import adapter_inputs, build_adapter_model
 from fedseal.client.adapter_state import GlobalAdapterStore
 from fedseal.client.export import export_run
 from fedseal.client.ledger_facts import read_ledger
-from fedseal.client.run_record import RunRecords, recording_applies
+from fedseal.client.run_record import RunRecords, keep_applied_safely
 from fedseal.client.site_config import SiteConfig, load_site_config
 from fedseal.client.site_data import load_site_records
 from fedseal.client.site_keys import create_site_keys
@@ -106,7 +106,6 @@ def _federate(
         keys[site], _ = create_site_keys(site, state_dir)
         registry.enroll_site(site, keys[site].public().to_bundle())
         service = SiteService(load_site_config(path), keys[site])
-        service.handle = recording_applies(service.handle, state_dir)  # as fl-client serves it
         services[site] = service
     pin_everywhere(keys, {s: root / "state" / s for s in SITES})
     _split, labels = load_site_data(SCENARIO, SITES[0], len(SITES), 0)
@@ -472,8 +471,5 @@ def test_help_tells_of_export() -> None:
 
 def test_a_record_that_cannot_be_kept_does_not_fail_the_round(tmp_path: Path) -> None:
     """The aggregate is applied either way; only a later export needs the record."""
-    reply = ({"anything": 1}, {})
-    handler = recording_applies(lambda operation, run_id, fields: reply, tmp_path)
-    assert handler("apply", 5, {"no": "plan"}) == reply
-    assert handler("train", 5, {}) == reply
+    keep_applied_safely(tmp_path, 5, {"no": "plan"}, {"anything": 1}, {})
     assert RunRecords(tmp_path).runs() == []

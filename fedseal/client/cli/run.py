@@ -178,7 +178,6 @@ def _serve_site(config: SiteConfig) -> SupernodeExit:
     import torch
 
     from fedseal.client.local_channel import LocalChannelServer, socket_path
-    from fedseal.client.run_record import recording_applies
     from fedseal.client.site_keys import load_site_keys
     from fedseal.client.site_service import SiteService
     from fedseal.client.supernode import run_supernode
@@ -192,8 +191,7 @@ def _serve_site(config: SiteConfig) -> SupernodeExit:
     except SiteKeyError as exc:
         say(f"{exc} (only plain-mode runs can use this site)")
     service = SiteService(config, keys)
-    handle = recording_applies(service.handle, config.site.state_dir)
-    server = LocalChannelServer(socket_path(config.site.state_dir), handle).start()
+    server = LocalChannelServer(socket_path(config.site.state_dir), service.handle).start()
     try:
         return run_supernode(config)
     finally:

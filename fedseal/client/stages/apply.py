@@ -14,6 +14,7 @@ import numpy as np
 
 from fedseal.client.adapter_state import AdapterState, GlobalAdapterStore
 from fedseal.client.errors import SiteRefusal
+from fedseal.client.run_record import keep_applied_safely
 from fedseal.contract.message_fields import field_bytes, field_bytes_list, field_int, field_json
 from fedseal.contract.run_plan import RunPlan
 from fedseal.contract.wire import Key
@@ -134,4 +135,6 @@ def apply(site: SiteContext, run_id: int, config: Mapping[str, Any]) -> tuple[Fi
         if overall.auc is not None:
             metrics[Key.GLOBAL_AUC] = float(overall.auc)
     adapter = {Key.ADAPTER_DIGEST: state.digest, Key.APPLIED_ROUND: state.applied_round}
-    return site.reply(adapter, round_number), metrics
+    result = site.reply(adapter, round_number)
+    keep_applied_safely(site.config.site.state_dir, run_id, dict(config), result, metrics)
+    return result, metrics
