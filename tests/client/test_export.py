@@ -473,3 +473,31 @@ def test_a_record_that_cannot_be_kept_does_not_fail_the_round(tmp_path: Path) ->
     """The aggregate is applied either way; only a later export needs the record."""
     keep_applied_safely(tmp_path, 5, {"no": "plan"}, {"anything": 1}, {})
     assert RunRecords(tmp_path).runs() == []
+
+
+def test_audit_privacy_attacks_the_runs_model_with_the_sites_records(head_run: Federation) -> None:
+    site = SITES[0]
+    result = fl_client(
+        "--site", site, "--config", str(head_run.config_path(site)), "audit-privacy",
+        "--run", str(head_run.flower_run_id),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["site"] == site and figures["run"] == str(head_run.flower_run_id)
+    assert figures["attack"] == "loss-threshold" and figures["members"] > 0
+    assert 0 <= figures["auc_low"] <= figures["auc"] <= figures["auc_high"] <= 1
+    assert figures["epsilon_lower"] >= 0
+    assert "AUC" in result.stderr and "empirical ε" in result.stderr
+
+
+def test_audit_privacy_of_an_unknown_run_or_with_export_options_is_one_line(
+    tmp_path: Path,
+) -> None:
+    config = _site_with_runs(tmp_path, {"7": (2, 2)})
+    base = ("--site", SITES[0], "--config", str(config), "audit-privacy")
+    unknown = fl_client(*base, "--run", "99", timeout=120)
+    assert unknown.returncode == 2
+    assert "applied no aggregate of run '99'" in one_line_error(unknown)
+    foreign = fl_client(*base, "--out", str(tmp_path / "x"), timeout=120)
+    assert foreign.returncode == 2
+    assert "--out belongs to the export command" in one_line_error(foreign)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedseal.cli_support import UserError, run_cli
+from fedseal.client.cli.audit_privacy import AUDIT_PRIVACY
 from fedseal.client.cli.command import PROG, Command
 from fedseal.client.cli.config_file import SITES_DIR_ENV, load_config, resolve_config_path
 from fedseal.client.cli.enroll import ENROLL
@@ -24,15 +25,16 @@ from fedseal.client.cli.trust import TRUST
 
 __all__ = ["build_parser", "main", "resolve_config_path"]
 
-COMMANDS: dict[str, Command] = {c.name: c for c in (RUN, ENROLL, TRUST, EXPORT)}
+COMMANDS: dict[str, Command] = {c.name: c for c in (RUN, ENROLL, TRUST, EXPORT, AUDIT_PRIVACY)}
 
 
 def build_parser() -> argparse.ArgumentParser:
     return _parser()[0]
 
 
-def _parser() -> tuple[argparse.ArgumentParser, dict[str, tuple[str, str]]]:
-    """The parser, and for each command's own option (by dest) its command and its name."""
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, tuple[set[str], str]]]:
+    """The parser, and for each command's own option (by dest) the commands that read it and
+    its name."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=(
@@ -72,27 +74,31 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, tuple[str, str]]]:
         metavar="DIR",
         help=f"folder of site configs (default: ${SITES_DIR_ENV}, else ./sites)",
     )
-    owners: dict[str, tuple[str, str]] = {}
+    owners: dict[str, tuple[set[str], str]] = {}
     for command in COMMANDS.values():
         for action in command.add_arguments(parser):
             name = action.option_strings[0] if action.option_strings else str(action.metavar)
-            owners[action.dest] = (command.name, name)
+            owners[action.dest] = ({command.name}, name)
+    for command in COMMANDS.values():
+        for dest in command.reads:
+            owners[dest][0].add(command.name)
     return parser, owners
 
 
 def _refuse_foreign_options(
     parser: argparse.ArgumentParser,
-    owners: dict[str, tuple[str, str]],
+    owners: dict[str, tuple[set[str], str]],
     args: argparse.Namespace,
 ) -> None:
     """A command given another command's option says so, rather than ignoring it."""
     foreign: dict[str, list[str]] = {}
-    for dest, (owner, name) in owners.items():
-        if owner != args.command and getattr(args, dest) != parser.get_default(dest):
-            foreign.setdefault(owner, []).append(name)
+    for dest, (readers, name) in owners.items():
+        if args.command not in readers and getattr(args, dest) != parser.get_default(dest):
+            foreign.setdefault(" and ".join(sorted(readers)), []).append(name)
     for owner, names in foreign.items():
         verb = "belongs" if len(names) == 1 else "belong"
-        raise UserError(f"{' and '.join(names)} {verb} to the {owner} command")
+        whose = f"the {owner} command" if " and " not in owner else f"the {owner} commands"
+        raise UserError(f"{' and '.join(names)} {verb} to {whose}")
 
 
 def _main(argv: Sequence[str] | None) -> int:

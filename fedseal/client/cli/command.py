@@ -34,6 +34,8 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], list[argparse.Action]]
     run: Callable[[SiteConfig, argparse.Namespace], int]
+    reads: tuple[str, ...] = ()
+    """Another command's options (by dest) this one reads too, e.g. export's `--run`."""
 
 
 def say(message: str) -> None:

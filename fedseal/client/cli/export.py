@@ -21,7 +21,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
         parser.add_argument(
             "--run",
             metavar="ID",
-            help="(export) the Flower run id, as the site keeps it under STATE_DIR/runs/ "
+            help="(export, audit-privacy) the Flower run id, as the site keeps it under "
+            "STATE_DIR/runs/ "
             "(default: the run this site applied an aggregate of last)",
         ),
         parser.add_argument(
