@@ -40,14 +40,19 @@ _T = TypeVar("_T")
 
 
 class Stage(StrEnum):
-    """Protocol stage; part of every signature."""
+    """Protocol stage; part of every signature (its domain tag).
+
+    Each he+ss stage has the word of the site stage that carries it
+    (`fedseal.contract.wire.MessageType`'s action: this package imports nothing of fedseal,
+    so a contract test holds the two equal); the key ceremony spans keygen and install.
+    """
 
     KEY_CEREMONY = "key-ceremony"
-    ADVERTISE = "advertise-keys"
-    SHARE_KEYS = "share-keys"
-    MASKED_INPUT = "masked-input"
-    CONSISTENCY = "consistency-check"
-    UNMASK = "unmask"
+    ADVERTISE = "advertise"
+    SHARE = "share"
+    TRAIN = "train"  # the masked, encrypted upload that the train stage sends
+    CONSISTENCY = "consistency"
+    RELEASE = "release"  # the shares a site releases so the coordinator can unmask
 
 
 class ShareKind(StrEnum):

@@ -29,3 +29,10 @@ def test_limits_are_per_stage() -> None:
     large = {MessageType.TRAIN, MessageType.APPLY, MessageType.INSTALL, MessageType.KEYGEN}
     for stage in MessageType:
         assert limits.for_stage(stage) == (limits.message if stage in large else limits.control)
+
+
+def test_the_signed_he_ss_stages_carry_the_site_stages_words() -> None:
+    from fedseal.secure_agg.messages import Stage
+
+    for name in ("ADVERTISE", "SHARE", "TRAIN", "CONSISTENCY", "RELEASE"):
+        assert Stage[name].value == MessageType[name].word

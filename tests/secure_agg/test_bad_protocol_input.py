@@ -152,7 +152,7 @@ def test_bad_ciphertext_error_is_invalid_ciphertext(federation):
     total = recipe.UploadSum(info, directory=fed.directory, context=fed.context)
     message = _resign(
         fed,
-        Signed("site-01", Stage.MASKED_INPUT, b"", b""),
+        Signed("site-01", Stage.TRAIN, b"", b""),
         Upload(Mode.HE, bfv.pack_chunks([b"\x5e\xa1" + bytes(100)])).to_bytes(),
         round_no=9,
     )

@@ -196,7 +196,7 @@ def test_uploads_signed_or_not_reach_the_sum_or_are_refused(fed, samples, data, 
     upload: Signed = samples["upload"]
     info = samples["info"]
     if resign:
-        message = _resigned(fed, upload, data.draw(mutated(upload.body)), Stage.MASKED_INPUT)
+        message = _resigned(fed, upload, data.draw(mutated(upload.body)), Stage.TRAIN)
     else:
         try:
             message = Signed.from_bytes(data.draw(mutated(upload.to_bytes())))

@@ -9,7 +9,7 @@ from fedseal.secure_agg import keys
 from fedseal.secure_agg.errors import InvalidMessage
 from fedseal.secure_agg.messages import Signed, Stage
 
-BINDING = {"run_id": "run-1", "round_no": 3, "stage": "masked-input", "sender": "site-00"}
+BINDING = {"run_id": "run-1", "round_no": 3, "stage": Stage.TRAIN, "sender": "site-00"}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_sign_and_verify(alice):
     [
         {"run_id": "run-2"},
         {"round_no": 2},
-        {"stage": "unmask"},
+        {"stage": Stage.RELEASE},
         {"sender": "site-01"},
         {"payload": b"updatf"},
     ],
@@ -76,17 +76,23 @@ def test_failures_look_the_same(alice, mallory):
 def test_signed_envelope_roundtrip_and_garbage(alice):
     directory = {"site-00": keys.public_bytes(alice)}
     message = Signed.create(
-        alice, sender="site-00", stage=Stage.UNMASK, body=b"body", run_id="r", round_no=1
+        alice, sender="site-00", stage=Stage.RELEASE, body=b"body", run_id="r", round_no=1
     )
     parsed = Signed.from_bytes(message.to_bytes())
     assert parsed == message
-    assert parsed.verify(directory, run_id="r", round_no=1, stage=Stage.UNMASK) == b"body"
+    assert parsed.verify(directory, run_id="r", round_no=1, stage=Stage.RELEASE) == b"body"
     with pytest.raises(InvalidMessage):
-        parsed.verify(directory, run_id="r", round_no=1, stage=Stage.SHARE_KEYS)
+        parsed.verify(directory, run_id="r", round_no=1, stage=Stage.SHARE)
     with pytest.raises(InvalidMessage):
-        parsed.verify({}, run_id="r", round_no=1, stage=Stage.UNMASK)  # not enrolled
+        parsed.verify({}, run_id="r", round_no=1, stage=Stage.RELEASE)  # not enrolled
     raw = message.to_bytes()
-    for garbage in (b"", raw[:-1], raw + b"\x00", b"\xff" * 100, raw.replace(b"unmask", b"unmasX")):
+    for garbage in (
+        b"",
+        raw[:-1],
+        raw + b"\x00",
+        b"\xff" * 100,
+        raw.replace(b"release", b"releasX"),
+    ):
         with pytest.raises(InvalidMessage):
             Signed.from_bytes(garbage)
 

@@ -124,7 +124,7 @@ def collect_envelopes(
                 if message.sender != sender:
                     raise InvalidMessage()
                 body = message.verify(
-                    directory, run_id=info.run_id, round_no=info.round_no, stage=Stage.SHARE_KEYS
+                    directory, run_id=info.run_id, round_no=info.round_no, stage=Stage.SHARE
                 )
                 envelope = ShareEnvelope.from_bytes(body)
                 if envelope.recipient not in parsed or envelope.recipient in mine:
@@ -203,7 +203,7 @@ class UploadSum:
         if message.sender not in self._expected or message.sender in self._contributors:
             raise InvalidMessage()
         body = message.verify(
-            self._directory, run_id=info.run_id, round_no=info.round_no, stage=Stage.MASKED_INPUT
+            self._directory, run_id=info.run_id, round_no=info.round_no, stage=Stage.TRAIN
         )
         upload = Upload.from_bytes(body)
         if upload.mode is not info.mode:
@@ -288,7 +288,7 @@ def _collect_releases(
             if holder not in confirmed or holder in seen:
                 raise InvalidMessage()
             body = message.verify(
-                directory, run_id=info.run_id, round_no=info.round_no, stage=Stage.UNMASK
+                directory, run_id=info.run_id, round_no=info.round_no, stage=Stage.RELEASE
             )
             release = ShareRelease.from_bytes(body)
             owners = [owner for owner, _, _ in release.entries]

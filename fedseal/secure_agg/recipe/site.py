@@ -156,7 +156,7 @@ def site_share_keys(
             Signed.create(
                 state.me.identity_key,
                 sender=state.site_id,
-                stage=Stage.SHARE_KEYS,
+                stage=Stage.SHARE,
                 body=envelope.to_bytes(),
                 run_id=info.run_id,
                 round_no=info.round_no,
@@ -174,7 +174,7 @@ def _receive_envelopes(state: SiteRound, envelopes: Sequence[Signed], directory:
         if owner not in state.peers or owner in held:
             raise InvalidMessage()
         body = message.verify(
-            directory, run_id=info.run_id, round_no=info.round_no, stage=Stage.SHARE_KEYS
+            directory, run_id=info.run_id, round_no=info.round_no, stage=Stage.SHARE
         )
         envelope = ShareEnvelope.from_bytes(body)
         if envelope.recipient != me:
@@ -298,7 +298,7 @@ def site_prepare_upload(
     message = Signed.create(
         me.identity_key,
         sender=me.site_id,
-        stage=Stage.MASKED_INPUT,
+        stage=Stage.TRAIN,
         body=Upload(mode, payload).to_bytes(),
         run_id=info.run_id,
         round_no=info.round_no,
@@ -356,7 +356,7 @@ def site_release_shares(
     return Signed.create(
         state.me.identity_key,
         sender=state.site_id,
-        stage=Stage.UNMASK,
+        stage=Stage.RELEASE,
         body=ShareRelease(tuple(entries)).to_bytes(),
         run_id=info.run_id,
         round_no=info.round_no,
