@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from fedseal.privacy.accountant_kind import Accountant
 from fedseal.privacy.accounting import epsilon_of
 from fedseal.privacy.events import DpEvent
+from fedseal.privacy.figures import PrivacyFigures
 from fedseal.privacy.status import PrivacyStatus
 
 from .accountant_store import AccountantStore
@@ -20,25 +22,8 @@ __all__ = ["PrivacyReport", "charged_report", "declined_report"]
 
 
 @dataclass(frozen=True)
-class PrivacyReport:
-    """One site's privacy entry for one round.
-
-    `epsilon_round` is ε of this round's event alone; `epsilon_cumulative` is ε of every event the
-    site has ever charged composed (ε does not add up, so the cumulative figure grows by less than
-    `epsilon_round`). A declined round spent nothing: `epsilon_round` is 0 and the mechanism is the
-    one it would have used.
-    """
-
-    status: PrivacyStatus
-    noise_multiplier: float
-    sample_rate: float
-    steps: int
-    max_grad_norm: float
-    delta: float
-    accountant: str
-    epsilon_round: float
-    epsilon_cumulative: float
-    budget: float
+class PrivacyReport(PrivacyFigures):
+    """One site's privacy entry for one round (`PrivacyFigures`), as its statement sends it."""
 
     def as_fields(self) -> dict[str, str | float | int]:
         """Plain values (status and accountant as strings) for a message record."""
@@ -92,7 +77,7 @@ def _report(
         steps=event.steps,
         max_grad_norm=settings.max_grad_norm,
         delta=settings.require_delta(),
-        accountant=str(settings.accountant),
+        accountant=Accountant(settings.accountant),
         epsilon_round=epsilon_round,
         epsilon_cumulative=epsilon_cumulative,
         budget=budget,

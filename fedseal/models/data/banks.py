@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from fedseal.models.data.splitting import scenario_rng, shuffled_split
-from fedseal.models.data.types import FederatedDataset, Scenario, SiteSplit, TextExamples
+from fedseal.models.data.splitting import held_out_sites
+from fedseal.models.data.types import FederatedDataset, Scenario, TextExamples
 
 __all__ = ["REGIONS", "SCENARIO", "build_banks", "render_loan"]
 
@@ -85,19 +85,14 @@ def _loans_by_bank() -> dict[str, TextExamples]:
 
 def build_banks(num_sites: int, seed: int) -> FederatedDataset:
     """The first `num_sites` regional banks, each with its test and validation hold-outs."""
-    loans = _loans_by_bank()
-    rng = scenario_rng(NAME, seed)
-    sites: dict[str, SiteSplit] = {}
-    for bank in list(REGIONS)[:num_sites]:
-        examples = loans[bank]
-        rest, test = shuffled_split(rng, examples, round(TEST_FRACTION * len(examples)))
-        train, validation = shuffled_split(rng, rest, round(VALIDATION_FRACTION * len(rest)))
-        sites[bank] = SiteSplit(name=bank, train=train, test=test, validation=validation)
-    return FederatedDataset(
-        scenario=NAME,
+    return held_out_sites(
+        NAME,
+        seed,
+        _loans_by_bank(),
+        list(REGIONS)[:num_sites],
+        test_fraction=TEST_FRACTION,
+        validation_fraction=VALIDATION_FRACTION,
         labels=LABELS,
-        sites=sites,
-        global_test=TextExamples.concat([s.test for s in sites.values()]),
         primary_metric="auc",
         max_length=MAX_LENGTH,
     )

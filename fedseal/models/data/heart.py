@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from fedseal.models.data.splitting import scenario_rng, shuffled_split
-from fedseal.models.data.types import FederatedDataset, Scenario, SiteSplit, TextExamples
+from fedseal.models.data.splitting import held_out_sites
+from fedseal.models.data.types import FederatedDataset, Scenario, TextExamples
 
 __all__ = ["SCENARIO", "build_heart", "render_patient"]
 
@@ -87,19 +87,14 @@ def _patients_by_site() -> dict[str, TextExamples]:
 
 def build_heart(num_sites: int, seed: int) -> FederatedDataset:
     """The first `num_sites` hospitals: 25% held-out test, 15% of the rest validation."""
-    patients = _patients_by_site()
-    rng = scenario_rng(NAME, seed)
-    sites: dict[str, SiteSplit] = {}
-    for site in list(SITES)[:num_sites]:
-        examples = patients[site]
-        rest, test = shuffled_split(rng, examples, round(TEST_FRACTION * len(examples)))
-        train, validation = shuffled_split(rng, rest, round(VALIDATION_FRACTION * len(rest)))
-        sites[site] = SiteSplit(name=site, train=train, test=test, validation=validation)
-    return FederatedDataset(
-        scenario=NAME,
+    return held_out_sites(
+        NAME,
+        seed,
+        _patients_by_site(),
+        list(SITES)[:num_sites],
+        test_fraction=TEST_FRACTION,
+        validation_fraction=VALIDATION_FRACTION,
         labels=LABELS,
-        sites=sites,
-        global_test=TextExamples.concat([s.test for s in sites.values()]),
         primary_metric="auc",
         max_length=MAX_LENGTH,
     )

@@ -5,13 +5,16 @@ Splitting is not secret: numpy's seeded Generator keeps every site's view reprod
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
-from fedseal.models.data.types import TextExamples
+from fedseal.models.data.types import FederatedDataset, SiteSplit, TextExamples
 
 __all__ = [
     "allocate_counts",
     "dirichlet_label_mixes",
+    "held_out_sites",
     "scenario_rng",
     "shuffled_split",
     "site_sizes",
@@ -86,3 +89,35 @@ def shuffled_split(
         raise ValueError(f"test_size {test_size} does not fit {len(examples)} examples")
     order = rng.permutation(len(examples))
     return examples.subset(order[test_size:]), examples.subset(order[:test_size])
+
+
+def held_out_sites(
+    scenario: str,
+    seed: int,
+    by_site: Mapping[str, TextExamples],
+    names: Sequence[str],
+    *,
+    test_fraction: float,
+    validation_fraction: float,
+    labels: tuple[str, ...],
+    primary_metric: str,
+    max_length: int,
+) -> FederatedDataset:
+    """Sites `names` of a scenario whose records already come by site (a hospital, a region):
+    each site's test part (`test_fraction`), then its validation part (`validation_fraction`
+    of the rest); the global test set is the union of the sites' test parts."""
+    rng = scenario_rng(scenario, seed)
+    sites: dict[str, SiteSplit] = {}
+    for name in names:
+        examples = by_site[name]
+        rest, test = shuffled_split(rng, examples, round(test_fraction * len(examples)))
+        train, validation = shuffled_split(rng, rest, round(validation_fraction * len(rest)))
+        sites[name] = SiteSplit(name=name, train=train, test=test, validation=validation)
+    return FederatedDataset(
+        scenario=scenario,
+        labels=labels,
+        sites=sites,
+        global_test=TextExamples.concat([s.test for s in sites.values()]),
+        primary_metric=primary_metric,
+        max_length=max_length,
+    )
