@@ -15,8 +15,8 @@ wraps one internal function of Flower 1.41's SuperNode (`_pull_and_store_message
 refuses to start the SuperNode on any other Flower version or signature
 (docs/decisions.md, "The SuperNode runs only fedseal's ClientApp").
 
-`python -m fedseal.client.app_pin ARGS` is `flower-supernode ARGS` with that check in place;
-`fl-client` starts the SuperNode this way.
+The site's SuperNode process (`fedseal.client.supernode_main`) installs the check before it
+starts Flower's SuperNode.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import hashlib
 import importlib
 import inspect
 import io
-import sys
 import tempfile
 import tomllib
 import zipfile
@@ -45,7 +44,6 @@ __all__ = [
     "check_run",
     "expected_fab",
     "install_app_pin",
-    "main",
 ]
 
 FLOWER_VERSION = "1.41.0"
@@ -313,21 +311,3 @@ def install_app_pin() -> None:
         raise AppPinError(f"Flower's {_WRAPPED} takes {parameters}, not {_WRAPPED_PARAMETERS}")
     _reference()  # build fedseal's own app once now: a broken install fails before joining
     setattr(module, _WRAPPED, _guarded(original, insert_message))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`flower-supernode`, running only fedseal's ClientApp."""
-    try:
-        install_app_pin()
-    except AppPinError as exc:
-        print(f"fedseal supernode: {exc}", file=sys.stderr, flush=True)
-        return 2
-    from flwr.supernode.cli.flower_supernode import flower_supernode
-
-    sys.argv = ["flower-supernode", *(sys.argv[1:] if argv is None else argv)]
-    flower_supernode()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -25,7 +25,7 @@ from fedseal.client.errors import SiteError
 from fedseal.client.site_config import SiteConfig
 
 __all__ = [
-    "APP_PIN_MODULE",
+    "SUPERNODE_MODULE",
     "CoordinatorUnreachable",
     "SupernodeExit",
     "free_local_port",
@@ -80,8 +80,8 @@ def free_local_port() -> int:
         return int(sock.getsockname()[1])
 
 
-APP_PIN_MODULE = "fedseal.client.app_pin"
-"""`python -m` this: flower-supernode with the check that only fedseal's own app runs."""
+SUPERNODE_MODULE = "fedseal.client.supernode_main"
+"""`python -m` this: flower-supernode running only fedseal's own app, from a warm executor."""
 
 
 def _toml_string(value: str) -> str:
@@ -91,13 +91,14 @@ def _toml_string(value: str) -> str:
 
 def supernode_command(config: SiteConfig, runtime_port: int) -> list[str]:
     """The SuperNode command line for this site: `flower-supernode`'s options, run through
-    `fedseal.client.app_pin`, so that the SuperNode runs only fedseal's own ClientApp and
-    refuses any other app bundle the coordinator sends (docs/decisions.md)."""
+    `fedseal.client.supernode_main`, so that the SuperNode runs only fedseal's own ClientApp,
+    refuses any other app bundle the coordinator sends, and starts each ClientApp warm
+    (docs/decisions.md)."""
     node_config = f"site={_toml_string(config.site.name)} config={_toml_string(str(config.path))}"
     command = [
         sys.executable,
         "-m",
-        APP_PIN_MODULE,
+        SUPERNODE_MODULE,
         "--superlink",
         config.coordinator.address,
         "--node-config",

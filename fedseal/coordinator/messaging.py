@@ -55,7 +55,7 @@ class Polling:
 
     batch: int = 4
     first_wait_s: float = 0.05
-    max_wait_s: float = 2.0
+    max_wait_s: float = 0.5
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 

@@ -40,7 +40,7 @@ from fedseal.client.app_pin import (
     install_app_pin,
 )
 from fedseal.client.site_config import load_site_config
-from fedseal.client.supernode import APP_PIN_MODULE, supernode_command
+from fedseal.client.supernode import SUPERNODE_MODULE, supernode_command
 from fedseal.contract.app_bundle import CLIENT_APP, write_app
 from fedseal.coordinator.run_settings import default_run_config
 
@@ -328,7 +328,7 @@ def test_the_site_starts_its_supernode_through_the_pin(tmp_path: Path) -> None:
         )
     )
     command = supernode_command(load_site_config(config_path), 45678)
-    assert command[:3] == [sys.executable, "-m", APP_PIN_MODULE]
+    assert command[:3] == [sys.executable, "-m", SUPERNODE_MODULE]
     assert "--trusted-entities" not in command and "--runtime-dependency-install" not in command
     assert CLIENT_APP == "fedseal.client.client_app:app"
     shown = subprocess.run(

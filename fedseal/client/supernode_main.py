@@ -1,0 +1,152 @@
+"""The site's SuperNode process: Flower's SuperNode, running only fedseal's ClientApp, quickly.
+
+`python -m fedseal.client.supernode_main ARGS` is `flower-supernode ARGS` with three changes,
+each to one named piece of Flower 1.41 (the app pin refuses any other Flower version):
+
+- the app pin (`app_pin.install_app_pin`): only fedseal's own app bundle is accepted;
+- `process` isolation with fedseal's own executor (`warm_executor`): ClientApp processes are
+  forked from one that already imported them, and no other task type is ever started;
+- quick polling while a run is active (`QuickPolling`): Flower's SuperNode asks the SuperLink
+  for a message every 3 s and checks for the ClientApp's reply every 0.5 s, fixed. Each stage
+  of a round waits on both, so a round of six stages paid about 10 s for the SuperLink poll
+  alone. Within `busy_window_s` of the site's last message it asks every `busy_poll_s`
+  instead, and goes back to Flower's own interval when the federation is quiet.
+
+fl-client starts the SuperNode this way (`supernode.supernode_command`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from fedseal.client.app_pin import AppPinError, install_app_pin
+
+__all__ = ["QuickPolling", "install_quick_polling", "main", "runtime_api_port"]
+
+_LOOP_MODULE = "flwr.supernode.start_client_internal"
+_IDLE_SLEEP_S = 3.0
+"""Flower 1.41's fixed wait after a poll of the SuperLink that brought no message."""
+
+_QUICK = "_fedseal_quick_polling"
+
+
+class QuickPolling:
+    """Stands in for the `time` module inside Flower's SuperNode loop; only `sleep` differs.
+
+    Flower's loop sleeps `_IDLE_SLEEP_S` after an empty poll of the SuperLink and shorter waits
+    (0.5 s) while the ClientApp works on a message. A short wait means the site is busy: it
+    marks the site active and is cut to `reply_poll_s`. The idle wait is cut to
+    `busy_poll_s` for `busy_window_s` after the site was last active, since the next stage of
+    a round follows within seconds; after that it is Flower's own, so an idle site costs the
+    SuperLink what it did before.
+    """
+
+    def __init__(
+        self,
+        busy_poll_s: float = 0.25,
+        reply_poll_s: float = 0.05,
+        busy_window_s: float = 120.0,
+        clock: Any = time,
+    ) -> None:
+        self.busy_poll_s = busy_poll_s
+        self.reply_poll_s = reply_poll_s
+        self.busy_window_s = busy_window_s
+        self._time = clock
+        self._last_active = clock.monotonic()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._time, name)
+
+    def sleep(self, seconds: float) -> None:
+        now = self._time.monotonic()
+        if seconds < _IDLE_SLEEP_S:
+            self._last_active = now
+            self._time.sleep(min(seconds, self.reply_poll_s))
+        elif now - self._last_active < self.busy_window_s:
+            self._time.sleep(min(seconds, self.busy_poll_s))
+        else:
+            self._time.sleep(seconds)
+
+
+def install_quick_polling(polling: QuickPolling | None = None) -> QuickPolling:
+    """Put `QuickPolling` in place of `time` inside Flower's SuperNode loop (idempotent)."""
+    module: ModuleType = importlib.import_module(_LOOP_MODULE)
+    current = getattr(module, "time", None)
+    if isinstance(current, QuickPolling):
+        return current
+    if current is not time:
+        raise AppPinError(f"Flower's {_LOOP_MODULE} does not use the time module as expected")
+    quick = polling or QuickPolling()
+    module.time = quick  # type: ignore[attr-defined]
+    return quick
+
+
+def runtime_api_port(argv: Sequence[str]) -> int:
+    """The `--port` the SuperNode serves its runtime API on, else Flower's default."""
+    for i, arg in enumerate(argv):
+        if arg == "--port" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if arg.startswith("--port="):
+            return int(arg.split("=", 1)[1])
+    from flwr.supercore.constant import SUPERNODE_UVICORN_DEFAULT_PORT
+
+    return int(SUPERNODE_UVICORN_DEFAULT_PORT)
+
+
+def _keep_executor_running(address: str) -> None:
+    """Start fedseal's ClientApp executor, and start it again if it ever ends."""
+
+    def supervise() -> None:
+        failures = 0
+        while failures < 5:
+            command = [
+                sys.executable,
+                "-m",
+                "fedseal.client.warm_executor",
+                "--runtime-api-address",
+                address,
+                "--parent-pid",
+                str(os.getpid()),
+            ]
+            code = subprocess.call(command)
+            failures += 1
+            print(
+                f"fedseal supernode: the ClientApp executor ended (exit {code}); restarting",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(1.0)
+        print("fedseal supernode: the ClientApp executor keeps failing", file=sys.stderr)
+
+    threading.Thread(target=supervise, name="clientapp-executor", daemon=True).start()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`flower-supernode`, with the app pin, fedseal's executor and quick polling."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        install_app_pin()
+        install_quick_polling()
+        port = runtime_api_port(args)
+    except AppPinError as exc:
+        print(f"fedseal supernode: {exc}", file=sys.stderr, flush=True)
+        return 2
+    from flwr.supernode.cli.flower_supernode import flower_supernode
+
+    if not {"-h", "--help", "--version", "-V"} & set(args):
+        _keep_executor_running(f"127.0.0.1:{port}")
+    sys.argv = ["flower-supernode", *args, "--isolation", "process"]
+    flower_supernode()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
