@@ -1,12 +1,16 @@
-"""The demo federation end to end, per aggregation mode: score, solo baselines and round time.
+"""The demo federation end to end, per aggregation mode: score, round time and where it went.
 
 Runs `fl-demo` (real SuperLink and SuperNode processes) once per mode with the same seed and
-settings, then prints a Markdown section: the federated model's global-test score after each round,
-each site's model trained alone for the same number of steps, and seconds per round as a ratio to
-`plain` measured in the same invocation (this machine is noisy; only same-run ratios mean much).
+settings, then prints a Markdown section: the global-test score after each round, seconds per
+round as a ratio to `plain` measured in the same invocation (this machine is noisy; only same-run
+ratios mean much), whether every round's global adapter digest is the same in every mode, and
+the per-stage breakdown each run recorded (coordinator wait, sites' work, Flower's delivery).
 
-    python bench/bench_federation.py                      # hospitals, modes plain and he+ss
-    python bench/bench_federation.py --modes he+ss --rounds 3 --steps 30
+The first round of a run also caches each site's frozen-model features (the same work in every
+mode), so the table gives the ratio over all rounds and over rounds 2 onwards.
+
+    python bench/bench_federation.py                           # hospitals, plain and he+ss
+    python bench/bench_federation.py --sites 10 --steps 5 --no-dp --no-baseline
 """
 
 from __future__ import annotations
@@ -23,19 +27,15 @@ FL_DEMO = str(Path(sys.executable).with_name("fl-demo"))
 
 
 def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict:
-    command = [
-        FL_DEMO,
-        "--mode",
-        mode,
-        "--scenario",
-        args.scenario,
-        "--rounds",
-        str(args.rounds),
-        "--steps",
-        str(args.steps),
-        "--workdir",
-        str(workdir),
-    ]
+    command = [FL_DEMO, "--mode", mode, "--scenario", args.scenario, "--seed", str(args.seed)]
+    for flag in ("sites", "rounds", "steps"):
+        if getattr(args, flag) is not None:
+            command += [f"--{flag}", str(getattr(args, flag))]
+    if args.no_baseline:
+        command.append("--no-baseline")
+    if args.no_dp:
+        command.append("--no-dp")
+    command += ["--workdir", str(workdir)]
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     wall = time.monotonic() - started
@@ -48,12 +48,33 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict:
     return summary
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _stage_means(summary: dict) -> dict[str, dict[str, float]]:
+    """Per stage, the mean over rounds 2.. (or all rounds if there is one) of each figure."""
+    rounds = summary.get("stages") or []
+    steady = rounds[1:] or rounds
+    table: dict[str, dict[str, list[float]]] = {}
+    for entry in steady:
+        for stage in entry["stages"]:
+            row = table.setdefault(stage["stage"], {"wait_s": [], "work_s": [], "flower_s": []})
+            for key in row:
+                row[key].append(float(stage[key]))
+    return {stage: {k: _mean(v) for k, v in row.items()} for stage, row in table.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", nargs="+", default=["plain", "he+ss"])
     parser.add_argument("--scenario", default="hospitals")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--sites", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=None, help="default: fl-demo's")
+    parser.add_argument("--steps", type=int, default=None, help="default: fl-demo's")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--no-dp", action="store_true")
     args = parser.parse_args()
 
     results = {}
@@ -62,34 +83,44 @@ def main() -> None:
             results[mode] = run_mode(mode, args, Path(tmp) / mode.replace("+", "-"))
 
     base = results.get("plain")
-    print(f"### Demo federation: {args.scenario}, {args.rounds} rounds x {args.steps} steps\n")
+    first = next(iter(results.values()))
     print(
-        "| mode | global score per round | final | best site alone | s/round | vs plain | wall s |"
+        f"### Demo federation: {args.scenario}, {len(first['sites'])} sites, "
+        f"{len(first['rounds'])} rounds (`{first['command']}`)\n"
+    )
+    print(
+        "| mode | global score per round | s/round (all) | vs plain | s/round (2..) | vs plain "
+        "| wall s |"
     )
     print("|---|---|---|---|---|---|---|")
     for mode, summary in results.items():
         rounds = summary["rounds"]
-        metric = summary.get("comparison", {}).get("metric", "accuracy")
-        key = "global_auc" if metric == "auc" else "global_accuracy"
+        key = "global_auc" if summary.get("scenario") != "hospitals" else "global_accuracy"
         scores = [r[key] for r in rounds if r[key] is not None]
-        per_round = sum(r["seconds"] for r in rounds) / len(rounds)
-        solo = summary.get("comparison", {}).get("solo", {})
-        best_solo = max((s[metric] or 0.0) for s in solo.values()) if solo else float("nan")
-        ratio = (
-            per_round / (sum(r["seconds"] for r in base["rounds"]) / len(base["rounds"]))
-            if base
-            else float("nan")
-        )
+        every = _mean([r["seconds"] for r in rounds])
+        steady = _mean([r["seconds"] for r in rounds[1:]])
+        base_every = _mean([r["seconds"] for r in base["rounds"]]) if base else float("nan")
+        base_steady = _mean([r["seconds"] for r in base["rounds"][1:]]) if base else float("nan")
         print(
-            f"| {mode} | {', '.join(f'{s:.3f}' for s in scores)} | {scores[-1]:.3f} | "
-            f"{best_solo:.3f} | {per_round:.1f} | {ratio:.2f}x | {summary['wall_s']:.0f} |"
+            f"| {mode} | {', '.join(f'{s:.3f}' for s in scores)} | {every:.1f} | "
+            f"{every / base_every:.2f}x | {steady:.1f} | {steady / base_steady:.2f}x | "
+            f"{summary['wall_s']:.0f} |"
         )
-    print()
-    for summary in results.values():
-        solo = summary.get("comparison", {}).get("solo", {})
-        metric = summary.get("comparison", {}).get("metric", "accuracy")
-        sites = ", ".join(f"{site} {score[metric]:.3f}" for site, score in solo.items())
-        print(f"- `{summary['command']}`: sites alone: {sites}")
+    digests = {mode: [r["global_digest"] for r in s["rounds"]] for mode, s in results.items()}
+    same = len({tuple(d) for d in digests.values()}) == 1
+    print(
+        f"\nGlobal adapter digests per round {'identical in every mode' if same else 'DIFFER'}: "
+        + "; ".join(f"{m}: {', '.join(d[:12] for d in ds)}" for m, ds in digests.items())
+    )
+    print("\nPer stage, mean over rounds 2.. (s): coordinator wait / sites' work / Flower\n")
+    print("| mode | " + " | ".join(["stage", "wait", "sites", "Flower"]) + " |")
+    print("|---|---|---|---|---|")
+    for mode, summary in results.items():
+        for stage, row in _stage_means(summary).items():
+            print(
+                f"| {mode} | {stage} | {row['wait_s']:.2f} | {row['work_s']:.2f} | "
+                f"{row['flower_s']:.2f} |"
+            )
 
 
 if __name__ == "__main__":
