@@ -54,8 +54,8 @@ class Polling:
     """
 
     batch: int = 4
-    first_wait_s: float = 0.05
-    max_wait_s: float = 0.5
+    first_wait_s: float = 0.02
+    max_wait_s: float = 0.25
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 
