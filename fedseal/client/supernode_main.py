@@ -102,7 +102,7 @@ def runtime_api_port(argv: Sequence[str]) -> int:
 
 
 def _keep_executor_running(address: str) -> None:
-    """Start fedseal's ClientApp executor, and start it again if it ever ends."""
+    """Start fedseal's ClientApp executor, and start it again if it fails (up to 5 times)."""
 
     def supervise() -> None:
         failures = 0
@@ -117,6 +117,8 @@ def _keep_executor_running(address: str) -> None:
                 str(os.getpid()),
             ]
             code = subprocess.call(command)
+            if code <= 0:  # ended with its SuperNode, or stopped by a signal: shutting down
+                return
             failures += 1
             print(
                 f"fedseal supernode: the ClientApp executor ended (exit {code}); restarting",
