@@ -95,8 +95,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for mode, summary in results.items():
         rounds = summary["rounds"]
-        key = "global_auc" if summary.get("scenario") != "hospitals" else "global_accuracy"
-        scores = [r[key] for r in rounds if r[key] is not None]
+        key = "global_accuracy" if rounds[-1].get("global_accuracy") is not None else "global_auc"
+        scores = [r[key] for r in rounds if r.get(key) is not None]
         every = _mean([r["seconds"] for r in rounds])
         steady = _mean([r["seconds"] for r in rounds[1:]])
         base_every = _mean([r["seconds"] for r in base["rounds"]]) if base else float("nan")

@@ -51,7 +51,7 @@ class QuickPolling:
 
     def __init__(
         self,
-        busy_poll_s: float = 0.1,
+        busy_poll_s: float = 0.2,
         reply_poll_s: float = 0.05,
         busy_window_s: float = 120.0,
         clock: Any = time,

@@ -8,7 +8,8 @@ relay) before each stage of a round even begins, six times per round in `he+ss`.
 fedseal runs its SuperNode in Flower's `process` isolation instead, where the SuperNode only
 serves its runtime API and an executor of the site's choosing takes the tasks. This is that
 executor: it asks for `flwr-clientapp` tasks only (anything else the coordinator might send is
-never started), polls every `poll_s`, and runs each task in a child forked from a forkserver
+never started), polls every `poll_s` while the site is busy (within `BUSY_WINDOW_S` of its
+last task; every `IDLE_POLL_S` otherwise), and runs each task in a child forked from a forkserver
 that preloaded Flower's ClientApp runner and fedseal's relay. Each message still gets a process
 of its own (a crash in one cannot touch the next) and runs Flower's own `run_clientapp`, so
 what the ClientApp receives, checks and replies is unchanged. The site's secrets stay where
@@ -29,7 +30,9 @@ from multiprocessing.context import ForkServerContext
 from typing import Any, Protocol
 
 __all__ = [
+    "BUSY_WINDOW_S",
     "CLIENT_APP_TASK",
+    "IDLE_POLL_S",
     "POLL_S",
     "PRELOAD",
     "TaskSource",
@@ -41,7 +44,13 @@ __all__ = [
 ]
 
 POLL_S = 0.05
-"""Seconds between asks for a task when none was waiting: a local HTTP call on loopback."""
+"""Seconds between asks for a task while the site is busy: a local HTTP call on loopback."""
+
+IDLE_POLL_S = 1.0
+"""Seconds between asks when the site had no task for `BUSY_WINDOW_S` (Flower's SuperExec's)."""
+
+BUSY_WINDOW_S = 120.0
+"""The stages of a round follow each other within seconds; a quiet site costs nothing."""
 
 PRELOAD = ("flwr.supernode.runtime.run_clientapp", "fedseal.client.client_app")
 """What every ClientApp process needs, imported once in the forkserver."""
@@ -133,6 +142,7 @@ def serve(
             ).start()
 
     client = source or runtime_client(runtime_api_address)
+    last_task = time.monotonic()
     try:
         while _alive(parent_pid):
             try:
@@ -144,8 +154,10 @@ def serve(
             multiprocessing.active_children()  # reaps the ClientApp processes that ended
             if token is not None:
                 launch(token)
+                last_task = time.monotonic()
                 continue
-            time.sleep(poll_s)
+            busy = time.monotonic() - last_task < BUSY_WINDOW_S
+            time.sleep(poll_s if busy else max(poll_s, IDLE_POLL_S))
     finally:
         client.close()
 
