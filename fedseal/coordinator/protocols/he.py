@@ -59,6 +59,11 @@ class EncryptedRound:
     def request(self) -> RoundRequest:
         return self.tracker.request
 
+    @property
+    def reachable(self) -> list[str]:
+        """The sampled sites connected now (a key batch's later round may have lost some)."""
+        return [s for s in self.sampled if s in self.request.nodes]
+
 
 class HeAggregation(AggregationProtocol):
     """`he`: BFV encryption without masks (every site holds the key that opens every upload)."""
@@ -173,6 +178,9 @@ class HeAggregation(AggregationProtocol):
         sampled = sorted(s for s in request.sites if s in self.participants)
         for site in sorted(set(request.sites) - set(sampled)):
             tracker.fail(site, "holds no federation key for this run")
+        for site in sampled:
+            if site not in request.nodes:
+                tracker.drop(site, "not connected")
         self._sampled = {request.round_number: sampled}
         try:
             info = recipe.RoundInfo(
@@ -189,8 +197,8 @@ class HeAggregation(AggregationProtocol):
 
     def _round(self, round_: EncryptedRound) -> AggregationResult:
         """The round's stages: here only the upload, summed as the uploads arrive."""
-        configs = self._train_configs(round_, round_.sampled)
-        total, start_digest = self._uploads(round_, configs, round_.sampled)
+        configs = self._train_configs(round_, round_.reachable)
+        total, start_digest = self._uploads(round_, configs, round_.reachable)
         aggregate, _ = recipe.aggregator_unmask(round_.info, total)
         return self._finish(round_, aggregate, start_digest)
 
@@ -307,5 +315,8 @@ def _reply_limits(run: RunContext, params: ProtocolParams, n_sites: int) -> Repl
     )
     sealed = bfv.max_context_bytes(params.bfv) + 4096
     return ReplyLimits(
-        upload=upload, control=run.max_reply_bytes, keygen=n_sites * sealed + run.max_reply_bytes
+        upload=upload,
+        control=run.max_reply_bytes,
+        keygen=n_sites * sealed + run.max_reply_bytes,
+        keys=min(run.max_reply_bytes * max(run.key_rounds, 1), 2**32 - 1),
     )
