@@ -109,8 +109,6 @@ class SecureAggregation(HeAggregation):
         last = max(round_.request.plan.rounds, info.round_no)
         rounds = list(range(info.round_no, min(info.round_no + self.key_rounds - 1, last) + 1))
         infos = {r: recipe.RoundInfo(info.run_id, r, info.params, info.sampled) for r in rounds}
-        for r in rounds:
-            self._keyed[r] = info.sampled
         if len(rounds) > 1:
             log.info("round %d: key batch for rounds %d..%d", rounds[0], rounds[0], rounds[-1])
         if info.graph is not None:
@@ -121,22 +119,28 @@ class SecureAggregation(HeAggregation):
                 round_seed(info.run_id, info.round_no, info.sampled).hex()[:16],
             )
         adverts = self._advertise(round_, infos)
+        if info.round_no not in adverts:  # as without a batch: no share stage below k
+            raise InsufficientSurvivors(f"fewer than k={info.params.threshold} sites advertised")
         books = self._share_stage(round_, infos, adverts)
         self._books.update({r: b for r, b in books.items() if r != info.round_no})
-        if info.round_no not in books:  # collect_envelopes raised for it, below k
-            raise InsufficientSurvivors(f"fewer than k={info.params.threshold} sites shared keys")
+        if info.round_no not in books:  # below k at the advertise or the share stage
+            raise InsufficientSurvivors(
+                f"fewer than k={info.params.threshold} sites advertised and shared keys"
+            )
         return books[info.round_no]
 
     def _advertise(
         self, round_: EncryptedRound, infos: dict[int, recipe.RoundInfo]
     ) -> dict[int, dict[str, Signed]]:
-        """The advertise stage: U1 of each round of the batch (a round below `k` has none;
-        the batch's first round below `k` aborts)."""
+        """The advertise stage: U1 of each round of the batch (a round below `k` has none and
+        aborts). Once a site answered, every round of the batch counts as keyed."""
         tracker, first = round_.tracker, round_.info.round_no
         rounds = list(infos)
         batch = len(rounds) > 1
         fields = {**round_.fields, Key.KEY_ROUNDS: rounds} if batch else round_.fields
         stage = tracker.stage(MessageType.ADVERTISE, dict.fromkeys(round_.reachable, fields))
+        if stage.replies:  # the sites that answered hold keys of every round of the batch now
+            self._keyed.update(dict.fromkeys(rounds, round_.info.sampled))
         messages: dict[int, list[Signed]] = {r: [] for r in rounds}
         if not batch:
             messages[first] = tracker.signed(stage, Key.SIGNED)
@@ -166,9 +170,7 @@ class SecureAggregation(HeAggregation):
                     infos[r], messages[r], directory=directory
                 )
             except InsufficientSurvivors:
-                if r == first:
-                    raise
-                log.warning("round %d: its key batch's adverts are below k; it will abort", r)
+                log.warning("round %d: its key batch's adverts are below k; it aborts", r)
                 continue
             _reject(tracker, r, first, rejected)
         return adverts
@@ -228,9 +230,7 @@ class SecureAggregation(HeAggregation):
                     infos[r], bundles[r], adverts=adverts[r], directory=directory
                 )
             except InsufficientSurvivors:
-                if r == first:
-                    raise
-                log.warning("round %d: its key batch's envelopes are below k; it will abort", r)
+                log.warning("round %d: its key batch's envelopes are below k; it aborts", r)
                 continue
             _reject(tracker, r, first, books[r].rejected)
         return books
