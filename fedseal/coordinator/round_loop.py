@@ -138,8 +138,8 @@ def _run_round(
     fixed = protocol.round_sample(number)
     if fixed is None:
         sampled = _sample(eligible, settings.sites_per_round, state.run_id, number)
-    else:
-        sampled = sorted(fixed)
+    else:  # one whose budget is spent is left out of the record; it is a dropout to the masks
+        sampled = sorted(s for s in fixed if s not in exhausted)
         lost = sorted(set(sampled) - set(connected))
         if lost:
             log.info("round %d: not connected, dropped from its key batch: %s", number, lost)

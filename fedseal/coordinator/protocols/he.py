@@ -175,11 +175,11 @@ class HeAggregation(AggregationProtocol):
     ) -> AggregationResult:
         assert self.params is not None and self.context is not None
         tracker = StageTracker(grid, request, self.limits)
-        sampled = sorted(s for s in request.sites if s in self.participants)
+        sampled = self._round_sites(request)
         for site in sorted(set(request.sites) - set(sampled)):
             tracker.fail(site, "holds no federation key for this run")
-        for site in sampled:
-            if site not in request.nodes:
+        for site in request.sites:
+            if site in sampled and site not in request.nodes:
                 tracker.drop(site, "not connected")
         self._sampled = {request.round_number: sampled}
         try:
@@ -194,6 +194,10 @@ class HeAggregation(AggregationProtocol):
             return self._round(EncryptedRound(info, fields, sampled, tracker, min_contributors))
         except InsufficientSurvivors as exc:
             return tracker.result(None, f"round aborted: {exc}")
+
+    def _round_sites(self, request: RoundRequest) -> list[str]:
+        """The round's sampled set as its `RoundInfo` names it: the requested participants."""
+        return sorted(s for s in request.sites if s in self.participants)
 
     def _round(self, round_: EncryptedRound) -> AggregationResult:
         """The round's stages: here only the upload, summed as the uploads arrive."""

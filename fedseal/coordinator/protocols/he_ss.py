@@ -25,7 +25,7 @@ from flwr.serverapp import Grid
 from fedseal.contract.limits import MAX_KEY_ROUNDS
 from fedseal.contract.message_fields import field_bytes_list, field_int_list, split_by_counts
 from fedseal.contract.wire import Key, MessageType
-from fedseal.coordinator.protocols.base import AggregationResult, RunContext
+from fedseal.coordinator.protocols.base import AggregationResult, RoundRequest, RunContext
 from fedseal.coordinator.protocols.he import EncryptedRound, HeAggregation
 from fedseal.coordinator.protocols.tracker import StageTracker
 from fedseal.secure_agg import recipe
@@ -62,6 +62,12 @@ class SecureAggregation(HeAggregation):
         """A round keyed by a batch has the batch's sampled set (those not connected drop)."""
         sampled = self._keyed.get(round_number)
         return None if sampled is None else list(sampled)
+
+    def _round_sites(self, request: RoundRequest) -> list[str]:
+        """A round keyed by a batch keeps the batch's sampled set, even where the round loop
+        left a site out of the record (its privacy budget is spent): a dropout to the masks."""
+        keyed = self._keyed.get(request.round_number)
+        return super()._round_sites(request) if keyed is None else list(keyed)
 
     def _round(self, round_: EncryptedRound) -> AggregationResult:
         """Its key batch's book (advertise and share first if the round has none), then
