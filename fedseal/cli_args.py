@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Command", "add_max_colluding", "command_parser", "run_command"]
+__all__ = ["Command", "add_key_rounds", "add_max_colluding", "command_parser", "run_command"]
 
 
 @dataclass(frozen=True)
@@ -63,4 +63,19 @@ def add_max_colluding(parser: argparse.ArgumentParser) -> None:
         "update stays hidden in he+ss: the Shamir threshold is k > (n + C) / 2 (default: a "
         "minority, (n - 1) // 2; with 3 sites that is 1, so k = 3 and no site may drop out of "
         "a round; 0 lets one of 3 drop out but trusts that no site colludes)",
+    )
+
+
+def add_key_rounds(parser: argparse.ArgumentParser) -> None:
+    """`--key-rounds K` of a run (default 5; 1 keys every he+ss round on its own)."""
+    parser.add_argument(
+        "--key-rounds",
+        type=int,
+        default=5,
+        metavar="K",
+        help="he+ss: rounds whose keys one advertise and one share stage make at once, fresh "
+        "and bound to their own round (a key batch, 1 to 64; default 5). The batch's later "
+        "rounds send each site 4 messages instead of 6; every round of a batch samples the "
+        "batch's sites, and a site that connects later joins the next batch. 1: every round "
+        "keyed on its own. Ignored in he and plain",
     )

@@ -35,7 +35,8 @@ def relay(stage: MessageType, msg: Message, config_path: Path) -> Message:
         raise SiteRefusal(f"site config: {exc}") from None
     limits = site_config.limits
     try:
-        check_size(stage.word, record_size(msg.content), limits.for_stage(stage))
+        limit = limits.for_stage(stage, _key_rounds(msg))
+        check_size(stage.word, record_size(msg.content), limit)
     except MessageTooLarge as exc:
         raise SiteRefusal(f"refused: {exc}") from None
     config = msg.content.config_records.get(RecordName.CONFIG)
@@ -62,6 +63,15 @@ def relay(stage: MessageType, msg: Message, config_path: Path) -> Message:
     if metrics:
         records[RecordName.METRICS] = MetricRecord(metrics)
     return Message(records, reply_to=msg)
+
+
+def _key_rounds(msg: Message) -> int:
+    """How many rounds an advertise or share message keys at once (1 outside a key batch):
+    only the length of that one list is read before the size check; the site's worker checks
+    the list itself."""
+    config = msg.content.config_records.get(RecordName.CONFIG)
+    listed = None if config is None else config.get(Key.KEY_ROUNDS)
+    return len(listed) if isinstance(listed, list) else 1
 
 
 def _register(stage: MessageType) -> None:

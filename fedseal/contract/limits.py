@@ -21,6 +21,7 @@ from fedseal.contract.wire import MessageType
 __all__ = [
     "DEFAULT_CONTROL_BYTES",
     "DEFAULT_SITE_MESSAGE_BYTES",
+    "MAX_KEY_ROUNDS",
     "MessageTooLarge",
     "ReplyLimits",
     "SiteLimits",
@@ -37,6 +38,10 @@ and metrics only (a share reply holds ~300 bytes per site, so thousands of sites
 DEFAULT_SITE_MESSAGE_BYTES = 256 * MIB
 """What a site accepts in a train, apply or key message: aggregates (a site that missed rounds
 gets one per missed round to catch up) and the sealed federation key."""
+MAX_KEY_ROUNDS = 64
+"""Most rounds one key batch may key at once (an advertise or share stage listing its rounds;
+docs/protocol.md, "Key batches"): its messages are at most this many times a round's."""
+_KEY_STAGES = frozenset({MessageType.ADVERTISE, MessageType.SHARE})
 _SLACK = 64 * 1024  # statements, digests, names and framing around a payload
 _SCALAR_BYTES = 8
 
@@ -100,15 +105,17 @@ class ReplyLimits:
 
     `upload` bounds a train reply (derived from the adapter size and the protocol unless
     configured); `keygen` the custodian's reply carrying the federation key sealed to every site;
-    `control` every other reply.
+    `keys` an advertise or share reply, which carries one round's adverts or envelopes per round
+    of a key batch (`control` times the batch's rounds); `control` every other reply.
     """
 
     upload: int = DEFAULT_SITE_MESSAGE_BYTES
     control: int = DEFAULT_CONTROL_BYTES
     keygen: int = DEFAULT_SITE_MESSAGE_BYTES
+    keys: int = DEFAULT_CONTROL_BYTES
 
     def __post_init__(self) -> None:
-        for name in ("upload", "control", "keygen"):
+        for name in ("upload", "control", "keygen", "keys"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"reply limit {name} must be a positive number of bytes")
@@ -120,6 +127,8 @@ class ReplyLimits:
             return self.upload
         if stage is MessageType.KEYGEN:
             return self.keygen
+        if stage in _KEY_STAGES:
+            return self.keys
         return self.control
 
 
@@ -147,11 +156,18 @@ class SiteLimits:
             if isinstance(value, bool) or not isinstance(value, int) or not 1024 <= value < 2**32:
                 raise ValueError(f"{name} limit must be between 1024 bytes and 4 GiB")
 
-    def for_stage(self, stage: MessageType) -> int:
-        """The limit for a coordinator message of `stage`."""
-        return self.message if stage in _LARGE_STAGES else self.control
+    def for_stage(self, stage: MessageType, rounds: int = 1) -> int:
+        """The limit for a coordinator message of `stage`; an advertise or share message of a
+        key batch of `rounds` rounds (at most `MAX_KEY_ROUNDS` count) may be that many times
+        `control`."""
+        if stage in _LARGE_STAGES:
+            return self.message
+        if stage in _KEY_STAGES:
+            return min(self.control * min(max(int(rounds), 1), MAX_KEY_ROUNDS), 2**32 - 1)
+        return self.control
 
     @property
     def channel_frame_bytes(self) -> int:
         """Frame limit of the local socket: the largest message, base64-encoded, plus framing."""
-        return min(max(self.message, self.control) * 4 // 3 + MIB, 2**32 - 1)
+        largest = max(self.message, self.for_stage(MessageType.SHARE, MAX_KEY_ROUNDS))
+        return min(largest * 4 // 3 + MIB, 2**32 - 1)

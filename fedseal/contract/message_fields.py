@@ -21,9 +21,11 @@ __all__ = [
     "field_bytes",
     "field_bytes_list",
     "field_int",
+    "field_int_list",
     "field_json",
     "field_str",
     "field_str_list",
+    "split_by_counts",
 ]
 
 _MISSING = object()
@@ -65,6 +67,32 @@ def field_int(
     if not low <= value <= high:
         raise MessageFieldError(f"message field {key!r} is {value}, outside {low}..{high}")
     return value
+
+
+def field_int_list(
+    fields: Mapping[str, Any], key: str, *, max_items: int, low: int = 0, high: int = 2**31 - 1
+) -> list[int]:
+    """A non-empty list of at most `max_items` integers, each within [low, high]."""
+    value = _get(fields, key, _MISSING)
+    if not isinstance(value, list | tuple) or not 1 <= len(value) <= max_items:
+        raise MessageFieldError(f"message field {key!r} must list 1 to {max_items} integers")
+    if any(isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high for v in value):
+        raise MessageFieldError(
+            f"message field {key!r} must list integers between {low} and {high}"
+        )
+    return [int(v) for v in value]
+
+
+def split_by_counts(items: list[Any], counts: list[int]) -> list[list[Any]]:
+    """`items` cut into consecutive runs of `counts` each (a key batch's per-round lists sent
+    as one flat list); the counts must add up to all of the items."""
+    if any(c < 0 for c in counts) or sum(counts) != len(items):
+        raise MessageFieldError("the per-round counts do not add up to the listed messages")
+    out, start = [], 0
+    for count in counts:
+        out.append(items[start : start + count])
+        start += count
+    return out
 
 
 def field_str(

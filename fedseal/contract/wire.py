@@ -109,6 +109,9 @@ class Key(StrEnum):
     SIGNED = "signed"
     SIGNED_LIST = "signed-list"
     RELAYED = "relayed"
+    KEY_ROUNDS = "key-rounds"  # a key batch: the rounds an advertise or share stage is for
+    RELAYED_COUNTS = "relayed-counts"  # how many of `relayed` belong to each of `key-rounds`
+    SIGNED_COUNTS = "signed-counts"  # how many of `signed-list` belong to each of `key-rounds`
     SURVIVORS = "survivors"
     CLIPPED = "clipped"
     CATCHUP_FIELDS = "catchup-fields"

@@ -134,7 +134,15 @@ def _run_round(
     connected = directory.connected()
     exhausted = set(registry.exhausted_sites(state.run_id))
     eligible = [site for site in connected if site not in exhausted]
-    sampled = _sample(eligible, settings.sites_per_round, state.run_id, number)
+    # a round keyed in an earlier round's key batch has that batch's sampled set
+    fixed = protocol.round_sample(number)
+    if fixed is None:
+        sampled = _sample(eligible, settings.sites_per_round, state.run_id, number)
+    else:  # one whose budget is spent is left out of the record; it is a dropout to the masks
+        sampled = sorted(s for s in fixed if s not in exhausted)
+        lost = sorted(set(sampled) - set(connected))
+        if lost:
+            log.info("round %d: not connected, dropped from its key batch: %s", number, lost)
     round_id = registry.start_round(state.run_id, number, sampled)
     log.info("round %d: sampled %s", number, ", ".join(sampled) or "nobody")
     if exhausted:
@@ -154,7 +162,7 @@ def _run_round(
         run_id=state.run_id,
         round_number=number,
         sites=sampled,
-        nodes={s: connected[s].node_id for s in sampled},
+        nodes={s: connected[s].node_id for s in sampled if s in connected},
         plan=settings.plan,
         timeout_s=settings.round_timeout_s,
         expected_digest=state.expected_digest,

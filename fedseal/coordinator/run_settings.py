@@ -10,15 +10,23 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedseal.contract.limits import DEFAULT_CONTROL_BYTES
+from fedseal.contract.limits import DEFAULT_CONTROL_BYTES, MAX_KEY_ROUNDS
 from fedseal.contract.run_plan import RunPlan
 from fedseal.coordinator.errors import CoordinatorError
 from fedseal.secure_agg.params import MAX_SITES, SPARSE_ABOVE
 
-__all__ = ["PROTOCOL_MODES", "RunSettings", "RunSettingsError", "default_run_config"]
+__all__ = [
+    "DEFAULT_KEY_ROUNDS",
+    "PROTOCOL_MODES",
+    "RunSettings",
+    "RunSettingsError",
+    "default_run_config",
+]
 
 PROTOCOL_MODES = ("he+ss", "he", "plain")
 DEFAULT_MODE = "he+ss"
+DEFAULT_KEY_ROUNDS = 5
+"""he+ss rounds keyed by one advertise and share stage (docs/protocol.md, "Key batches")."""
 
 
 class RunSettingsError(CoordinatorError, ValueError):
@@ -62,6 +70,10 @@ class RunSettings:
     neighbours: int = 0
     """The neighbour graph's degree (even, at least 2); 0 lets the planner size it for the
     default collusion and dropout bounds."""
+    key_rounds: int = DEFAULT_KEY_ROUNDS
+    """he+ss: rounds whose keys one advertise and one share stage make at once (fresh keys per
+    round, each round's messages bound to it); the batch's later rounds send four messages a
+    site instead of six. 1 keys every round on its own."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -107,6 +119,7 @@ class RunSettings:
                 sparse_above=int(config.get("sparse-above", SPARSE_ABOVE)),
                 neighbours=int(config.get("neighbours", 0)),
                 max_colluding=int(config.get("max-colluding", -1)),
+                key_rounds=int(config.get("key-rounds", DEFAULT_KEY_ROUNDS)),
             )
         except (TypeError, ValueError, OverflowError) as exc:
             raise RunSettingsError(f"invalid run config: {exc}") from None
@@ -146,6 +159,10 @@ class RunSettings:
             raise RunSettingsError(
                 "neighbours must be 0 (sized by the planner) or an even degree of at least 2"
             )
+        if not 1 <= self.key_rounds <= MAX_KEY_ROUNDS:
+            raise RunSettingsError(
+                f"key-rounds must be between 1 (every round keyed on its own) and {MAX_KEY_ROUNDS}"
+            )
         if not 0 <= self.registry_retry_s <= 86_400:
             raise RunSettingsError("registry-retry must be between 0 and 86400 seconds")
         if not self.coordinator_state:
@@ -168,6 +185,7 @@ class RunSettings:
             "sparse_above": self.sparse_above,
             "neighbours": self.neighbours,
             "max_colluding": self.max_colluding,
+            "key_rounds": self.key_rounds,
             "base_model": self.plan.base_model,
             "labels": list(self.plan.labels),
             "lora_rank": self.plan.lora_rank,
@@ -194,6 +212,7 @@ def default_run_config(
         "sparse-above": SPARSE_ABOVE,
         "neighbours": 0,
         "max-colluding": -1,
+        "key-rounds": DEFAULT_KEY_ROUNDS,
         "scenario": scenario,
         "mode": DEFAULT_MODE,
         "clip": 0.5,

@@ -94,6 +94,7 @@ def drive_run(grid: Grid, settings: RunSettings, registry: Registry) -> int:
                 sparse_above=settings.sparse_above,
                 neighbours=settings.neighbours,
                 max_colluding=settings.max_colluding,
+                key_rounds=settings.key_rounds,
             ),
         )
         state = RunState(run_id=run_id, flower_run_id=flower_run_id, lineage=lineage)

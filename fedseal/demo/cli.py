@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedseal.cli_args import add_max_colluding
+from fedseal.cli_args import add_key_rounds, add_max_colluding
 from fedseal.cli_support import UserError, run_cli
 from fedseal.client.dp.settings import DEFAULT_MAX_GRAD_NORM, MAX_NOISE_MULTIPLIER
 from fedseal.contract.regime import REGIMES, Regime
@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"exactly; larger ones are clipped and counted ({_per_adapter('clip')})",
     )
     add_max_colluding(parser)
+    add_key_rounds(parser)
     parser.add_argument(
         "--sites",
         type=int,

@@ -108,6 +108,7 @@ def run_demo(args: argparse.Namespace, sites: list[str], dp_options: DemoDpOptio
         adapter=str(args.adapter),
     )
     run_config["max-colluding"] = args.max_colluding
+    run_config["key-rounds"] = args.key_rounds
     plan = RunSettings.from_run_config(run_config).plan
 
     federation.enroll_sites()

@@ -155,10 +155,13 @@ def protocol_federation(
     clip: float = 1.0,
     sparse_above: int = SPARSE_ABOVE,
     neighbours: int = 0,
+    key_rounds: int = 1,
+    grid_class: type[ProtocolGrid] | None = None,
 ) -> tuple[ProtocolGrid, AggregationProtocol]:
     """Sites `names` with fresh keys, and the coordinator's protocol for `mode` after its run
     start (the key ceremony in the he modes); `sparse_above` and `neighbours` as the run
-    settings of those names."""
+    settings of those names, `key_rounds` the he+ss key batch's rounds; `grid_class` a
+    `ProtocolGrid` that injects faults."""
     sites: dict[str, SecureSite] = {}
     bundles = {}
     all_keys = {name: create_site_keys(name, tmp / name)[0] for name in names}
@@ -167,7 +170,7 @@ def protocol_federation(
         keys = all_keys[name]
         sites[name] = SecureSite(keys, tmp / name, trust_of(name, tmp / name))
         bundles[name] = keys.public().to_bundle()
-    grid = ProtocolGrid(sites, mode, run_id=run_id, update=update)
+    grid = (grid_class or ProtocolGrid)(sites, mode, run_id=run_id, update=update)
     protocols: dict[str, type[AggregationProtocol]] = {
         "he+ss": SecureAggregation,
         "he": HeAggregation,
@@ -185,6 +188,7 @@ def protocol_federation(
             sparse_above=sparse_above,
             neighbours=neighbours,
             max_colluding=0,
+            key_rounds=key_rounds,
         ),
     )
     return grid, protocol

@@ -17,6 +17,7 @@ def config(**overrides):
 def test_defaults_are_valid_and_summary_hides_the_database() -> None:
     settings = RunSettings.from_run_config(config())
     assert settings.mode == "he+ss" and settings.rounds == 3
+    assert settings.key_rounds == 5 and settings.public_summary()["key_rounds"] == 5
     assert "database" not in str(settings.public_summary())
 
 
@@ -34,6 +35,8 @@ def test_defaults_are_valid_and_summary_hides_the_database() -> None:
         ({"sparse_above": 70_000}, "sparse-above"),
         ({"neighbours": 7}, "neighbours"),
         ({"neighbours": -2}, "neighbours"),
+        ({"key_rounds": 0}, "key-rounds"),
+        ({"key_rounds": 65}, "key-rounds"),
     ],
 )
 def test_bad_values_are_refused(overrides, message) -> None:

@@ -125,7 +125,9 @@ def test_hostile_sites_are_dropped_and_every_round_completes(tmp_path: Path) -> 
             value = value[: len(value) // 2]
         return {**result, key: value}
 
-    outcome = run_inprocess(tmp_path, mode="he+ss", rounds=len(ATTACKS), tamper=tamper)
+    outcome = run_inprocess(  # every round keyed on its own: each has its key stages
+        tmp_path, mode="he+ss", rounds=len(ATTACKS), tamper=tamper, run_config={"key_rounds": 1}
+    )
     rounds = outcome.registry.rounds(outcome.run_id)
     assert len(rounds) == len(ATTACKS)
     for round_ in rounds:

@@ -47,7 +47,15 @@ def _run_with_kills(
         return original(grid, number, *args, **kwargs)
 
     monkeypatch.setattr(server_app, "run_round", restart_then_run)
-    return run_inprocess(tmp_path, mode="he+ss", rounds=2, steps=1, dp=DP, grid_class=grid_class)
+    return run_inprocess(  # every round keyed on its own: a restarted site rejoins the next
+        tmp_path,
+        mode="he+ss",
+        rounds=2,
+        steps=1,
+        dp=DP,
+        grid_class=grid_class,
+        run_config={"key_rounds": 1},
+    )
 
 
 def _check_budget_and_ledger(outcome, tmp_path: Path) -> None:

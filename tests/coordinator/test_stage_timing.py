@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from inprocess_federation import run_inprocess
 
 from fedseal.coordinator.stage_timing import (
@@ -16,17 +17,24 @@ from fedseal.coordinator.stage_timing import (
 from fedseal.coordinator.status_report import collect_status, render_status
 
 HE_SS_STAGES = ["advertise", "share", "train", "consistency", "release", "apply"]
+BATCHED_STAGES = ["train", "consistency", "release", "apply"]  # keys made by round 1's batch
 
 
-def test_an_he_ss_round_records_every_stage_with_the_sites_own_work(tmp_path: Path) -> None:
-    outcome = run_inprocess(tmp_path, mode="he+ss", rounds=2)
+@pytest.mark.parametrize(
+    ("key_rounds", "second"), [(1, HE_SS_STAGES), (5, BATCHED_STAGES)], ids=["K=1", "K=5"]
+)
+def test_an_he_ss_round_records_every_stage_with_the_sites_own_work(
+    tmp_path: Path, key_rounds: int, second: list[str]
+) -> None:
+    outcome = run_inprocess(tmp_path, mode="he+ss", rounds=2, run_config={"key_rounds": key_rounds})
     state = tmp_path / "coordinator"
     folder = run_folder(state, outcome.run_id)
     rounds = read_stage_summary(folder)
     assert [r["round"] for r in rounds] == [1, 2]
-    for entry in rounds:
+    assert [str(r.status) for r in outcome.registry.rounds(outcome.run_id)] == ["completed"] * 2
+    for entry, expected in zip(rounds, [HE_SS_STAGES, second], strict=True):
         stages = entry["stages"]
-        assert [s["stage"] for s in stages] == HE_SS_STAGES
+        assert [s["stage"] for s in stages] == expected
         for stage in stages:
             assert stage["sites"] == stage["answered"] == 3
             # the sites measured their own work; it fits inside the coordinator's wait

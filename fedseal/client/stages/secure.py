@@ -1,9 +1,12 @@
 """The site's side of secure aggregation (`he`, `he+ss`): Flower fields in, signed bytes out.
 
 The mathematics is `fedseal.secure_agg.recipe`; this module keeps what a site must remember
-between stages — the federation key of each run and the secrets of the round in progress — and
-turns message fields into recipe calls. Round secrets live only in this process's memory and are
-dropped when the round ends; the federation key is also kept in the site's state directory
+between stages — the federation key of each run and the secrets of the rounds keyed and not yet
+released — and turns message fields into recipe calls. An advertise stage may key a batch of
+rounds at once (`Key.KEY_ROUNDS`, docs/protocol.md "Key batches"): fresh secrets per round, one
+signed advert per round, each bound to its own round. Round secrets live only in this process's
+memory and are dropped after the round's release (and those of other runs and of earlier rounds
+whenever a later round goes on); the federation key is also kept in the site's state directory
 (0600) so a restarted site can still decrypt the run's aggregates.
 """
 
@@ -20,13 +23,16 @@ import numpy as np
 
 from fedseal.client.site_keys import SiteKeys
 from fedseal.client.trust import SiteTrust
+from fedseal.contract.limits import MAX_KEY_ROUNDS
 from fedseal.contract.message_fields import (
     MessageFieldError,
     field_bytes,
     field_bytes_list,
     field_int,
+    field_int_list,
     field_str,
     field_str_list,
+    split_by_counts,
 )
 from fedseal.contract.site_identity import SitePublicKeys, decode_directory, encode_directory
 from fedseal.contract.wire import Key
@@ -58,11 +64,20 @@ _SEALED_KEY_MAX = 16 << 20  # the sealed federation key (a secret BFV context)
 _AGGREGATE_MAX = 1 << 31  # bounded before this by the site's message limit
 
 
-def _signed_list(fields: Mapping[str, Any]) -> list[Signed]:
+def _signed_list(fields: Mapping[str, Any], *, rounds: int = 1) -> list[Signed]:
     return [
         Signed.from_bytes(b)
-        for b in field_bytes_list(fields, Key.RELAYED, max_items=MAX_SITES, max_len=_SIGNED_MAX)
+        for b in field_bytes_list(
+            fields, Key.RELAYED, max_items=MAX_SITES * rounds, max_len=_SIGNED_MAX
+        )
     ]
+
+
+def _rounds_listed(fields: Mapping[str, Any], key: str = Key.KEY_ROUNDS) -> list[int] | None:
+    """A key batch's rounds (or per-round counts), None outside a key batch."""
+    if key not in fields:
+        return None
+    return field_int_list(fields, key, max_items=MAX_KEY_ROUNDS)
 
 
 class SecureSite:
@@ -78,8 +93,9 @@ class SecureSite:
         self._state_dir = Path(state_dir)
         self.trust = trust
         self._ciphers: dict[int, bfv.SiteCipher] = {}
-        self._rounds: dict[tuple[int, int], recipe.SiteRound] = {}
+        self._rounds: dict[tuple[int, int], recipe.SiteRound] = {}  # keyed, not yet released
         self._uploaded: set[tuple[int, int]] = set()
+        self._latest: dict[int, int] = {}  # run -> latest round advertised or uploaded
 
     # -- identity -------------------------------------------------------------------------
 
@@ -234,24 +250,91 @@ class SecureSite:
     # -- he+ss key stages ------------------------------------------------------------------
 
     def advertise(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """Fresh round secrets; once per (run, round): new secrets for a round that already
-        has some would let two uploads of one round be told apart."""
+        """Fresh round secrets for the message's round, or for each round of a key batch
+        (`Key.KEY_ROUNDS`: consecutive rounds from the message's round, at most
+        `MAX_KEY_ROUNDS`), one signed advert per round. Once per (run, round): new secrets for
+        a round that already has some would let two uploads of one round be told apart; and
+        never for a round before one this site advertised or uploaded in the run."""
         info = self._checked_round(run_id, fields)
-        if (run_id, info.round_no) in self._rounds or (run_id, info.round_no) in self._uploaded:
-            raise self.trust.refuse(f"round {info.round_no} of run {run_id} was advertised before")
-        self._forget_other_rounds(run_id, info.round_no)
-        state, message = recipe.site_advertise(info, self.identity(), randbytes=os.urandom)
-        self._rounds[(run_id, info.round_no)] = state
-        return {Key.SIGNED: message.to_bytes()}
+        listed = _rounds_listed(fields)
+        first = info.round_no
+        numbers = [first] if listed is None else listed
+        if numbers != list(range(first, first + len(numbers))):
+            raise self.trust.refuse(
+                f"a key batch must list consecutive rounds from round {first}, at most "
+                f"{MAX_KEY_ROUNDS}; the message lists {numbers[:8]}"
+            )
+        for number in numbers:
+            if (run_id, number) in self._rounds or (run_id, number) in self._uploaded:
+                raise self.trust.refuse(f"round {number} of run {run_id} was advertised before")
+        latest = self._latest.get(run_id)
+        if latest is not None and first <= latest:
+            raise self.trust.refuse(
+                f"round {first} of run {run_id} is not after round {latest}, which this site "
+                "advertised or uploaded"
+            )
+        self._forget(run_id, first, other_runs=True)
+        me = self.identity()
+        messages = []
+        for number in numbers:
+            state, message = recipe.site_advertise(
+                recipe.RoundInfo(info.run_id, number, info.params, info.sampled),
+                me,
+                randbytes=os.urandom,
+            )
+            self._rounds[(run_id, number)] = state
+            messages.append(message.to_bytes())
+        self._latest[run_id] = numbers[-1]
+        if listed is None:
+            return {Key.SIGNED: messages[0]}
+        return {Key.SIGNED_LIST: messages}
 
     def share(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
-        self._checked_round(run_id, fields)
-        state = self._round(run_id, fields)
-        adverts = _signed_list(fields)
-        envelopes = recipe.site_share_keys(
-            state, adverts, directory=self.identity_directory(), randbytes=os.urandom
-        )
-        return {Key.SIGNED_LIST: [e.to_bytes() for e in envelopes]}
+        """Shamir-share the secrets of the message's round, or of each round a key batch lists
+        (`Key.KEY_ROUNDS`, each advertised here and not shared yet, with its own relayed
+        adverts: `Key.RELAYED_COUNTS` of `Key.RELAYED` each, in order)."""
+        info = self._checked_round(run_id, fields)
+        listed = _rounds_listed(fields)
+        if listed is None:
+            state = self._unshared(run_id, info, info.round_no)
+            envelopes = recipe.site_share_keys(
+                state,
+                _signed_list(fields),
+                directory=self.identity_directory(),
+                randbytes=os.urandom,
+            )
+            return {Key.SIGNED_LIST: [e.to_bytes() for e in envelopes]}
+        if listed != sorted(set(listed)) or listed[0] < info.round_no:
+            raise self.trust.refuse(
+                f"a key batch's share stage must list increasing rounds from round "
+                f"{info.round_no}; the message lists {listed[:8]}"
+            )
+        counts = _rounds_listed(fields, Key.RELAYED_COUNTS)
+        if counts is None or len(counts) != len(listed):
+            raise MessageFieldError("a key batch's share stage needs one relayed count per round")
+        states = [self._unshared(run_id, info, number) for number in listed]
+        relayed = split_by_counts(_signed_list(fields, rounds=len(listed)), counts)
+        out: list[bytes] = []
+        sent: list[int] = []
+        for state, adverts in zip(states, relayed, strict=True):
+            envelopes = recipe.site_share_keys(
+                state, adverts, directory=self.identity_directory(), randbytes=os.urandom
+            )
+            out.extend(e.to_bytes() for e in envelopes)
+            sent.append(len(envelopes))
+        return {Key.SIGNED_LIST: out, Key.SIGNED_COUNTS: sent}
+
+    def _unshared(self, run_id: int, info: recipe.RoundInfo, number: int) -> recipe.SiteRound:
+        """The secrets of round `number`, advertised for the message's sampled set and not
+        shared yet (a second sharing of the same secrets is refused)."""
+        state = self._rounds.get((run_id, number))
+        if state is None:
+            raise PermissionError(f"no key advertisement of this site for round {number}")
+        if state.info.sampled != info.sampled:
+            raise self.trust.refuse(f"round {number} was advertised for another sampled set")
+        if state.peers:
+            raise self.trust.refuse(f"round {number} of run {run_id} was shared before")
+        return state
 
     def consistency(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
         self._checked_round(run_id, fields)
@@ -268,15 +351,24 @@ class SecureSite:
         return {Key.SIGNED: message.to_bytes()}
 
     def _round(self, run_id: int, fields: Mapping[str, Any]) -> recipe.SiteRound:
+        """The secrets of the message's round; those of earlier rounds of the run are
+        forgotten (the run has moved on: they can serve no upload or release any more)."""
         number = _round_no(fields)
+        self._forget(run_id, number)
         state = self._rounds.get((run_id, number))
         if state is None:
             raise PermissionError(f"no key advertisement of this site for round {number}")
         return state
 
-    def _forget_other_rounds(self, run_id: int, number: int) -> None:
-        for key in [k for k in self._rounds if k != (run_id, number)]:
-            del self._rounds[key]
+    def _forget(self, run_id: int, number: int, *, other_runs: bool = False) -> None:
+        """Drop the secrets of the run's rounds before `number` (and of every other run)."""
+        for key in list(self._rounds):
+            if (key[0] == run_id and key[1] < number) or (other_runs and key[0] != run_id):
+                del self._rounds[key]
+
+    def held_rounds(self, run_id: int) -> list[int]:
+        """The rounds of `run_id` whose secrets this site holds now (for tests and logs)."""
+        return sorted(number for run, number in self._rounds if run == run_id)
 
     # -- upload and apply ------------------------------------------------------------------
 
@@ -308,6 +400,7 @@ class SecureSite:
             directory=directory,
         )
         self._uploaded.add((run_id, info.round_no))
+        self._latest[run_id] = max(self._latest.get(run_id, 0), info.round_no)
         return prepared.message.to_bytes(), int(prepared.n_clipped)
 
     def decrypt_mean(self, run_id: int, fields: Mapping[str, Any], payload: bytes) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from fedseal.cli_args import Command, add_max_colluding
+from fedseal.cli_args import Command, add_key_rounds, add_max_colluding
 from fedseal.cli_support import ExitCode, UserError
 from fedseal.contract.regime import REGIMES
 from fedseal.contract.run_plan import AdapterKind
@@ -25,6 +25,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="aggregation protocol (default he+ss; never silently weakened)",
     )
     add_max_colluding(parser)
+    add_key_rounds(parser)
     parser.add_argument(
         "--adapter",
         choices=tuple(a.value for a in AdapterKind),
@@ -157,6 +158,7 @@ def _run(args: argparse.Namespace) -> int:
             resume_run=resume_run,
         )
         run_config["max-colluding"] = args.max_colluding
+        run_config["key-rounds"] = args.key_rounds
         try:
             launch = launch_run(registry, state, run_config, home, new=args.new or args.resume)
         except LaunchError as exc:

@@ -74,6 +74,8 @@ class RunContext:
     """The neighbour graph's degree; 0 lets the planner choose it."""
     max_colluding: int = -1
     """Colluding sites every round withstands (threshold k > (n + c) / 2); -1: (n - 1) // 2."""
+    key_rounds: int = 1
+    """he+ss: rounds whose keys one advertise and share stage make at once (a key batch)."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,11 @@ class AggregationProtocol(ABC):
     def apply_fields(self, round_number: int, contributors: list[str], sampled: list[str]) -> dict:
         """Extra fields the sites need to apply this round's aggregate (and to catch up on it)."""
         return {}
+
+    def round_sample(self, round_number: int) -> list[str] | None:
+        """The sampled set round `round_number` must have (the sites whose keys an earlier
+        stage made for it), or None to let the round loop sample."""
+        return None
 
     @abstractmethod
     def aggregate(

@@ -59,6 +59,11 @@ class EncryptedRound:
     def request(self) -> RoundRequest:
         return self.tracker.request
 
+    @property
+    def reachable(self) -> list[str]:
+        """The sampled sites connected now (a key batch's later round may have lost some)."""
+        return [s for s in self.sampled if s in self.request.nodes]
+
 
 class HeAggregation(AggregationProtocol):
     """`he`: BFV encryption without masks (every site holds the key that opens every upload)."""
@@ -170,9 +175,12 @@ class HeAggregation(AggregationProtocol):
     ) -> AggregationResult:
         assert self.params is not None and self.context is not None
         tracker = StageTracker(grid, request, self.limits)
-        sampled = sorted(s for s in request.sites if s in self.participants)
+        sampled = self._round_sites(request)
         for site in sorted(set(request.sites) - set(sampled)):
             tracker.fail(site, "holds no federation key for this run")
+        for site in request.sites:
+            if site in sampled and site not in request.nodes:
+                tracker.drop(site, "not connected")
         self._sampled = {request.round_number: sampled}
         try:
             info = recipe.RoundInfo(
@@ -187,10 +195,14 @@ class HeAggregation(AggregationProtocol):
         except InsufficientSurvivors as exc:
             return tracker.result(None, f"round aborted: {exc}")
 
+    def _round_sites(self, request: RoundRequest) -> list[str]:
+        """The round's sampled set as its `RoundInfo` names it: the requested participants."""
+        return sorted(s for s in request.sites if s in self.participants)
+
     def _round(self, round_: EncryptedRound) -> AggregationResult:
         """The round's stages: here only the upload, summed as the uploads arrive."""
-        configs = self._train_configs(round_, round_.sampled)
-        total, start_digest = self._uploads(round_, configs, round_.sampled)
+        configs = self._train_configs(round_, round_.reachable)
+        total, start_digest = self._uploads(round_, configs, round_.reachable)
         aggregate, _ = recipe.aggregator_unmask(round_.info, total)
         return self._finish(round_, aggregate, start_digest)
 
@@ -307,5 +319,8 @@ def _reply_limits(run: RunContext, params: ProtocolParams, n_sites: int) -> Repl
     )
     sealed = bfv.max_context_bytes(params.bfv) + 4096
     return ReplyLimits(
-        upload=upload, control=run.max_reply_bytes, keygen=n_sites * sealed + run.max_reply_bytes
+        upload=upload,
+        control=run.max_reply_bytes,
+        keygen=n_sites * sealed + run.max_reply_bytes,
+        keys=min(run.max_reply_bytes * max(run.key_rounds, 1), 2**32 - 1),
     )

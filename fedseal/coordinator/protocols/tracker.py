@@ -56,6 +56,11 @@ class StageTracker:
             )
         log.warning("round %d: site %s: %s", self.request.round_number, site, reason)
 
+    def drop(self, site: str, reason: str) -> None:
+        """Mark a site dropped before it uploaded (it never answered, or is not connected)."""
+        if site not in self.status:
+            self.status[site] = SiteContribution(site, ContributionStatus.DROPPED, error=reason)
+
     def declined(self, site: str, result: Mapping[str, Any]) -> None:
         self.status[site] = declined_contribution(site, result)
         log.warning(
