@@ -10,6 +10,7 @@ The first round of a run also caches each site's frozen-model features (the same
 mode), so the table gives the ratio over all rounds and over rounds 2 onwards.
 
     python bench/bench_federation.py                           # hospitals, plain and he+ss
+    python bench/bench_federation.py --modes plain he+ss he+ss@5   # and key batches of 5 rounds
     python bench/bench_federation.py --sites 10 --steps 5 --no-dp --no-baseline
 """
 
@@ -26,8 +27,12 @@ from pathlib import Path
 FL_DEMO = str(Path(sys.executable).with_name("fl-demo"))
 
 
-def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict:
+def run_mode(spec: str, args: argparse.Namespace, workdir: Path) -> dict:
+    """One fl-demo run; `spec` is a mode, or `he+ss@K` for he+ss with key batches of K rounds."""
+    mode, _, key_rounds = spec.partition("@")
     command = [FL_DEMO, "--mode", mode, "--scenario", args.scenario, "--seed", str(args.seed)]
+    if key_rounds:
+        command += ["--key-rounds", key_rounds]
     for flag in ("sites", "rounds", "steps"):
         if getattr(args, flag) is not None:
             command += [f"--{flag}", str(getattr(args, flag))]
@@ -41,7 +46,7 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict:
     wall = time.monotonic() - started
     print(done.stdout, file=sys.stderr)
     if done.returncode != 0:
-        raise SystemExit(f"fl-demo --mode {mode} failed:\n{done.stderr[-2000:]}")
+        raise SystemExit(f"fl-demo --mode {spec} failed:\n{done.stderr[-2000:]}")
     summary = json.loads((workdir / "summary.json").read_text())
     summary["wall_s"] = wall
     summary["command"] = " ".join(["fl-demo", *command[1:-2]])
@@ -80,7 +85,9 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes:
-            results[mode] = run_mode(mode, args, Path(tmp) / mode.replace("+", "-"))
+            results[mode] = run_mode(
+                mode, args, Path(tmp) / mode.replace("+", "-").replace("@", "-k")
+            )
 
     base = results.get("plain")
     first = next(iter(results.values()))

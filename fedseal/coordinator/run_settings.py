@@ -25,7 +25,7 @@ __all__ = [
 
 PROTOCOL_MODES = ("he+ss", "he", "plain")
 DEFAULT_MODE = "he+ss"
-DEFAULT_KEY_ROUNDS = 5
+DEFAULT_KEY_ROUNDS = 1
 """he+ss rounds keyed by one advertise and share stage (docs/protocol.md, "Key batches")."""
 
 

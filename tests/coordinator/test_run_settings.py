@@ -17,7 +17,7 @@ def config(**overrides):
 def test_defaults_are_valid_and_summary_hides_the_database() -> None:
     settings = RunSettings.from_run_config(config())
     assert settings.mode == "he+ss" and settings.rounds == 3
-    assert settings.key_rounds == 5 and settings.public_summary()["key_rounds"] == 5
+    assert settings.key_rounds == 1 and settings.public_summary()["key_rounds"] == 1
     assert "database" not in str(settings.public_summary())
 
 
