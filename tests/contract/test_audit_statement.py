@@ -139,9 +139,9 @@ def _document(**changes: Any) -> str:
     ],
 )
 def test_a_bad_file_is_one_clear_error(text: str, message: str) -> None:
-    with pytest.raises(AuditStatementError, match="^[^\n]*$") as raised:
+    with pytest.raises(AuditStatementError) as raised:
         SignedAuditStatement.from_json(text)
-    assert message in str(raised.value)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_unknown_and_missing_fields_are_named() -> None:
@@ -157,7 +157,7 @@ def test_audit_time_text_is_utc_to_the_second() -> None:
     assert audit_time_text(moment) == "2026-03-01T12:00:00+00:00"
     assert audit_time_text(datetime(2026, 3, 1, tzinfo=UTC)) == "2026-03-01T00:00:00+00:00"
     with pytest.raises(AuditStatementError):
-        audit_time_text(datetime(2026, 3, 1))  # noqa: DTZ001 - naive on purpose
+        audit_time_text(datetime(2026, 3, 1))  # naive
 
 
 def test_every_attack_privacy_names_is_a_contract_word() -> None:
