@@ -142,8 +142,8 @@ class PrivacyAuditStatement:
         _count(self.non_members, "non_members", 1)
         for name in ("auc", "auc_low", "auc_high"):
             object.__setattr__(self, name, _real(getattr(self, name), name, 0.0, 1.0))
-        if not self.auc_low <= self.auc <= self.auc_high:
-            raise AuditStatementError("the AUC must lie within its interval [auc_low, auc_high]")
+        if self.auc_low > self.auc_high:
+            raise AuditStatementError("the AUC's interval must have auc_low <= auc_high")
         object.__setattr__(
             self, "epsilon_lower", _real(self.epsilon_lower, "epsilon_lower", 0.0, math.inf)
         )

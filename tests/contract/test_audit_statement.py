@@ -124,7 +124,7 @@ def _document(**changes: Any) -> str:
         (_document(version=2), "version 2 is not 1"),
         (_document(attack="shadow-models"), "attack 'shadow-models' is not one"),
         (_document(auc=1.5), "auc must be in [0, 1]"),
-        (_document(auc=0.9), "within its interval"),
+        (_document(auc_low=0.9), "auc_low <= auc_high"),
         (_document(members=0), "members must be an integer of at least 1"),
         (_document(members=True), "members must be an integer"),
         (_document(applied_round="3"), "applied_round must be an integer"),
