@@ -2,7 +2,7 @@
 
 One module per job: `snapshot` reads the registry read-only as plain rows; `entries` lines them
 up as chain entries; `chain_check`, `site_check`, `epsilon_check` and `contribution_check` are
-the six checks of docs/ledger-format.md, which `verify` runs into a `VerifyResult` of
+the seven checks of docs/ledger-format.md, which `verify` runs into a `VerifyResult` of
 `findings`; `epsilon_table` lays out every entry's ε by both accountants for `verify`'s output;
 `report_data` turns that into the report's data, `render` and `chart` into HTML, JSON or CSV,
 `serve` into a read-only web page; `screenshot` drives headless Chromium over a
