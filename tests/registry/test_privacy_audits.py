@@ -5,7 +5,6 @@ for a model the run made; migration 0004 allows the new event word on every back
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +13,7 @@ from alembic import command
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from registry_signing import SiteSigner
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import IntegrityError
 
 from fedseal.contract import ledger_codec
 from fedseal.contract.audit_statement import (
@@ -191,9 +191,11 @@ def test_migration_0004_allows_the_word_and_downgrades_only_without_it(
     with engine.begin() as connection:
         command.upgrade(alembic_config(connection), "head")
     registry.record_privacy_audit(audit().sign(site_signer.keys("a").identity))
-    with pytest.raises(RuntimeError, match="chain entries are never deleted"):
-        with engine.begin() as connection:
-            command.downgrade(alembic_config(connection), "0003")
+    with (
+        pytest.raises(RuntimeError, match="chain entries are never deleted"),
+        engine.begin() as connection,
+    ):
+        command.downgrade(alembic_config(connection), "0003")
     with engine.connect() as connection:
         assert current_revision(connection) == "0004"
         actions = connection.execute(text("SELECT action FROM events")).scalars().all()
@@ -201,14 +203,12 @@ def test_migration_0004_allows_the_word_and_downgrades_only_without_it(
     # the constraint still guards the column after the round trip
     other = create_engine(registry_database_url)
     try:
-        with pytest.raises(Exception, match="(?i)check|constraint"):
-            with other.begin() as connection:
-                connection.execute(
-                    text(
-                        "UPDATE events SET action = 'no_such_word' WHERE id = "
-                        "(SELECT MAX(id) FROM events)"
-                    )
+        with pytest.raises(IntegrityError), other.begin() as connection:
+            connection.execute(
+                text(
+                    "UPDATE events SET action = 'no_such_word' WHERE id = "
+                    "(SELECT MAX(id) FROM events)"
                 )
+            )
     finally:
         other.dispose()
-    assert json.loads(json.dumps(registry.privacy_audits()[0].statement.fields()))
