@@ -1,8 +1,9 @@
 """Auditing the registry's tamper-evident privacy ledger: `fl-audit verify`, `report`, `serve`.
 
 One module per job: `snapshot` reads the registry read-only as plain rows; `entries` lines them
-up as chain entries; `chain_check`, `site_check`, `epsilon_check` and `contribution_check` are
-the six checks of docs/ledger-format.md, which `verify` runs into a `VerifyResult` of
+up as chain entries; `chain_check`, `site_check`, `epsilon_check`, `contribution_check` and
+`audit_check` (the sites' signed privacy audit statements) are the seven checks of
+docs/ledger-format.md, which `verify` runs into a `VerifyResult` of
 `findings`; `epsilon_table` lays out every entry's ε by both accountants for `verify`'s output;
 `report_data` turns that into the report's data, `render` and `chart` into HTML, JSON or CSV,
 `serve` into a read-only web page; `screenshot` drives headless Chromium over a

@@ -1,6 +1,6 @@
 """`fl-audit`: check a registry's tamper-evident privacy ledger, report on it, or serve the report.
 
-- `verify`: the six checks of docs/ledger-format.md; prints a summary, every entry's ε by its
+- `verify`: the seven checks of docs/ledger-format.md; prints a summary, every entry's ε by its
   own accountant and by dp-accounting's RDP and PLD, and one line per finding.
 - `report`: the same verification plus each site's ε against its budget, as HTML, JSON or CSV.
 - `serve`: the HTML report as a read-only web page, recomputed on every request.
@@ -118,8 +118,9 @@ def _verified(args: argparse.Namespace) -> tuple[Snapshot, VerifyResult]:
 
 
 def summary_lines(snapshot: Snapshot, result: VerifyResult) -> list[str]:
-    """What `verify` prints: the summary, every entry's ε by both accountants, one line per
-    check, then one line per finding."""
+    """What `verify` prints: the summary, every entry's ε by both accountants, every site's
+    empirical privacy audit, one line per check, then one line per finding."""
+    from .audit_check import audit_line
     from .epsilon_table import epsilon_lines
     from .findings import Check, KeySource
 
@@ -143,6 +144,7 @@ def summary_lines(snapshot: Snapshot, result: VerifyResult) -> list[str]:
         f"coordinator key: {result.key_fingerprint or 'none'} ({source})",
         f"chain head: {head} (note it: a later truncation shows only against it)",
         *epsilon_lines(snapshot.privacy, result),
+        *(audit_line(audit) for audit in result.audits),
     ]
     failed = result.failed_checks()
     for check in Check:
@@ -238,10 +240,12 @@ def _serve(args: argparse.Namespace) -> int:
 COMMANDS = (
     Command(
         name="verify",
-        help="run the six checks of docs/ledger-format.md",
+        help="run the seven checks of docs/ledger-format.md",
         description="Check the ledger chain, the sites' and the coordinator's signatures, every "
-        "ε, the budgets, the contributions and the enrolled keys. Prints a summary and one line "
-        "per failure naming the entry, the field, and what was expected and found.",
+        "ε, the budgets, the contributions, the enrolled keys and the sites' privacy audit "
+        "statements (an attack's ε lower bound above the site's recorded ε is a finding). "
+        "Prints a summary and one line per failure naming the entry, the field, and what was "
+        "expected and found.",
         add_arguments=_database_options,
         run=_verify,
     ),

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
 __all__ = [
+    "AuditVerdict",
     "Check",
+    "EmpiricalAudit",
     "EntryEpsilon",
     "Finding",
     "KeySource",
@@ -22,7 +24,7 @@ __all__ = [
 
 
 class Check(IntEnum):
-    """The six checks of docs/ledger-format.md, numbered as there."""
+    """The seven checks of docs/ledger-format.md, numbered as there."""
 
     CHAIN = 1
     SITE_SIGNATURES = 2
@@ -30,6 +32,7 @@ class Check(IntEnum):
     BUDGET = 4
     CONTRIBUTIONS = 5
     SITE_KEYS = 6
+    EMPIRICAL_AUDITS = 7
 
     @property
     def title(self) -> str:
@@ -43,6 +46,8 @@ _CHECK_TITLES = {
     Check.BUDGET: "budget: no cumulative epsilon above its budget",
     Check.CONTRIBUTIONS: "contributions: every contributed update has its charged entry",
     Check.SITE_KEYS: "site keys: the sites table matches the enrolments in the chain",
+    Check.EMPIRICAL_AUDITS: "empirical audits: every privacy audit statement names its run, "
+    "and no attack proves more epsilon than its site recorded",
 }
 
 
@@ -52,6 +57,31 @@ class KeySource(StrEnum):
     PINNED = "pinned"  # --coordinator-key: obtained out of band, the only trustworthy source
     CHAIN = "chain"  # the chain_started entry: proves consistency, not who wrote the chain
     NONE = "none"  # no usable key: no countersignature could be checked
+
+
+class AuditVerdict(StrEnum):
+    """What a site's privacy audit statement says about the ε its site recorded."""
+
+    CONSISTENT = "consistent"  # the attack's ε lower bound is at most the recorded ε
+    CONTRADICTED = "contradicted"  # the lower bound is above the recorded ε: a finding
+    NOT_COMPARABLE = "not comparable"  # no charged entry in the run, or a smaller δ than its
+    UNVERIFIED = "unverified"  # the statement is malformed or its signature does not verify
+
+
+@dataclass(frozen=True, slots=True)
+class EmpiricalAudit:
+    """One `privacy_audit` entry as the audit read it: the statement's figures as stored (None
+    when they do not parse), whether its site's valid key signed them, and the site's recorded
+    ε it was compared with (`recorded_entry` names that privacy entry)."""
+
+    entry: str
+    site: str | None
+    run_id: object
+    figures: Mapping[str, object] | None
+    signature_verified: bool
+    verdict: AuditVerdict
+    recorded_epsilon: float | None = None
+    recorded_entry: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +129,8 @@ class VerifyResult:
     key_source: KeySource
     head: tuple[int, str] | None = None
     recomputed: Mapping[int, EntryEpsilon] = field(default_factory=dict)
+    audits: tuple[EmpiricalAudit, ...] = ()
+    """The sites' privacy audit statements in chain order (check 7)."""
 
     @property
     def ok(self) -> bool:

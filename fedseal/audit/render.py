@@ -19,6 +19,7 @@ from typing import Any
 from fedseal.contract import ledger_codec
 from fedseal.privacy.membership import MembershipAudit
 
+from .audit_check import figures_text
 from .chart import epsilon_chart_png, png_data_uri
 
 __all__ = ["CSV_COLUMNS", "render_csv", "render_html", "render_json"]
@@ -105,7 +106,7 @@ def _verdict(report: Mapping[str, Any]) -> str:
     counts = verification["counts"]
     entries = counts.get("ledger_chain", 0)
     if verification["passed"]:
-        text = f"Verified: PASS. All six checks hold over {entries} chain entries."
+        text = f"Verified: PASS. All seven checks hold over {entries} chain entries."
         css = "pass"
     else:
         text = (
@@ -159,21 +160,26 @@ sentence."""
 
 def _empirical(result: Mapping[str, Any] | None) -> str:
     """A site's empirical audit result: a membership-inference attack's AUC and the ε lower
-    bound it proves, any other result as its key/value pairs, or none."""
+    bound it proves, with the chain entry it is and how it stands against the site's recorded
+    ε when it comes from the ledger; any other result as its key/value pairs, or none."""
     if not result:
         return "none"
     if all(isinstance(result.get(key), int | float | str) for key in _MEMBERSHIP_FIELDS):
-        r = {key: result[key] for key in _MEMBERSHIP_FIELDS}
         try:
-            return (
-                f"{_e(r['attack'])} attack, {_e(r['members'])} members and "
-                f"{_e(r['non_members'])} non-members: AUC {float(r['auc']):.3f} "
-                f"[{float(r['auc_low']):.3f}, {float(r['auc_high']):.3f}], "
-                f"ε ≥ {float(r['epsilon_lower']):.3f} "
-                f"({float(r['confidence']):.0%} confidence, δ = {float(r['delta']):g})"
-            )
+            text = _e(figures_text(result))
         except ValueError:
-            pass  # a field that is not a number: shown as it is, below
+            text = None  # a field that is not a number: shown as it is, below
+        if text is not None:
+            if "verdict_text" not in result:
+                return text
+            css = "ok" if result.get("verdict") == "consistent" else "bad"
+            if result.get("verdict") == "not comparable":
+                css = "meta"
+            return (
+                f"{text}; run {_e(result.get('run_id'))} round "
+                f"{_e(result.get('applied_round'))} ({_e(result.get('entry'))}): "
+                f'<span class="{css}">{_e(result["verdict_text"])}</span>'
+            )
     return "; ".join(f"{_e(key)}: {_e(value)}" for key, value in result.items())
 
 

@@ -15,9 +15,10 @@ from typing import Any
 
 from fedseal.privacy.status import PrivacyStatus
 
+from .audit_check import verdict_text
 from .entries import PRIVACY, name, resolve_entries
 from .epsilon_check import ledger_order
-from .findings import Check, VerifyResult
+from .findings import Check, EmpiricalAudit, VerifyResult
 from .snapshot import PrivacyRow, Snapshot
 
 __all__ = ["REPORT_FORMAT", "build_report", "plain"]
@@ -150,6 +151,22 @@ def _site(
     }
 
 
+def _audit(audit: EmpiricalAudit) -> dict[str, Any]:
+    """A privacy audit statement as the report shows it: its figures as stored, where it is,
+    whether its signature verified and how it stands against the site's recorded ε."""
+    return {
+        **dict(audit.figures or {}),
+        "entry": audit.entry,
+        "site": plain(audit.site),
+        "run_id": plain(audit.run_id),
+        "signature_verified": audit.signature_verified,
+        "verdict": str(audit.verdict),
+        "verdict_text": verdict_text(audit),
+        "recorded_epsilon": audit.recorded_epsilon,
+        "recorded_entry": audit.recorded_entry,
+    }
+
+
 def build_report(
     snapshot: Snapshot,
     result: VerifyResult,
@@ -160,11 +177,17 @@ def build_report(
     """The report's data: verification, runs, per-site spend, the global test score per round
     and every ledger entry.
 
-    `empirical_audits` maps a site's name to the result of an empirical privacy audit of it (a
-    membership-inference attack: what was run and what it measured, as plain key/value pairs);
-    a site without one shows none.
+    Each site shows its latest privacy audit statement on the chain (check 7: a
+    membership-inference attack's figures, its entry, whether it verified, and how it stands
+    against the site's recorded ε); `empirical_audits`, when given, maps a site's name to the
+    result to show instead (plain key/value pairs). A site without one shows none.
     """
-    audits = empirical_audits or {}
+    chained = [_audit(audit) for audit in result.audits]
+    audits: Mapping[str, Mapping[str, Any]] = (
+        {a["site"]: a for a in chained if isinstance(a["site"], str)}
+        if empirical_audits is None
+        else empirical_audits
+    )
     counted = {row.id for row in ledger_order(snapshot, resolve_entries(snapshot))}
     entries = [_entry(row, result) for row in snapshot.privacy]
     findings_per_entry: dict[str, int] = {}
@@ -210,4 +233,5 @@ def build_report(
         ],
         "sites": sites,
         "entries": entries,
+        "empirical_audits": chained,
     }

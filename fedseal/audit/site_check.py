@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +24,17 @@ from .findings import Check, Finding
 from .keys import fingerprint
 from .snapshot import EventRow, PrivacyRow, Snapshot
 
-__all__ = ["SiteKeyState", "check_site_keys", "check_site_signatures"]
+__all__ = [
+    "PRIVACY_AUDIT",
+    "SiteKeyState",
+    "check_site_keys",
+    "check_site_signatures",
+    "key_states_before",
+    "signature_problem",
+]
+
+PRIVACY_AUDIT = "privacy_audit"
+"""The event action of a site's privacy audit statement (`audit_check` checks it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +62,8 @@ def _key_fields(event: EventRow) -> tuple[bytes, bytes] | None:
 def _walk(
     entries: Sequence[ChainEntry],
 ) -> tuple[dict[int, SiteKeyState | None], dict[str, SiteKeyState], list[Finding]]:
-    """Each privacy entry's site key state just before it, the final states, and bad events."""
+    """Each privacy entry's and privacy audit event's site key state just before it, the final
+    states, and bad events."""
     states: dict[str, SiteKeyState] = {}
     before: dict[int, SiteKeyState | None] = {}
     findings: list[Finding] = []
@@ -60,6 +71,9 @@ def _walk(
         row = entry.row
         if isinstance(row, PrivacyRow) and entry.table == PRIVACY:
             before[entry.seq] = states.get(row.site) if row.site is not None else None
+            continue
+        if isinstance(row, EventRow) and row.action == PRIVACY_AUDIT:
+            before[entry.seq] = states.get(row.site) if isinstance(row.site, str) else None
             continue
         if not isinstance(row, EventRow) or row.action not in ("site_enrolled", "site_revoked"):
             continue
@@ -96,6 +110,12 @@ def _clip(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def key_states_before(entries: Sequence[ChainEntry]) -> dict[int, SiteKeyState | None]:
+    """The key state of the entry's site just before each privacy entry and privacy audit
+    event, by seq, as the chain's enrolments and revocations say."""
+    return _walk(entries)[0]
+
+
 def check_site_signatures(entries: Sequence[ChainEntry]) -> list[Finding]:
     """Check 2: every privacy entry is signed by the key its site held at that point."""
     before, _states, findings = _walk(entries)
@@ -117,24 +137,32 @@ def check_site_signatures(entries: Sequence[ChainEntry]) -> list[Finding]:
     return findings
 
 
-def _signature_problem(row: PrivacyRow, state: SiteKeyState | None) -> tuple[str, str] | None:
-    """What was expected and found when the entry is not signed by its site's valid key."""
-    expected = f"a signature by site {row.site}'s enrolled identity key"
+def signature_problem(
+    site: str, state: SiteKeyState | None, verifies: Callable[[bytes], bool]
+) -> tuple[str, str] | None:
+    """What was expected and found when an entry of `site` is not signed by the key the site
+    held at that point (`state`); `verifies` says whether a key verifies the entry's statement."""
+    expected = f"a signature by site {site}'s enrolled identity key"
     if state is None:
-        return expected, (
-            f"an entry of site {row.site}, which no site_enrolled event enrolled before it"
-        )
+        return expected, f"an entry of site {site}, which no site_enrolled event enrolled before it"
     if state.identity is None or state.revoked_at is not None:
         return expected, (
-            f"an entry of site {row.site} after its revocation ({name(EVENTS, state.revoked_at)})"
+            f"an entry of site {site} after its revocation ({name(EVENTS, state.revoked_at)})"
         )
-    if not _statement_verifies(row, state.identity):
+    if not verifies(state.identity):
         return (
             f"{expected} (key {fingerprint(state.identity)[:19]}, "
             f"{name(EVENTS, state.enrolled_at)}) over the entry's statement",
             "a signature that does not verify",
         )
     return None
+
+
+def _signature_problem(row: PrivacyRow, state: SiteKeyState | None) -> tuple[str, str] | None:
+    """What was expected and found when the entry is not signed by its site's valid key."""
+    return signature_problem(
+        str(row.site), state, lambda identity: _statement_verifies(row, identity)
+    )
 
 
 _NOT_SIGNED = {"created_at": datetime(2000, 1, 1, tzinfo=UTC), "site_signature": None}

@@ -1,4 +1,4 @@
-"""`verify`: the six checks of docs/ledger-format.md over one registry snapshot.
+"""`verify`: the seven checks of docs/ledger-format.md over one registry snapshot.
 
 Each check lives in its own module and returns findings; this module decides which coordinator
 key the countersignatures are checked against, runs the checks in order and gathers one
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from .audit_check import check_privacy_audits
 from .chain_check import check_chain
 from .contribution_check import check_contributions
 from .entries import EVENTS, ChainEntry, name, resolve_entries
@@ -35,6 +36,8 @@ def verify(snapshot: Snapshot, pinned_key: bytes | None = None) -> VerifyResult:
     findings += epsilon_findings
     findings += check_contributions(snapshot, ledger)
     findings += check_site_keys(snapshot, entries)
+    audit_findings, audits = check_privacy_audits(snapshot, entries, ledger)
+    findings += audit_findings
     last = snapshot.chain[-1] if snapshot.chain else None
     return VerifyResult(
         findings=tuple(sorted(findings, key=lambda f: f.check)),
@@ -50,6 +53,7 @@ def verify(snapshot: Snapshot, pinned_key: bytes | None = None) -> VerifyResult:
         key_source=source,
         head=None if last is None else (last.seq, last.entry_hash),
         recomputed=recomputed,
+        audits=tuple(audits),
     )
 
 

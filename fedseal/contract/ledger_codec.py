@@ -1,10 +1,13 @@
 """The bytes that sites sign, the coordinator chains and auditors recompute: one definition.
 
-Three things are encoded here, each with its own domain-separation prefix so a signature made for
+Four things are encoded here, each with its own domain-separation prefix so a signature made for
 one can never be replayed as another:
 
 - a site's **statement** for one round (`site_statement`): what the site says it spent of its
   privacy budget and which update it sent; signed with the site's Ed25519 identity key;
+- a site's **privacy audit statement** (`audit_statement`): the result of a membership-inference
+  attack it ran on a run's global model with its own records; signed with the same key, under
+  its own prefix (`fedseal.contract.audit_statement` is its typed form);
 - a **chain entry** (`entry_hash`): any ledger or events row, as the canonical JSON of its
   content, its position and the previous entry's hash, hashed with SHA-256;
 - the coordinator's **countersignature** (`countersign_payload`) over an entry's hash.
@@ -30,16 +33,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 __all__ = [
+    "AUDIT_STATEMENT_FIELDS",
     "GENESIS_HASH",
     "STATEMENT_FIELDS",
     "LedgerCodecError",
+    "audit_statement",
     "canonical_json",
     "countersign",
     "countersign_payload",
     "entry_hash",
+    "sign_audit_statement",
     "sign_statement",
     "site_statement",
     "update_digest",
+    "verify_audit_statement",
     "verify_countersignature",
     "verify_statement",
 ]
@@ -48,6 +55,7 @@ GENESIS_HASH = "0" * 64
 """The `prev_hash` of the first entry of a chain."""
 
 _STATEMENT_PREFIX = b"fedseal-ledger-statement/v1\n"
+_AUDIT_STATEMENT_PREFIX = b"fedseal-privacy-audit-statement/v1\n"
 _ENTRY_PREFIX = b"fedseal-chain-entry/v1\n"
 _COUNTERSIGN_PREFIX = b"fedseal-chain-countersign/v1\n"
 
@@ -69,6 +77,28 @@ STATEMENT_FIELDS = (
 )
 """What a site signs for a round: who, which run and round, the DP mechanism, ε this round and
 cumulative, the budget, and the SHA-256 of the update it sent ("" when it sent none)."""
+
+AUDIT_STATEMENT_FIELDS = (
+    "version",
+    "site",
+    "flower_run_id",
+    "applied_round",
+    "adapter_digest",
+    "attack",
+    "members",
+    "non_members",
+    "auc",
+    "auc_low",
+    "auc_high",
+    "epsilon_lower",
+    "confidence",
+    "delta",
+    "audited_at",
+)
+"""What a site signs for an empirical privacy audit: the statement's version, who, which run and
+which of its global models (the round whose aggregate it held and that adapter's digest), the
+attack, how many member and non-member records it used, the attack's AUC with its interval, the
+ε lower bound it proves at `confidence` for `delta`, and when (UTC, ISO 8601)."""
 
 
 class LedgerCodecError(ValueError):
@@ -108,10 +138,7 @@ def update_digest(payload: bytes) -> str:
 
 def site_statement(fields: Mapping[str, Any]) -> bytes:
     """The bytes a site signs for one round; `fields` must hold exactly `STATEMENT_FIELDS`."""
-    if set(fields) != set(STATEMENT_FIELDS):
-        missing = sorted(set(STATEMENT_FIELDS) - set(fields))
-        extra = sorted(set(fields) - set(STATEMENT_FIELDS))
-        raise LedgerCodecError(f"statement fields differ: missing {missing}, unexpected {extra}")
+    _exact(fields, STATEMENT_FIELDS, "statement")
     return _STATEMENT_PREFIX + canonical_json(dict(fields))
 
 
@@ -123,6 +150,34 @@ def verify_statement(public_key: bytes, fields: Mapping[str, Any], signature: by
     """True when `signature` is the holder of `public_key`'s signature over these fields."""
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, site_statement(fields))
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def _exact(fields: Mapping[str, Any], expected: tuple[str, ...], what: str) -> None:
+    if set(fields) != set(expected):
+        missing = sorted(set(expected) - set(fields))
+        extra = sorted(set(fields) - set(expected))
+        raise LedgerCodecError(f"{what} fields differ: missing {missing}, unexpected {extra}")
+
+
+def audit_statement(fields: Mapping[str, Any]) -> bytes:
+    """The bytes a site signs for a privacy audit; `fields` must hold exactly
+    `AUDIT_STATEMENT_FIELDS`. Its prefix differs from every other, so no signature made for a
+    round's statement, a chain entry or a protocol message verifies as an audit statement."""
+    _exact(fields, AUDIT_STATEMENT_FIELDS, "audit statement")
+    return _AUDIT_STATEMENT_PREFIX + canonical_json(dict(fields))
+
+
+def sign_audit_statement(key: Ed25519PrivateKey, fields: Mapping[str, Any]) -> bytes:
+    return key.sign(audit_statement(fields))
+
+
+def verify_audit_statement(public_key: bytes, fields: Mapping[str, Any], signature: bytes) -> bool:
+    """True when `signature` is the holder of `public_key`'s signature over this audit."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, audit_statement(fields))
     except (InvalidSignature, ValueError, TypeError):
         return False
     return True

@@ -5,6 +5,7 @@ The ServerApp and the CLIs use :class:`Registry` only; open one with
 format, which auditors recompute with :func:`entry_content`, is docs/ledger-format.md.
 """
 
+from .audits import AuditRecorded, PrivacyAuditView
 from .chain import entry_content, entry_rows
 from .database import DEFAULT_DATABASE_ENV, open_registry, resolve_database_url, sqlite_url
 from .errors import (
@@ -33,6 +34,7 @@ from .views import ContributionView, EventView, PrivacyEntryView, RoundView, Run
 __all__ = [
     "DEFAULT_DATABASE_ENV",
     "Accountant",
+    "AuditRecorded",
     "ChainBusy",
     "ChainTable",
     "Clock",
@@ -41,6 +43,7 @@ __all__ = [
     "EventAction",
     "EventView",
     "LedgerKeyMissing",
+    "PrivacyAuditView",
     "PrivacyEntryView",
     "PrivacyStatus",
     "RecordConflict",

@@ -35,7 +35,7 @@ from .schema import Event, PrivacyEntry, Run, Site
 from .statuses import SiteStatus
 from .views import EventView, PrivacyEntryView, view_of
 
-__all__ = ["PrivacyLedgerMixin"]
+__all__ = ["PrivacyLedgerMixin", "enrolled_identity_key"]
 
 
 class PrivacyLedgerMixin(RegistryCore):
@@ -101,7 +101,7 @@ class PrivacyLedgerMixin(RegistryCore):
             if run is None:
                 raise RecordNotFound(f"no run with id {run_id}")
             site_row = session.scalar(select(Site).where(Site.name == name))
-            identity = _identity_key(site_row, name)
+            identity = enrolled_identity_key(site_row, name)
             if run.flower_run_id is None:
                 raise StatementRefused(
                     f"run {run_id} has no Flower run id yet, so site {name}'s statement "
@@ -202,7 +202,7 @@ class PrivacyLedgerMixin(RegistryCore):
 _ENUMS = frozenset({"status", "accountant"})
 
 
-def _identity_key(site: Site | None, name: str) -> bytes:
+def enrolled_identity_key(site: Site | None, name: str) -> bytes:
     """The identity key the site signs with now, or :class:`StatementRefused`."""
     if site is None or site.public_key is None:
         raise StatementRefused(f"site {name} is not enrolled; its statements cannot be checked")

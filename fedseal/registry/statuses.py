@@ -73,3 +73,4 @@ class EventAction(StrEnum):
     RUN_STARTED = "run_started"
     RUN_FINISHED = "run_finished"
     BUDGET_CHANGED = "budget_changed"
+    PRIVACY_AUDIT = "privacy_audit"  # a site's signed privacy audit statement of a run

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedseal.client.site_keys import SiteKeys, create_site_keys
 from fedseal.contract import ledger_codec
+from fedseal.contract.audit_statement import AuditAttack, PrivacyAuditStatement
 from fedseal.privacy.accountant_kind import Accountant
 from fedseal.privacy.accounting import epsilon_of
 from fedseal.privacy.events import DpEvent
@@ -145,8 +146,50 @@ def play_round(
         registry.record_contribution(round_id, site, num_examples=600, **outcome)
     score = GLOBAL_SCORES[len(ledger.run_ids) - 1][number - 1]
     registry.finish_round(
-        round_id, status="completed", global_accuracy=score, global_auc=min(1.0, score + 0.12)
+        round_id,
+        status="completed",
+        global_digest=global_digest(run_id, number),
+        global_accuracy=score,
+        global_auc=min(1.0, score + 0.12),
     )
+
+
+def global_digest(run_id: int, number: int) -> str:
+    """The global adapter's digest after a round, as the sites agreed on it."""
+    return ledger_codec.update_digest(f"global adapter of run {run_id} round {number}".encode())
+
+
+def audit_statement(
+    ledger: Ledger, site: str = "hospital_a", *, run_index: int = 1, **overrides: Any
+) -> PrivacyAuditStatement:
+    """A site's privacy audit of a run's last global model (run 7001's round 3 by default): a
+    loss-threshold attack that did no better than chance."""
+    run_id = ledger.run_ids[run_index]
+    values: dict[str, Any] = {
+        "site": site,
+        "flower_run_id": str(7000 + run_index),
+        "applied_round": 3,
+        "adapter_digest": global_digest(run_id, 3),
+        "attack": AuditAttack.LOSS_THRESHOLD,
+        "members": 600,
+        "non_members": 600,
+        "auc": 0.512,
+        "auc_low": 0.48,
+        "auc_high": 0.545,
+        "epsilon_lower": 0.0,
+        "confidence": 0.95,
+        "delta": DELTA,
+        "audited_at": "2026-03-02T08:00:00+00:00",
+    }
+    values.update(overrides)
+    return PrivacyAuditStatement(**values)
+
+
+def attach_audit(ledger: Ledger, site: str = "hospital_a", **overrides: Any) -> int:
+    """The site signs `audit_statement(...)` and the registry appends it; returns its seq."""
+    signed = audit_statement(ledger, site, **overrides).sign(ledger.site_keys[site].identity)
+    with ledger.open() as registry:
+        return registry.record_privacy_audit(signed).seq
 
 
 def build_ledger(url: str, folder: Path) -> Ledger:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audit_ledger import Ledger
+from audit_ledger import Ledger, attach_audit
 from matplotlib import image
 
 from fedseal.audit.render import render_html
@@ -21,7 +21,6 @@ from fedseal.audit.report_data import build_report
 from fedseal.audit.screenshot import CHROMIUM, ChromiumError, capture, dump_dom
 from fedseal.audit.serve import make_page, make_server
 from fedseal.audit.verify import verify_database
-from fedseal.privacy.membership import MembershipAudit
 from fedseal.registry.engine import normalise_url
 
 
@@ -35,23 +34,9 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-MEMBERSHIP_INFERENCE = MembershipAudit(
-    attack="loss-threshold",
-    members=600,
-    non_members=600,
-    auc=0.512,
-    auc_low=0.48,
-    auc_high=0.545,
-    epsilon_lower=0.0,
-    delta=1e-5,
-    confidence=0.95,
-).as_fields()
-"""An empirical audit result for hospital_a, in the fields a site signs."""
-
-
 def _report_file(url: str, path: Path) -> Path:
     snapshot, result = verify_database(url)
-    report = build_report(snapshot, result, empirical_audits={"hospital_a": MEMBERSHIP_INFERENCE})
+    report = build_report(snapshot, result)
     path.write_text(render_html(report), encoding="utf-8")
     return path
 
@@ -76,13 +61,15 @@ def _shows_the_ledger(dom: str) -> None:
 
 
 def test_the_report_file_as_chromium_shows_it(sqlite_ledger: Ledger, tmp_path: Path) -> None:
+    seq = attach_audit(sqlite_ledger)  # hospital_a's signed membership-inference result
     report = _report_file(sqlite_ledger.url, tmp_path / "report.html")
     dom = dump_dom(report)
     _shows_the_ledger(dom)
     assert "Verified: PASS" in dom and "FAILED" not in dom
     assert (
-        "loss-threshold attack, 600 members and 600 non-members: AUC 0.512 [0.480, 0.545], "
-        "ε ≥ 0.000 (95% confidence, δ = 1e-05)"
+        "loss-threshold attack on 600 members and 600 non-members: AUC 0.512 [0.480, 0.545], "
+        f"ε ≥ 0.000 (95% confidence, δ = 1e-05); run 2 round 3 (events#{seq}): "
+        '<span class="ok">consistent with recorded ε 5.1717 (privacy_ledger#24)</span>'
     ) in dom
     assert dom.count("<td>none</td></tr>") == 3  # the sites without an empirical audit
     png = capture(report, tmp_path / "report.png")

@@ -119,7 +119,7 @@ def test_verify_passes_and_prints_the_summary(sqlite_ledger: Ledger, tmp_path: P
     assert "from the chain's chain_started entry, not pinned" in out
     assert "chain head: entry 28" in out
     checks = [line for line in out.splitlines() if line.startswith("check ")]
-    assert len(checks) == 6 and all(line.endswith(": pass") for line in checks)
+    assert len(checks) == 7 and all(line.endswith(": pass") for line in checks)
     assert out.rstrip().endswith("result: PASS, every check holds")
     table = _epsilon_table(out)
     assert set(table) == {f"privacy_ledger#{row_id}" for row_id in PRIVACY_IDS}
@@ -316,7 +316,7 @@ def test_json_report_holds_each_sites_spend(sqlite_ledger: Ledger, tmp_path: Pat
     report = json.loads(text)
     assert report["format"] == "fedseal-audit-report/1"
     assert report["verification"]["passed"] is True
-    assert [c["passed"] for c in report["verification"]["checks"]] == [True] * 6
+    assert [c["passed"] for c in report["verification"]["checks"]] == [True] * 7
     sites = {site["name"]: site for site in report["sites"]}
     assert set(sites) == {"hospital_a", "hospital_b", "hospital_c", "hospital_d"}
     b = sites["hospital_b"]

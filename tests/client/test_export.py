@@ -501,3 +501,62 @@ def test_audit_privacy_of_an_unknown_run_or_with_export_options_is_one_line(
     foreign = fl_client(*base, "--out", str(tmp_path / "x"), timeout=120)
     assert foreign.returncode == 2
     assert "--out belongs to the export command" in one_line_error(foreign)
+
+
+def test_audit_privacy_attach_signs_a_statement_the_ledger_takes_and_the_audit_shows(
+    head_run: Federation,
+) -> None:
+    """Site → coordinator → auditor: the signed file, `fl-coordinator attach-statement`, and
+    `fl-audit verify` showing the result against the site's recorded ε."""
+    from fedseal.client.site_keys import load_site_keys
+    from fedseal.contract.audit_statement import SignedAuditStatement
+
+    site = SITES[0]
+    config = head_run.config(site)
+    result = fl_client(
+        "--site", site, "--config", str(head_run.config_path(site)), "audit-privacy",
+        "--run", str(head_run.flower_run_id), "--attach",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    path = config.site.state_dir / "audits" / f"{head_run.flower_run_id}.json"
+    assert json.loads(result.stdout.strip().splitlines()[-1])["statement"] == str(path)
+    assert f"fl-coordinator attach-statement {path}" in result.stderr
+    signed = SignedAuditStatement.from_json(path.read_text(encoding="utf-8"))
+    statement = signed.statement
+    assert signed.verify(load_site_keys(site, config.site.state_dir).public().identity)
+    assert (statement.site, statement.flower_run_id) == (site, str(head_run.flower_run_id))
+    assert (statement.applied_round, statement.adapter_digest) == (2, _final_digest(head_run))
+    assert str(statement.attack) == "loss-threshold" and statement.members > 0
+
+    database = f"sqlite:///{head_run.root / 'registry.db'}"
+    bin_dir = Path(sys.executable).parent
+    attach = subprocess.run(
+        [str(bin_dir / "fl-coordinator"), "attach-statement", str(path), "--database", database,
+         "--state", str(head_run.root / "coordinator")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert attach.returncode == 0, attach.stderr
+    assert (
+        f"attached site {site}'s privacy audit of run {head_run.registry_run_id}" in attach.stdout
+    )
+    audit = subprocess.run(
+        [str(bin_dir / "fl-audit"), "verify", "--database", database],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    lines = audit.stdout.splitlines()
+    shown = [line for line in lines if line.startswith("empirical audit events#")]
+    assert len(shown) == 1 and f"site {site}, run {head_run.registry_run_id} round 2" in shown[0]
+    assert "consistent with recorded ε" in shown[0] or "not comparable" in shown[0], shown
+    assert any(line.startswith("check 7 ") and line.endswith(": pass") for line in lines), lines
+
+
+def test_audit_privacy_statement_goes_with_attach(tmp_path: Path) -> None:
+    config = _site_with_runs(tmp_path, {"7": (2, 2)})
+    result = fl_client(
+        "--site", SITES[0], "--config", str(config), "audit-privacy", "--statement", "x.json",
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--statement PATH goes with --attach" in one_line_error(result)
+    help_text = " ".join(fl_client("--help", timeout=60).stdout.split())
+    assert "--attach" in help_text and "fl-coordinator attach-statement FILE" in help_text

@@ -800,7 +800,7 @@ def test_migration_0003_keeps_legacy_rows_outside_the_chain(
         assert rounds.scalars().all() == [1, 2, 3, 4]
     upgrade_to_head(engine)
     with engine.connect() as connection:
-        assert current_revision(connection) == head_revision() == "0003"
+        assert current_revision(connection) == head_revision() == "0004"
 
 
 def test_migration_0003_columns(engine: Engine) -> None:

@@ -4,7 +4,8 @@ It validates the site's config and data before anything else, waits (visibly, fo
 for the coordinator, then runs a Flower SuperNode that carries the site's ClientApp. Every
 mistake a person can make ends in one line and a non-zero exit code. One command per module:
 `run` (join), `enroll` (keys), `trust` (pin the federation manifest), `export` (the run's
-global adapter as a PEFT adapter with its model card).
+global adapter as a PEFT adapter with its model card), `audit-privacy` (a membership-inference
+attack on the run's global model, optionally signed as a statement for the ledger).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, tuple[set[str], str]]]
             "Exit codes: 0 finished, 2 bad argument, config, data or export request, 3 "
             "coordinator unreachable, 4 the Flower SuperNode failed, 5 the federation refused "
             "this site (its SuperNode key is not enrolled, or was revoked), 130 interrupted. "
-            "Options marked (run), (trust) or (export) belong to that command only."
+            "Options marked (run), (trust), (export) or (audit-privacy) belong to that command "
+            "only."
         ),
     )
     parser.add_argument(

@@ -8,6 +8,8 @@
 - `manifest`: the federation manifest every site reviews and pins.
 - `start-run`: submit a run to the SuperLink and follow it in the registry; a run whose
   SuperLink or ServerApp died is continued from its last completed round.
+- `attach-statement`: a site's signed privacy audit statement (`fl-client audit-privacy
+  --attach`) checked against its enrolled key and appended to the ledger chain.
 - `status`: runs, rounds and each site's ε spent against its budget (reads only; no ledger key).
 
 The options several commands share live in `options`. Every mistake a person can fix ends in
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from fedseal.cli_args import command_parser, run_command
 from fedseal.cli_support import run_cli
 from fedseal.coordinator.cli import (
+    attach_statement,
     enroll,
     init_pki,
     manifest,
@@ -42,6 +45,7 @@ COMMANDS = (
     revoke.COMMAND,
     manifest.COMMAND,
     start_run.COMMAND,
+    attach_statement.COMMAND,
     status.COMMAND,
 )
 """In the order `--help` lists them."""
