@@ -228,6 +228,8 @@ def test_the_registry_has_no_update_or_delete_path_for_the_ledger() -> None:
     ledger_methods = {n for n in public if any(word in n for word in words)}
     assert ledger_methods == {
         "record_privacy",
+        "record_privacy_audit",  # appends a signed site statement; never changes one
+        "privacy_audits",
         "privacy_ledger",
         "site_epsilon_spent",
         "exhausted_sites",
