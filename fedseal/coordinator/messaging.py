@@ -229,6 +229,7 @@ def _pull_replies(
     pending = dict.fromkeys(message_ids)  # an ordered set
     wait = polling.first_wait_s
     while pending:
+        started = polling.clock()
         arrived = False
         for batch in _batches(list(pending), polling.batch):
             for reply in grid.pull_messages(batch):
@@ -236,10 +237,23 @@ def _pull_replies(
                 arrived = True
                 yield reply
         left = deadline - polling.clock()
+        if pending and left <= 0 and started < deadline < polling.clock() - _LATE_PULL_S:
+            # The pull itself ran past the deadline: Flower waits out a reply whose sender
+            # died while pushing it (until its push session expires, minutes), and replies
+            # that arrived meanwhile were not asked for yet. One last pull takes those.
+            for batch in _batches(list(pending), polling.batch):
+                for reply in grid.pull_messages(batch):
+                    pending.pop(reply.metadata.reply_to_message_id, None)
+                    yield reply
+            return
         if not pending or left <= 0:
             return
         polling.sleep(min(wait, left))
         wait = polling.first_wait_s if arrived else min(2 * wait, polling.max_wait_s)
+
+
+_LATE_PULL_S = 1.0
+"""A pull that ended this long past the deadline is followed by one last pull."""
 
 
 def _batches(items: list[str], size: int) -> Iterable[list[str]]:
