@@ -1,9 +1,11 @@
 """The site's SuperNode process: Flower's SuperNode, running only fedseal's ClientApp, quickly.
 
-`python -m fedseal.client.supernode_main ARGS` is `flower-supernode ARGS` with three changes,
+`python -m fedseal.client.supernode_main ARGS` is `flower-supernode ARGS` with four changes,
 each to one named piece of Flower 1.41 (the app pin refuses any other Flower version):
 
 - the app pin (`app_pin.install_app_pin`): only fedseal's own app bundle is accepted;
+- quick object pulls (`fedseal.contract.object_pulls`): a message seen before all of it has
+  arrived is asked for again within milliseconds, not after Flower's 1 s backoff;
 - `process` isolation with fedseal's own executor (`warm_executor`): ClientApp processes are
   forked from one that already imported them, and no other task type is ever started;
 - quick polling while a run is active (`QuickPolling`): Flower's SuperNode asks the SuperLink
@@ -28,6 +30,11 @@ from types import ModuleType
 from typing import Any
 
 from fedseal.client.app_pin import AppPinError, install_app_pin
+from fedseal.contract.object_pulls import (
+    SUPERNODE_PULLS,
+    FlowerMismatch,
+    install_quick_object_pulls,
+)
 
 __all__ = ["QuickPolling", "install_quick_polling", "main", "runtime_api_port"]
 
@@ -44,9 +51,11 @@ class QuickPolling:
     Flower's loop sleeps `_IDLE_SLEEP_S` after an empty poll of the SuperLink and shorter waits
     (0.5 s) while the ClientApp works on a message. A short wait means the site is busy: it
     marks the site active and is cut to `reply_poll_s`. The idle wait is cut to
-    `busy_poll_s` for `busy_window_s` after the site was last active, since the next stage of
-    a round follows within seconds; after that it is Flower's own, so an idle site costs the
-    SuperLink what it did before.
+    `next_poll_s` for `next_window_s` after the site was last active (the next stage of a
+    round is pushed within about 0.1 s of the last site's reply, and a 0.2 s poll made every
+    stage wait for it), to `busy_poll_s` until `busy_window_s` (a site waiting for slower sites
+    to train), and after that it is Flower's own, so an idle site costs the SuperLink what it
+    did before.
     """
 
     def __init__(
@@ -55,10 +64,14 @@ class QuickPolling:
         reply_poll_s: float = 0.05,
         busy_window_s: float = 120.0,
         clock: Any = time,
+        next_poll_s: float = 0.04,
+        next_window_s: float = 1.0,
     ) -> None:
         self.busy_poll_s = busy_poll_s
         self.reply_poll_s = reply_poll_s
         self.busy_window_s = busy_window_s
+        self.next_poll_s = next_poll_s
+        self.next_window_s = next_window_s
         self._time = clock
         self._last_active = clock.monotonic()
 
@@ -70,6 +83,8 @@ class QuickPolling:
         if seconds < _IDLE_SLEEP_S:
             self._last_active = now
             self._time.sleep(min(seconds, self.reply_poll_s))
+        elif now - self._last_active < self.next_window_s:
+            self._time.sleep(min(seconds, self.next_poll_s))
         elif now - self._last_active < self.busy_window_s:
             self._time.sleep(min(seconds, self.busy_poll_s))
         else:
@@ -137,8 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         install_app_pin()
         install_quick_polling()
+        install_quick_object_pulls(SUPERNODE_PULLS)
         port = runtime_api_port(args)
-    except AppPinError as exc:
+    except (AppPinError, FlowerMismatch) as exc:
         print(f"fedseal supernode: {exc}", file=sys.stderr, flush=True)
         return 2
     from flwr.supernode.cli.flower_supernode import flower_supernode

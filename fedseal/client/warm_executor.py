@@ -63,6 +63,10 @@ def run_task(runtime_api_address: str, token: str, parent_pid: int) -> None:
     """One ClientApp run in this (forked) process: Flower's own runner, then exit."""
     from flwr.supernode.runtime.run_clientapp import run_clientapp
 
+    from fedseal.contract.object_pulls import CLIENTAPP_PULLS, install_quick_object_pulls
+
+    install_quick_object_pulls(CLIENTAPP_PULLS)  # the task may start before its message is whole
+
     run_clientapp(
         runtime_api_address=runtime_api_address,
         token=token,

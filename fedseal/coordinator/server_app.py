@@ -12,6 +12,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedseal.contract.object_pulls import COORDINATOR_PULLS, install_quick_object_pulls
 from fedseal.contract.wire import Key
 from fedseal.coordinator.protocols import RunContext, protocol_for_mode
 from fedseal.coordinator.resume import Resumption, plan_resume, record_recovered
@@ -37,6 +38,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    install_quick_object_pulls(COORDINATOR_PULLS)  # a reply pulled early is not a second late
     settings = RunSettings.from_run_config(context.run_config)
     ledger_key = load_ledger_key(Path(settings.coordinator_state))
     policy = RetryPolicy(settings.registry_retry_s)

@@ -88,7 +88,10 @@ def test_quick_polling_is_quick_only_while_the_site_is_busy() -> None:
     polling = QuickPolling(busy_poll_s=0.25, reply_poll_s=0.05, busy_window_s=10.0, clock=clock)
     polling.sleep(0.5)  # waiting for a ClientApp's reply: the site is busy
     assert clock.slept == [0.05]
-    polling.sleep(3.0)  # the next stage follows soon: ask the SuperLink quickly
+    polling.sleep(3.0)  # the reply just went: the next stage is pushed within a moment
+    assert clock.slept[-1] == polling.next_poll_s
+    clock.now += polling.next_window_s  # other sites still at work: ask quickly, not as quickly
+    polling.sleep(3.0)
     assert clock.slept[-1] == 0.25
     clock.now += 20.0  # quiet for longer than the window: Flower's own interval again
     polling.sleep(3.0)
