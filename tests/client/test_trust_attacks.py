@@ -148,6 +148,40 @@ def test_3_a_round_of_invented_sites_is_refused(federation) -> None:
         sites["hospital_a"].advertise(RUN, sybils)
 
 
+def _keyed_upload_fields(sites: dict[str, SecureSite], fields: dict[str, Any]) -> dict[str, Any]:
+    """Round 1 advertised and shared by every site: hospital_a's train message fields."""
+    sampled = list(NAMES)
+    round_fields = _round_fields(fields, sampled)
+    adverts = {n: sites[n].advertise(RUN, round_fields)[Key.SIGNED] for n in NAMES}
+    relayed = {**round_fields, Key.RELAYED: list(adverts.values())}
+    shares = {n: sites[n].share(RUN, relayed)[Key.SIGNED_LIST] for n in NAMES}
+    info = recipe.RoundInfo(str(RUN), 1, _params(), tuple(sampled))
+    book = recipe.collect_envelopes(
+        info,
+        {n: [Signed.from_bytes(e) for e in shares[n]] for n in NAMES},
+        adverts={n: Signed.from_bytes(a) for n, a in adverts.items()},
+        directory=sites["hospital_a"].identity_directory(),
+    )
+    return {**round_fields, Key.RELAYED: [e.to_bytes() for e in book.for_recipient("hospital_a")]}
+
+
+def test_an_update_beyond_the_clip_is_counted_and_the_operator_told(
+    federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    import numpy as np
+
+    _keys, sites, fields, _manifest, _tmp = federation
+    _ceremony(sites, fields)
+    delta = np.full(16, 0.01, dtype=np.float32)
+    delta[:2] = [3.0, -2.0]  # the plan's clip is 1 per coordinate
+    with caplog.at_level(logging.WARNING, logger="fedseal.client"):
+        upload, clipped = sites["hospital_a"].prepare_upload(
+            RUN, _keyed_upload_fields(sites, fields), delta, 5
+        )
+    assert upload and clipped == 2
+    assert "2 of 16 adapter coordinates moved by more than the run's update clip 1" in caplog.text
+
+
 def test_4_one_upload_per_round_even_without_dp(federation) -> None:
     import numpy as np
 

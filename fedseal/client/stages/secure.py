@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +42,8 @@ from fedseal.secure_agg.messages import AggregateMessage, Signed
 from fedseal.secure_agg.params import MAX_SITES, Mode, ProtocolParams, params_from_json
 
 __all__ = ["SecureSite", "round_info_from_fields"]
+
+log = logging.getLogger("fedseal.client")
 
 
 def _params(fields: Mapping[str, Any]) -> ProtocolParams:
@@ -401,6 +404,15 @@ class SecureSite:
         )
         self._uploaded.add((run_id, info.round_no))
         self._latest[run_id] = max(self._latest.get(run_id, 0), info.round_no)
+        if prepared.n_clipped:  # the aggregate holds these at the bound, not as trained
+            log.warning(
+                "round %d: %d of %d adapter coordinates moved by more than the run's update "
+                "clip %g and were clipped to it: the run's --clip is too tight for its training",
+                info.round_no,
+                prepared.n_clipped,
+                delta.size,
+                info.params.clip,
+            )
         return prepared.message.to_bytes(), int(prepared.n_clipped)
 
     def decrypt_mean(self, run_id: int, fields: Mapping[str, Any], payload: bytes) -> np.ndarray:
