@@ -244,20 +244,15 @@ def _pull_replies(
     while pending:
         started = polling.clock()
         arrived = False
-        for batch in _batches(list(pending), polling.batch):
-            for reply in grid.pull_messages(batch):
-                pending.pop(reply.metadata.reply_to_message_id, None)
-                arrived = True
-                yield reply
+        for reply in _pull_pending(grid, pending, polling.batch):
+            arrived = True
+            yield reply
         left = deadline - polling.clock()
         if pending and left <= 0 and started < deadline < polling.clock() - _LATE_PULL_S:
             # The pull itself ran past the deadline: Flower waits out a reply whose sender
             # died while pushing it (until its push session expires, minutes), and replies
             # that arrived meanwhile were not asked for yet. One last pull takes those.
-            for batch in _batches(list(pending), polling.batch):
-                for reply in grid.pull_messages(batch):
-                    pending.pop(reply.metadata.reply_to_message_id, None)
-                    yield reply
+            yield from _pull_pending(grid, pending, polling.batch)
             return
         if not pending or left <= 0:
             return
@@ -269,6 +264,14 @@ def _pull_replies(
 
 _LATE_PULL_S = 1.0
 """A pull that ended this long past the deadline is followed by one last pull."""
+
+
+def _pull_pending(grid: Grid, pending: dict[str, None], size: int) -> Iterator[Message]:
+    """One pull of every pending id, `size` ids a request; each reply leaves `pending`."""
+    for batch in _batches(list(pending), size):
+        for reply in grid.pull_messages(batch):
+            pending.pop(reply.metadata.reply_to_message_id, None)
+            yield reply
 
 
 def _batches(items: list[str], size: int) -> Iterable[list[str]]:

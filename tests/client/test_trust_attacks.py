@@ -187,22 +187,9 @@ def test_4_one_upload_per_round_even_without_dp(federation) -> None:
 
     _keys, sites, fields, _manifest, _tmp = federation
     _ceremony(sites, fields)
-    sampled = list(NAMES)
-    round_fields = _round_fields(fields, sampled)
-    adverts = {n: sites[n].advertise(RUN, round_fields)[Key.SIGNED] for n in NAMES}
+    upload_fields = _keyed_upload_fields(sites, fields)
     with pytest.raises(TrustRefusal, match="advertised before"):
-        sites["hospital_a"].advertise(RUN, round_fields)  # fresh secrets for the same round
-    relayed = {**round_fields, Key.RELAYED: list(adverts.values())}
-    shares = {n: sites[n].share(RUN, relayed)[Key.SIGNED_LIST] for n in NAMES}
-    info = recipe.RoundInfo(str(RUN), 1, _params(), tuple(sampled))
-    book = recipe.collect_envelopes(
-        info,
-        {n: [Signed.from_bytes(e) for e in shares[n]] for n in NAMES},
-        adverts={n: Signed.from_bytes(a) for n, a in adverts.items()},
-        directory=sites["hospital_a"].identity_directory(),
-    )
-    inbox = [e.to_bytes() for e in book.for_recipient("hospital_a")]
-    upload_fields = {**round_fields, Key.RELAYED: inbox}
+        sites["hospital_a"].advertise(RUN, _round_fields(fields, list(NAMES)))  # fresh secrets
     delta = np.full(16, 0.01, dtype=np.float32)
     first, _ = sites["hospital_a"].prepare_upload(RUN, upload_fields, delta, 5)
     assert first

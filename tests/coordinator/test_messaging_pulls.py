@@ -1,6 +1,8 @@
-"""How often the coordinator asks the SuperLink for a stage's replies (coordinator.messaging):
+"""How the coordinator pulls a stage's replies from the SuperLink (coordinator.messaging):
 quickly while a stage is young, since key and signature stages end within a second, then
-backing off, so a long training stage at many sites stays cheap."""
+backing off, so a long training stage at many sites stays cheap; and a reply whose sender died
+while pushing it, which stalls Flower's pull for minutes, does not cost the replies that
+arrived meanwhile."""
 
 from __future__ import annotations
 
@@ -78,3 +80,49 @@ def test_the_quick_wait_grows_with_the_number_of_pending_batches() -> None:
 def test_a_negative_quick_phase_is_refused() -> None:
     with pytest.raises(ValueError, match="quick_s"):
         Polling(quick_s=-1.0)
+
+
+@dataclass
+class StallingGrid:
+    """Replies to a, then a pull that waits out the dead site's half-pushed reply (180 s)."""
+
+    clock: Clock
+    pulls: list[list[str]] = field(default_factory=list)
+
+    def pull_messages(self, ids: list[str]) -> list[SimpleNamespace]:
+        self.pulls.append(list(ids))
+        if len(self.pulls) == 1:
+            return [_reply("a")]
+        if len(self.pulls) == 2:
+            self.clock.now += 180.0  # Flower retries the missing objects until the session ends
+            return [_reply("dead")]  # its error reply; b's came in while this pull waited
+        return [_reply(i) for i in ids if i == "b"]
+
+
+def _reply(to: str) -> SimpleNamespace:
+    return SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=to))
+
+
+def test_replies_that_arrived_while_a_pull_stalled_are_still_taken() -> None:
+    clock = Clock()
+    polling = Polling(clock=clock, sleep=clock.sleep)
+    grid = StallingGrid(clock)
+    replies = messaging._pull_replies(grid, ["a", "dead", "b"], 60.0, polling)  # type: ignore[arg-type]
+    assert [r.metadata.reply_to_message_id for r in replies] == ["a", "dead", "b"]
+    assert grid.pulls[-1] == ["b"]
+
+
+def test_no_extra_pull_when_the_deadline_passes_while_waiting() -> None:
+    clock = Clock()
+    polling = Polling(clock=clock, sleep=clock.sleep)
+
+    class Silent:
+        calls = 0
+
+        def pull_messages(self, ids: list[str]) -> list[SimpleNamespace]:
+            Silent.calls += 1
+            return []
+
+    assert list(messaging._pull_replies(Silent(), ["x"], 1.0, polling)) == []  # type: ignore[arg-type]
+    pulls_at_deadline = Silent.calls
+    assert clock.now >= 1.0 and pulls_at_deadline >= 2
