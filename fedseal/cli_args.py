@@ -66,17 +66,17 @@ def add_max_colluding(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_key_rounds(parser: argparse.ArgumentParser) -> None:
-    """`--key-rounds K` of a run (default 1: every he+ss round keyed on its own)."""
+def add_key_rounds(parser: argparse.ArgumentParser, default: int) -> None:
+    """`--key-rounds K` of a run (`default`: `fedseal.contract.limits.DEFAULT_KEY_ROUNDS`)."""
     parser.add_argument(
         "--key-rounds",
         type=int,
-        default=1,
+        default=default,
         metavar="K",
         help="he+ss: rounds whose keys one advertise and one share stage make at once, fresh "
-        "and bound to their own round (a key batch, 1 to 64; default 1: every round keyed on "
-        "its own). The batch's later rounds send each site 4 messages instead of 6; every "
-        "round of a batch samples the batch's sites, a site that connects later joins the next "
-        "batch, and a site that restarts mid-batch sits out the batch's remaining rounds. "
-        "Ignored in he and plain",
+        f"and bound to their own round (a key batch, 1 to 64; default {default}; 1 "
+        "keys every round on its own). The batch's later rounds skip both stages; every round "
+        "of a batch samples the batch's sites, a site that connects later joins the next "
+        "batch, and a site that restarts mid-batch has the batch's remaining rounds keyed "
+        "anew. Ignored in he and plain",
     )

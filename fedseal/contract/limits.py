@@ -20,6 +20,7 @@ from fedseal.contract.wire import MessageType
 
 __all__ = [
     "DEFAULT_CONTROL_BYTES",
+    "DEFAULT_KEY_ROUNDS",
     "DEFAULT_SITE_MESSAGE_BYTES",
     "MAX_KEY_ROUNDS",
     "MessageTooLarge",
@@ -41,6 +42,9 @@ gets one per missed round to catch up) and the sealed federation key."""
 MAX_KEY_ROUNDS = 64
 """Most rounds one key batch may key at once (an advertise or share stage listing its rounds;
 docs/protocol.md, "Key batches"): its messages are at most this many times a round's."""
+DEFAULT_KEY_ROUNDS = 8
+"""Rounds a run's key batch keys unless the run says otherwise: the batch's later rounds skip
+the advertise and share stages, and a site that restarts mid-batch has the rest keyed anew."""
 _KEY_STAGES = frozenset({MessageType.ADVERTISE, MessageType.SHARE})
 _SLACK = 64 * 1024  # statements, digests, names and framing around a payload
 _SCALAR_BYTES = 8

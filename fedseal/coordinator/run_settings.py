@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedseal.contract.limits import DEFAULT_CONTROL_BYTES, MAX_KEY_ROUNDS
+from fedseal.contract.limits import DEFAULT_CONTROL_BYTES, DEFAULT_KEY_ROUNDS, MAX_KEY_ROUNDS
 from fedseal.contract.run_plan import RunPlan
 from fedseal.coordinator.errors import CoordinatorError
 from fedseal.secure_agg.params import MAX_SITES, SPARSE_ABOVE
@@ -25,8 +25,6 @@ __all__ = [
 
 PROTOCOL_MODES = ("he+ss", "he", "plain")
 DEFAULT_MODE = "he+ss"
-DEFAULT_KEY_ROUNDS = 1
-"""he+ss rounds keyed by one advertise and share stage (docs/protocol.md, "Key batches")."""
 
 
 class RunSettingsError(CoordinatorError, ValueError):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from fedseal.cli_args import add_key_rounds, add_max_colluding
 from fedseal.cli_support import UserError, run_cli
 from fedseal.client.dp.settings import DEFAULT_MAX_GRAD_NORM, MAX_NOISE_MULTIPLIER
+from fedseal.contract.limits import DEFAULT_KEY_ROUNDS
 from fedseal.contract.regime import REGIMES, Regime
 from fedseal.contract.run_plan import AdapterKind
 from fedseal.privacy.accountant_kind import Accountant
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"exactly; larger ones are clipped and counted ({_per_adapter('clip')})",
     )
     add_max_colluding(parser)
-    add_key_rounds(parser)
+    add_key_rounds(parser, DEFAULT_KEY_ROUNDS)
     parser.add_argument(
         "--sites",
         type=int,

@@ -188,11 +188,11 @@ def test_4_one_upload_per_round_even_without_dp(federation) -> None:
     _keys, sites, fields, _manifest, _tmp = federation
     _ceremony(sites, fields)
     upload_fields = _keyed_upload_fields(sites, fields)
-    with pytest.raises(TrustRefusal, match="advertised before"):
-        sites["hospital_a"].advertise(RUN, _round_fields(fields, list(NAMES)))  # fresh secrets
     delta = np.full(16, 0.01, dtype=np.float32)
     first, _ = sites["hospital_a"].prepare_upload(RUN, upload_fields, delta, 5)
     assert first
+    with pytest.raises(TrustRefusal, match="used before"):  # fresh secrets for a second upload
+        sites["hospital_a"].advertise(RUN, _round_fields(fields, list(NAMES)))
     with pytest.raises(TrustRefusal, match="uploaded before"):
         sites["hospital_a"].prepare_upload(RUN, upload_fields, delta * 0, 5)
 

@@ -121,12 +121,15 @@ class ProtocolGrid:
             else:
                 upload, _ = secure.prepare_upload(self.run_id, fields, delta, weight)
             self.upload_sizes.append(len(upload))
-            return {
+            reply = {
                 Key.ROUND: fields[Key.ROUND],
                 Key.START_DIGEST: "d0",
                 Key.UPDATE: upload,
                 Key.NUM_EXAMPLES: weight,
             }
+            if self.mode == "he+ss" and secure.unanimous(self.run_id, fields):
+                reply[Key.UNANIMOUS] = True  # as the site's train stage says it
+            return reply
         return getattr(secure, kind.split(".")[-1])(self.run_id, fields)
 
 
@@ -157,11 +160,13 @@ def protocol_federation(
     neighbours: int = 0,
     key_rounds: int = 1,
     grid_class: type[ProtocolGrid] | None = None,
+    max_colluding: int = 0,
 ) -> tuple[ProtocolGrid, AggregationProtocol]:
     """Sites `names` with fresh keys, and the coordinator's protocol for `mode` after its run
     start (the key ceremony in the he modes); `sparse_above` and `neighbours` as the run
     settings of those names, `key_rounds` the he+ss key batch's rounds; `grid_class` a
-    `ProtocolGrid` that injects faults."""
+    `ProtocolGrid` that injects faults; `max_colluding` what the run plans for (the sites pin
+    a manifest allowing none)."""
     sites: dict[str, SecureSite] = {}
     bundles = {}
     all_keys = {name: create_site_keys(name, tmp / name)[0] for name in names}
@@ -187,7 +192,7 @@ def protocol_federation(
             timeout_s=5.0,
             sparse_above=sparse_above,
             neighbours=neighbours,
-            max_colluding=0,
+            max_colluding=max_colluding,
             key_rounds=key_rounds,
         ),
     )

@@ -2,9 +2,9 @@
 
 Real sites (`protocol_grid`: real keys, BFV, masks, Shamir, signatures; no model) and the real
 coordinator protocol, driven round by round. Attacks first: a coordinator that replays one
-round's adverts or envelopes in another round, keys a round twice, releases a round twice or
-lists rounds out of range is refused; then exactness with dropouts at every stage of a later
-round of a batch, and the message count.
+round's adverts or envelopes in another round, keys a round again after a site used it,
+releases a round twice or lists rounds out of range is refused; then exactness with dropouts at
+every stage of a later round of a batch, a restarted site keyed anew, and the message count.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 from flwr.app import Error, Message
 from protocol_grid import ProtocolGrid, protocol_federation
 
+from fedseal.client.stages.secure import SecureSite
 from fedseal.client.trust import TrustRefusal
 from fedseal.contract.message_fields import MessageFieldError
 from fedseal.contract.run_plan import RunPlan
@@ -183,9 +184,9 @@ def test_adverts_of_one_round_relayed_as_another_rounds_are_refused(tmp_path: Pa
     for site in NAMES:
         assert first.contributions[site].status is ContributionStatus.FAILED
         assert "share" in (first.contributions[site].error or "")
-    second = _run_round(grid, protocol, 2, rounds=3)  # no keys for it: it aborts, no re-keying
+    second = _run_round(grid, protocol, 2, rounds=3)  # no keys for it: keyed anew, swapped again
     assert second.payload is None
-    assert (2, MessageType.ADVERTISE) not in grid.pushed
+    assert (2, MessageType.ADVERTISE) in grid.pushed
     for secure in grid.sites.values():
         assert not secure._uploaded
 
@@ -209,19 +210,27 @@ def test_envelopes_of_one_round_relayed_in_the_next_are_refused(tmp_path: Path) 
         assert (RUN_ID, 2) not in secure._uploaded
 
 
-def test_a_round_is_keyed_once_whichever_batch_asks(tmp_path: Path) -> None:
+def test_a_round_used_is_never_keyed_again_and_an_unused_one_gets_fresh_secrets(
+    tmp_path: Path,
+) -> None:
+    """Attack: a coordinator keys a round again after a site uploaded in it, or keys a round
+    before one the site used; refused. A round keyed and not used is keyed anew (the batch of
+    a restarted site), its old secrets gone."""
     grid, protocol = _federation(tmp_path, key_rounds=3)
+    assert _run_round(grid, protocol, 1, rounds=3).payload is not None  # keys 1-3, uses 1
     site = grid.sites[NAMES[0]]
-    reply = site.advertise(RUN_ID, _fields(protocol, 1, **{Key.KEY_ROUNDS: [1, 2, 3]}))
-    assert len(reply[Key.SIGNED_LIST]) == 3 and Key.SIGNED not in reply
-    assert site.held_rounds(RUN_ID) == [1, 2, 3]
-    with pytest.raises(TrustRefusal, match=r"round 3 of run \d+ was advertised before"):
-        site.advertise(RUN_ID, _fields(protocol, 3, **{Key.KEY_ROUNDS: [3, 4]}))
-    with pytest.raises(TrustRefusal, match="advertised before"):
-        site.advertise(RUN_ID, _fields(protocol, 2))  # a single round, as without batches
-    with pytest.raises(TrustRefusal, match="not after round 3"):
+    assert site.held_rounds(RUN_ID) == [2, 3]
+    with pytest.raises(TrustRefusal, match=r"round 1 of run \d+ was used before"):
+        site.advertise(RUN_ID, _fields(protocol, 1, **{Key.KEY_ROUNDS: [1, 2]}))
+    with pytest.raises(TrustRefusal, match="not after round 1"):
         site.advertise(RUN_ID, _fields(protocol, 0, **{Key.KEY_ROUNDS: [0]}))
-    assert site.held_rounds(RUN_ID) == [1, 2, 3]  # nothing refused changed what it holds
+    old = site._rounds[(RUN_ID, 2)]
+    reply = site.advertise(RUN_ID, _fields(protocol, 2, **{Key.KEY_ROUNDS: [2, 3]}))
+    assert len(reply[Key.SIGNED_LIST]) == 2
+    assert site.held_rounds(RUN_ID) == [2, 3] and site._rounds[(RUN_ID, 2)] is not old
+    site._rounds[(RUN_ID, 2)].survivors = tuple(NAMES)  # as if it had signed round 2's survivor set
+    with pytest.raises(TrustRefusal, match=r"round 2 of run \d+ was used before"):
+        site.advertise(RUN_ID, _fields(protocol, 2, **{Key.KEY_ROUNDS: [2, 3]}))
 
 
 @pytest.mark.parametrize(
@@ -299,6 +308,27 @@ def test_a_batch_of_three_rounds_with_a_dropout_is_exact(tmp_path: Path, drop: s
         kinds = [kind for n, kind in grid.pushed if n == number]
         assert kinds[:1] == [MessageType.TRAIN], kinds
         assert MessageType.ADVERTISE not in kinds and MessageType.SHARE not in kinds
+
+
+def test_a_site_restarted_inside_a_batch_has_the_rest_of_the_batch_keyed_anew(
+    tmp_path: Path,
+) -> None:
+    """A restarted site lost its secrets of the batch's later rounds; it reconnects as a new
+    node, and the next round keys a new batch with every site instead of losing it."""
+    grid, protocol = _federation(tmp_path, key_rounds=3)
+    _assert_exact(grid, protocol, 1, _run_round(grid, protocol, 1, rounds=3))
+    restarted = NAMES[1]
+    old = grid.sites[restarted]
+    grid.sites[restarted] = SecureSite(old.keys, old._state_dir, old.trust)  # memory gone
+    grid.node_of[restarted] = 99
+    grid.site_of = {node: site for site, node in grid.node_of.items()}
+    for number in (2, 3):
+        result = _run_round(grid, protocol, number, rounds=3)
+        _assert_exact(grid, protocol, number, result)
+        assert result.contributors == NAMES
+    keyed = [n for n, kind in grid.pushed if kind == MessageType.ADVERTISE]
+    assert keyed == [1, 2]  # rounds 1-3, then rounds 2-3 again with the restarted site
+    assert grid.seen[(MessageType.ADVERTISE, 2, NAMES[0])][Key.KEY_ROUNDS] == [2, 3]
 
 
 def test_a_new_batch_starts_after_the_last_and_a_single_round_batch_is_todays(

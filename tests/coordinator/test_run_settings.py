@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fedseal.contract.limits import DEFAULT_KEY_ROUNDS
 from fedseal.coordinator.run_settings import RunSettings, RunSettingsError, default_run_config
 
 
@@ -17,7 +18,8 @@ def config(**overrides):
 def test_defaults_are_valid_and_summary_hides_the_database() -> None:
     settings = RunSettings.from_run_config(config())
     assert settings.mode == "he+ss" and settings.rounds == 3
-    assert settings.key_rounds == 1 and settings.public_summary()["key_rounds"] == 1
+    assert settings.key_rounds == DEFAULT_KEY_ROUNDS == 8
+    assert settings.public_summary()["key_rounds"] == DEFAULT_KEY_ROUNDS
     assert "database" not in str(settings.public_summary())
 
 

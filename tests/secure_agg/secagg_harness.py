@@ -140,10 +140,12 @@ class Federation:
         drops: dict[str, set[str]] | None = None,
         tamper: Callable[[str, str, object], object] | None = None,
         decrypt_as: str | None = None,
+        unanimous: bool = False,
     ) -> RoundOutcome:
         """One round; `drops[stage]` sites stop responding at that stage.
 
-        `tamper(stage, site, message)` may replace what a site sends at a stage.
+        `tamper(stage, site, message)` may replace what a site sends at a stage; `unanimous`
+        skips the consistency stage (`site_release_unanimous`, every site as a member).
         """
         drops = {k: set(v) for k, v in (drops or {}).items()}
         assert set(drops) <= set(DROP_STAGES)
@@ -208,7 +210,17 @@ class Federation:
             with contextlib.suppress(errors_.SecureAggError):
                 total.add(uploads[s])
         releases = []
-        if self.mode is Mode.HE_SS:
+        if self.mode is Mode.HE_SS and unanimous:
+            survivors = total.contributors
+            for s in alive("release"):
+                releases.append(
+                    tamper(
+                        "release",
+                        s,
+                        recipe.site_release_unanimous(states[s], survivors, members=self.ids),
+                    )
+                )
+        elif self.mode is Mode.HE_SS:
             survivors = total.contributors
             ack_msgs = [
                 tamper("ack", s, recipe.site_consistency(states[s], survivors))
@@ -237,6 +249,7 @@ class Federation:
             acks=acks,
             releases=releases,
             directory=self.directory if book else None,
+            unanimous=unanimous,
         )
         reader = decrypt_as or message.contributors[0]
         aggregate = recipe.site_decrypt_aggregate(info, message, cipher=self.ciphers[reader])

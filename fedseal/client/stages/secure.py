@@ -98,7 +98,7 @@ class SecureSite:
         self._ciphers: dict[int, bfv.SiteCipher] = {}
         self._rounds: dict[tuple[int, int], recipe.SiteRound] = {}  # keyed, not yet released
         self._uploaded: set[tuple[int, int]] = set()
-        self._latest: dict[int, int] = {}  # run -> latest round advertised or uploaded
+        self._used: dict[int, int] = {}  # run -> latest round uploaded, acknowledged or released
 
     # -- identity -------------------------------------------------------------------------
 
@@ -255,9 +255,12 @@ class SecureSite:
     def advertise(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Fresh round secrets for the message's round, or for each round of a key batch
         (`Key.KEY_ROUNDS`: consecutive rounds from the message's round, at most
-        `MAX_KEY_ROUNDS`), one signed advert per round. Once per (run, round): new secrets for
-        a round that already has some would let two uploads of one round be told apart; and
-        never for a round before one this site advertised or uploaded in the run."""
+        `MAX_KEY_ROUNDS`), one signed advert per round. A round keyed before and not used yet
+        (no upload, survivor set or release of this site in it) is keyed again with fresh
+        secrets, which replace the unused ones and the peers' shares held with them: a
+        restarted site lost its secrets of a key batch, so the batch's remaining rounds are
+        keyed anew (docs/protocol.md, "Key batches"). A round this site used, or one before it,
+        is never keyed again: its secrets served that round."""
         info = self._checked_round(run_id, fields)
         listed = _rounds_listed(fields)
         first = info.round_no
@@ -268,13 +271,21 @@ class SecureSite:
                 f"{MAX_KEY_ROUNDS}; the message lists {numbers[:8]}"
             )
         for number in numbers:
-            if (run_id, number) in self._rounds or (run_id, number) in self._uploaded:
-                raise self.trust.refuse(f"round {number} of run {run_id} was advertised before")
-        latest = self._latest.get(run_id)
-        if latest is not None and first <= latest:
+            held = self._rounds.get((run_id, number))
+            if (run_id, number) in self._uploaded or (
+                held is not None and (held.survivors is not None or held.released)
+            ):
+                raise self.trust.refuse(f"round {number} of run {run_id} was used before")
+        used = self._used.get(run_id)
+        if used is not None and first <= used:
             raise self.trust.refuse(
-                f"round {first} of run {run_id} is not after round {latest}, which this site "
-                "advertised or uploaded"
+                f"round {first} of run {run_id} is not after round {used}, which this site "
+                "uploaded in or released"
+            )
+        again = [n for n in numbers if (run_id, n) in self._rounds]
+        if again:
+            log.info(
+                "run %d: rounds %s keyed again: their unused secrets are replaced", run_id, again
             )
         self._forget(run_id, first, other_runs=True)
         me = self.identity()
@@ -287,7 +298,6 @@ class SecureSite:
             )
             self._rounds[(run_id, number)] = state
             messages.append(message.to_bytes())
-        self._latest[run_id] = numbers[-1]
         if listed is None:
             return {Key.SIGNED: messages[0]}
         return {Key.SIGNED_LIST: messages}
@@ -343,15 +353,31 @@ class SecureSite:
         self._checked_round(run_id, fields)
         state = self._round(run_id, fields)
         survivors = field_str_list(fields, Key.SURVIVORS, max_items=MAX_SITES)
-        return {Key.SIGNED: recipe.site_consistency(state, survivors).to_bytes()}
+        signed = recipe.site_consistency(state, survivors)
+        self._note_used(run_id, state.info.round_no)
+        return {Key.SIGNED: signed.to_bytes()}
 
     def release(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """The shares of the round's owners: after `k` acknowledgements of one U3, or, in a
+        unanimous round of this site's own manifest, for U3 = every member (no acks)."""
         self._checked_round(run_id, fields)
         state = self._round(run_id, fields)
-        acks = _signed_list(fields)
-        message = recipe.site_release_shares(state, acks, directory=self.identity_directory())
+        if Key.SURVIVORS in fields:
+            survivors = field_str_list(fields, Key.SURVIVORS, max_items=MAX_SITES)
+            members = list(self.trust.manifest.members)
+            message = recipe.site_release_unanimous(state, survivors, members=members)
+        else:
+            acks = _signed_list(fields)
+            message = recipe.site_release_shares(state, acks, directory=self.identity_directory())
         self._rounds.pop((run_id, state.info.round_no), None)  # nothing more to do with it
+        self._note_used(run_id, state.info.round_no)
         return {Key.SIGNED: message.to_bytes()}
+
+    def unanimous(self, run_id: int, fields: Mapping[str, Any]) -> bool:
+        """Whether this site would release the round's shares without a consistency stage:
+        its own pinned members number `k` (told to the coordinator in the train reply)."""
+        info = round_info_from_fields(run_id, fields)
+        return recipe.unanimous(info, list(self.trust.manifest.members))
 
     def _round(self, run_id: int, fields: Mapping[str, Any]) -> recipe.SiteRound:
         """The secrets of the message's round; those of earlier rounds of the run are
@@ -362,6 +388,10 @@ class SecureSite:
         if state is None:
             raise PermissionError(f"no key advertisement of this site for round {number}")
         return state
+
+    def _note_used(self, run_id: int, number: int) -> None:
+        """Round `number` served an upload, a survivor set or a release: never keyed again."""
+        self._used[run_id] = max(self._used.get(run_id, 0), number)
 
     def _forget(self, run_id: int, number: int, *, other_runs: bool = False) -> None:
         """Drop the secrets of the run's rounds before `number` (and of every other run)."""
@@ -403,7 +433,7 @@ class SecureSite:
             directory=directory,
         )
         self._uploaded.add((run_id, info.round_no))
-        self._latest[run_id] = max(self._latest.get(run_id, 0), info.round_no)
+        self._note_used(run_id, info.round_no)
         if prepared.n_clipped:  # the aggregate holds these at the bound, not as trained
             log.warning(
                 "round %d: %d of %d adapter coordinates moved by more than the run's update "

@@ -7,6 +7,7 @@ import argparse
 
 from fedseal.cli_args import Command, add_key_rounds, add_max_colluding
 from fedseal.cli_support import ExitCode, UserError
+from fedseal.contract.limits import DEFAULT_KEY_ROUNDS
 from fedseal.contract.regime import REGIMES
 from fedseal.contract.run_plan import AdapterKind
 from fedseal.coordinator.cli import options
@@ -25,7 +26,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="aggregation protocol (default he+ss; never silently weakened)",
     )
     add_max_colluding(parser)
-    add_key_rounds(parser)
+    add_key_rounds(parser, DEFAULT_KEY_ROUNDS)
     parser.add_argument(
         "--adapter",
         choices=tuple(a.value for a in AdapterKind),

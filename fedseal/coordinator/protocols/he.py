@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from flwr.serverapp import Grid
@@ -54,6 +54,8 @@ class EncryptedRound:
     tracker: StageTracker
     """Sends each stage and keeps who dropped, failed or contributed."""
     min_contributors: int
+    unanimous: set[str] = field(default_factory=set)
+    """Uploaders whose own manifest makes the round unanimous (`Key.UNANIMOUS`, he+ss)."""
 
     @property
     def request(self) -> RoundRequest:
@@ -256,6 +258,8 @@ class HeAggregation(AggregationProtocol):
         stream = tracker.stream(MessageType.TRAIN, configs)
         for reply in stream:
             sums.vote(str(reply.result.get(Key.START_DIGEST, "")))
+            if reply.result.get(Key.UNANIMOUS) is True:
+                round_.unanimous.add(reply.site)
             if Key.DECLINED in reply.result:  # its masks are removed like a dropped site's
                 tracker.declined(reply.site, reply.result)
                 continue

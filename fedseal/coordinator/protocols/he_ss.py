@@ -51,6 +51,7 @@ class SecureAggregation(HeAggregation):
         self.key_rounds = 1
         self._keyed: dict[int, tuple[str, ...]] = {}  # round -> its key batch's sampled set
         self._books: dict[int, recipe.ShareBook] = {}  # later rounds of the batch, by round
+        self._batch_nodes: dict[str, int] = {}  # each site's Flower node when the batch was keyed
 
     def prepare_run(self, grid: Grid, run: RunContext) -> None:
         if not 1 <= run.key_rounds <= MAX_KEY_ROUNDS:
@@ -88,8 +89,10 @@ class SecureAggregation(HeAggregation):
     def _book(self, round_: EncryptedRound) -> recipe.ShareBook:
         """The round's share book: kept from its key batch, or made by a new batch from here.
 
-        A round keyed before is never keyed again (its sites would refuse: one advertisement
-        per round); if its batch left it no book, it aborts."""
+        A new batch also starts here when the batch left this round no book (below `k` at its
+        advertise or share stage) or a site of the batch reconnected since (a restarted site
+        lost its secrets): no site has used this round's keys yet, so each accepts fresh ones
+        in place of the unused (docs/protocol.md, "Key batches")."""
         number = round_.info.round_no
         for old in [r for r in self._keyed if r < number]:
             self._keyed.pop(old)
@@ -98,11 +101,15 @@ class SecureAggregation(HeAggregation):
         if keyed is None:
             return self._key_batch(round_)
         book = self._books.pop(number, None)
-        if book is None or keyed != round_.info.sampled:
-            raise InsufficientSurvivors(
-                f"round {number}'s key batch gave it no keys of k={round_.info.params.threshold} "
-                "sites"
-            )
+        nodes = round_.request.nodes
+        moved = sorted(s for s in keyed if s in nodes and nodes[s] != self._batch_nodes.get(s))
+        if book is None or moved:
+            why = f"{', '.join(moved)} reconnected since" if moved else "it has no keys of k sites"
+            log.info("round %d: its key batch is keyed again from here (%s)", number, why)
+            for later in [r for r in self._keyed if r >= number]:
+                self._keyed.pop(later)
+                self._books.pop(later, None)
+            return self._key_batch(round_)
         log.info("round %d: keys from its key batch (%d sites shared)", number, len(book.senders))
         return book
 
@@ -147,6 +154,7 @@ class SecureAggregation(HeAggregation):
         stage = tracker.stage(MessageType.ADVERTISE, dict.fromkeys(round_.reachable, fields))
         if stage.replies:  # the sites that answered hold keys of every round of the batch now
             self._keyed.update(dict.fromkeys(rounds, round_.info.sampled))
+            self._batch_nodes = dict(round_.request.nodes)
         messages: dict[int, list[Signed]] = {r: [] for r in rounds}
         if not batch:
             messages[first] = tracker.signed(stage, Key.SIGNED)
@@ -249,6 +257,8 @@ class SecureAggregation(HeAggregation):
         info, fields, tracker = round_.info, round_.fields, round_.tracker
         directory = self._identity_directory()
         survivors = list(total.contributors)
+        if _unanimous(info, survivors, round_.unanimous):
+            return self._release_unanimous(round_, total, book, survivors)
         stage = tracker.stage(
             MessageType.CONSISTENCY,
             {s: {**fields, Key.SURVIVORS: json.dumps(survivors)} for s in survivors},
@@ -274,6 +284,48 @@ class SecureAggregation(HeAggregation):
         )
         tracker.reject(rejected, after_upload=True)
         return aggregate
+
+    def _release_unanimous(
+        self,
+        round_: EncryptedRound,
+        total: recipe.UploadSum,
+        book: recipe.ShareBook,
+        survivors: list[str],
+    ) -> AggregateMessage:
+        """The release stage alone, U3 in the message: every sampled site uploaded and each
+        said its own manifest leaves no dropout (k = its members), so no site could accept
+        another survivor set and the consistency stage would confirm nothing."""
+        info, tracker = round_.info, round_.tracker
+        log.info(
+            "round %d: unanimous (k = %d = every member): no consistency stage",
+            info.round_no,
+            info.params.threshold,
+        )
+        stage = tracker.stage(
+            MessageType.RELEASE,
+            {s: {**round_.fields, Key.SURVIVORS: json.dumps(survivors)} for s in survivors},
+            after_upload=True,
+        )
+        aggregate, rejected = recipe.aggregator_unmask(
+            info,
+            total,
+            book=book,
+            releases=tracker.signed(stage, Key.SIGNED),
+            directory=self._identity_directory(),
+            unanimous=True,
+        )
+        tracker.reject(rejected, after_upload=True)
+        return aggregate
+
+
+def _unanimous(info: recipe.RoundInfo, survivors: list[str], flagged: set[str]) -> bool:
+    """A round every sampled site uploaded in, `k` of them, all pairs masked, and each said
+    (`Key.UNANIMOUS`) its pinned members number `k`: the sites release without acks."""
+    return (
+        info.graph is None
+        and len(survivors) == len(info.sampled) == info.params.threshold
+        and set(survivors) <= flagged
+    )
 
 
 def _reject(tracker: StageTracker, number: int, first: int, rejected: dict[str, str]) -> None:

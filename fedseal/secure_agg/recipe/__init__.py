@@ -10,6 +10,10 @@ ciphertexts of SecAgg-masked vectors and needs the key stages first::
     site_advertise -> collect_adverts -> site_share_keys -> collect_envelopes
     -> (upload, sum) -> site_consistency -> collect_acks -> site_release_shares -> (unmask)
 
+or, in a round where no site may drop out (`unanimous`), without the consistency stage::
+
+    ... -> (upload, sum) -> site_release_unanimous -> (unmask)
+
 A function given inputs of another mode raises `ConfigurationError`: there is no silent fallback
 to a weaker mode. A bad message from one site raises a `SecureAggError` (or is listed in a
 ``rejected`` mapping) without disturbing what was already accepted, so the round goes on without it.
@@ -34,7 +38,7 @@ from .ceremony import (
     custodian_seal_federation_key,
     site_open_federation_key,
 )
-from .round import Directory, RoundInfo, SiteIdentity
+from .round import Directory, RoundInfo, SiteIdentity, unanimous
 from .site import (
     Aggregate,
     PreparedUpload,
@@ -44,6 +48,7 @@ from .site import (
     site_decrypt_aggregate,
     site_prepare_upload,
     site_release_shares,
+    site_release_unanimous,
     site_share_keys,
 )
 
@@ -71,5 +76,7 @@ __all__ = [
     "site_open_federation_key",
     "site_prepare_upload",
     "site_release_shares",
+    "site_release_unanimous",
     "site_share_keys",
+    "unanimous",
 ]

@@ -323,6 +323,7 @@ def aggregator_unmask(
     acks: Mapping[str, Signed] | None = None,
     releases: Sequence[Signed] = (),
     directory: Directory | None = None,
+    unanimous: bool = False,
 ) -> tuple[AggregateMessage, dict[str, str]]:
     """Finish the round: the aggregate to send back to the sites, and refused share releases.
 
@@ -330,6 +331,8 @@ def aggregator_unmask(
     survivor and the mask key of every site that dropped after sharing, each from at least k
     digest-checked shares and checked against its commitment; expand the residual masks and
     subtract them homomorphically. The coordinator never sees a plaintext update or aggregate.
+    `unanimous`: the releases answered a release stage without acknowledgements
+    (`site_release_unanimous`), so every sampled site uploaded and releases (pass no `acks`).
     """
     mode = info.mode
     _need(total.info == info, "the sum belongs to another round")
@@ -339,16 +342,23 @@ def aggregator_unmask(
         if not survivors:
             raise InsufficientSurvivors("no upload was accepted: abort the round")
         return AggregateMessage(mode, survivors, total._payload()), {}
+    if unanimous:
+        _need(acks is None, "a unanimous release has no acknowledgements")
+        _need(
+            info.graph is None and len(survivors) == len(info.sampled) == info.params.threshold,
+            "a unanimous release needs every sampled site in U3, k of them, all pairs masked",
+        )
+    confirmed: Iterable[str] | None = survivors if unanimous else acks
     _need(
-        book is not None and acks is not None and directory is not None,
+        book is not None and confirmed is not None and directory is not None,
         "he+ss unmasking needs the share book, the acknowledgements and the directory",
     )
-    assert book is not None and acks is not None and directory is not None
+    assert book is not None and confirmed is not None and directory is not None
     _threshold_check(len(survivors), info, "sites uploaded")
     if not set(survivors) <= set(book.senders):
         raise ConfigurationError("an upload was accepted from a site outside U2")
     seeds, mask_keys, rejected = _collect_releases(
-        info, releases, book=book, survivors=survivors, confirmed=acks, directory=directory
+        info, releases, book=book, survivors=survivors, confirmed=confirmed, directory=directory
     )
     k = info.secret_threshold
     for owner, shares in mask_keys.items():  # a dropout's neighbours first: the likelier abort

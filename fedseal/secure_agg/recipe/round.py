@@ -4,7 +4,7 @@ bindings and checks the site and aggregator stages share."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -28,7 +28,7 @@ from ..messages import (
 )
 from ..params import Mode, ProtocolParams
 
-__all__ = ["Directory", "RoundInfo", "SiteIdentity"]
+__all__ = ["Directory", "RoundInfo", "SiteIdentity", "unanimous"]
 
 #: Enrolled sites: site id -> raw Ed25519 identity public key.
 Directory = Mapping[str, bytes]
@@ -120,6 +120,19 @@ class SiteIdentity:
 def _need(condition: bool, what: str) -> None:
     if not condition:
         raise ConfigurationError(what)
+
+
+def unanimous(info: RoundInfo, members: Collection[str]) -> bool:
+    """Whether no site of the round may drop out: the threshold k equals the number of pinned
+    members (all pairs masked). Then the only survivor set U3 an honest site accepts is all
+    members, so a consistency stage could confirm nothing more (docs/protocol.md, "Unanimous
+    rounds")."""
+    return (
+        info.mode is Mode.HE_SS
+        and info.graph is None
+        and info.params.threshold == len(set(members))
+        and set(info.sampled) == set(members)
+    )
 
 
 def _threshold_check(count: int, info: RoundInfo, what: str) -> None:

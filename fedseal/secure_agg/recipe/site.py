@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +45,7 @@ from .round import (
     _threshold_check,
     _verify_acks,
     _verify_adverts,
+    unanimous,
 )
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "site_decrypt_aggregate",
     "site_prepare_upload",
     "site_release_shares",
+    "site_release_unanimous",
     "site_share_keys",
 ]
 
@@ -345,6 +347,38 @@ def site_release_shares(
         raise InvalidMessage()
     accepted, _ = _verify_acks(info, acks, state.survivors, directory)
     _threshold_check(len(accepted), info, "survivors confirmed the survivor set")
+    return _release(state)
+
+
+def site_release_unanimous(
+    state: SiteRound, survivors: Sequence[str], *, members: Collection[str]
+) -> Signed:
+    """Release without a consistency stage, in a round where no site may drop out.
+
+    Only when `unanimous(info, members)` for the site's own pinned members, and the announced
+    U3 is every one of them: each owner's self-mask seed share is released, no mask-key share
+    ever. Like `site_release_shares`, once per round and never after signing another U3.
+    """
+    info = state.info
+    u3 = tuple(sorted(set(survivors)))
+    if (
+        not unanimous(info, members)
+        or len(u3) != len(survivors)
+        or set(u3) != set(members)
+        or not set(u3) <= set(state.held)
+        or state.released
+        or (state.survivors is not None and state.survivors != u3)
+    ):
+        raise InvalidMessage()
+    state.survivors = u3
+    return _release(state)
+
+
+def _release(state: SiteRound) -> Signed:
+    """Per owner held, the share of `b_j` if `j` is in U3, else of `s_j`'s key; marks the round
+    released (one release per round)."""
+    info = state.info
+    assert state.survivors is not None
     entries = []
     for owner in sorted(state.held):
         seed_share, key_share = state.held[owner]

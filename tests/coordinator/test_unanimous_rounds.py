@@ -1,0 +1,157 @@
+"""he+ss rounds in which no site may drop out skip the consistency stage, and only those.
+
+Real sites (`protocol_grid`: real keys, BFV, masks, Shamir, signatures; no model) and the real
+coordinator protocol. The attack first: a coordinator that sends the release without
+acknowledgements in a round where a site may drop out is refused by every site.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Error, Message
+from protocol_grid import ProtocolGrid, protocol_federation
+
+from fedseal.contract.run_plan import RunPlan
+from fedseal.contract.wire import Key, MessageType
+from fedseal.coordinator.protocols import RoundRequest, SecureAggregation
+from fedseal.secure_agg import recipe
+from fedseal.secure_agg.messages import AggregateMessage
+
+RUN_ID = 6160
+ADAPTER = 300
+STEP = 4096  # updates are multiples of 1/STEP: quantised without rounding, so sums are exact
+
+
+def _updates(names: list[str]) -> dict[str, tuple[np.ndarray, int]]:
+    rng = np.random.default_rng(7)
+    return {
+        site: ((rng.integers(-STEP // 4, STEP // 4 + 1, ADAPTER) / STEP).astype(np.float32), 5 + i)
+        for i, site in enumerate(names)
+    }
+
+
+class RecordingGrid(ProtocolGrid):
+    """Records the message type of every push; `rewrite` may change a message's fields before
+    the site sees it; a site's refusal comes back as an error reply, as in Flower."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pushed: list[str] = []
+        self.rewrite: Any = None
+
+    def push_messages(self, messages):  # type: ignore[override]
+        messages = list(messages)
+        if messages:
+            self.pushed.append(messages[0].metadata.message_type)
+        return super().push_messages(messages)
+
+    def pull_messages(self, message_ids):  # type: ignore[override]
+        replies = []
+        for message_id in message_ids:
+            message = self.queued.get(message_id)
+            try:
+                replies.extend(super().pull_messages([message_id]))
+            except Exception as exc:
+                if message is None:
+                    raise
+                replies.append(Message(Error(code=0, reason=str(exc)), reply_to=message))
+        return replies
+
+    def _answer(self, site: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+        if self.rewrite is not None:
+            fields = self.rewrite(site, kind, dict(fields))
+        return super()._answer(site, kind, fields)
+
+
+def _round(tmp: Path, names: list[str], *, max_colluding: int, sampled: list[str] | None = None):
+    updates = _updates(names)
+    grid, protocol = protocol_federation(
+        tmp,
+        names,
+        "he+ss",
+        run_id=RUN_ID,
+        adapter=ADAPTER,
+        update=lambda site: updates[site],
+        train_examples=20,
+        clip=0.5,
+        grid_class=RecordingGrid,
+        max_colluding=max_colluding,
+    )
+    assert isinstance(grid, RecordingGrid) and isinstance(protocol, SecureAggregation)
+    sites = sampled or names
+    request = RoundRequest(
+        run_id=RUN_ID,
+        round_number=1,
+        sites=sites,
+        nodes={s: grid.node_of[s] for s in sites},
+        plan=RunPlan("minilm-l6", ("x", "y"), 8, 16.0, 0.0, 0, 1, 0.005, 32, 1),
+        timeout_s=5.0,
+        expected_digest=None,
+    )
+    return grid, protocol, request, updates
+
+
+def _assert_exact(grid, protocol, result, updates, sampled: list[str]) -> None:
+    assert result.payload is not None, result.error
+    info = recipe.RoundInfo(str(RUN_ID), 1, protocol.params, tuple(sampled))
+    aggregate = recipe.site_decrypt_aggregate(
+        info,
+        AggregateMessage.from_bytes(result.payload),
+        cipher=grid.sites[sampled[0]].cipher(RUN_ID),
+    )
+    per_step = int(protocol.params.scale) // STEP
+    expected = sum(
+        np.rint(updates[s][0].astype(np.float64) * STEP).astype(np.int64) * updates[s][1]
+        for s in sampled
+    )
+    assert np.array_equal(aggregate.sums, expected * per_step)
+    assert list(aggregate.contributors) == sampled
+
+
+def test_a_release_without_acks_where_a_site_may_drop_out_is_refused(tmp_path: Path) -> None:
+    """Attack: 4 members, k = 3. The coordinator rewrites the release stage into the
+    unanimous form (survivors, no acknowledgements); no site releases a share."""
+    names = [f"site_{i}" for i in range(4)]
+    grid, protocol, request, _ = _round(tmp_path, names, max_colluding=0)
+    assert protocol.params is not None and protocol.params.threshold == 3
+
+    def unanimous_release(site: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+        if kind == MessageType.RELEASE:
+            fields.pop(Key.RELAYED, None)
+            fields[Key.SURVIVORS] = json.dumps(names)
+        return fields
+
+    grid.rewrite = unanimous_release
+    result = protocol.aggregate(grid, request, min_contributors=1)  # type: ignore[arg-type]
+    assert result.payload is None and "abort" in (result.error or "")
+    assert MessageType.CONSISTENCY in grid.pushed  # the coordinator itself never skips it here
+
+
+def test_k_equal_to_the_members_skips_the_consistency_stage_and_is_exact(tmp_path: Path) -> None:
+    names = [f"site_{i}" for i in range(3)]
+    grid, protocol, request, updates = _round(tmp_path, names, max_colluding=1)
+    assert protocol.params is not None and protocol.params.threshold == 3
+    grid.pushed.clear()  # the key ceremony's
+    result = protocol.aggregate(grid, request, min_contributors=1)  # type: ignore[arg-type]
+    _assert_exact(grid, protocol, result, updates, names)
+    assert grid.pushed == [
+        MessageType.ADVERTISE,
+        MessageType.SHARE,
+        MessageType.TRAIN,
+        MessageType.RELEASE,
+    ]
+
+
+def test_k_sampled_of_more_members_keeps_the_consistency_stage(tmp_path: Path) -> None:
+    """k = 3 sites sampled of 4 members: the round's sampled set is k, but each site counts its
+    own pinned members, says so, and the coordinator runs the consistency stage."""
+    names = [f"site_{i}" for i in range(4)]
+    grid, protocol, request, updates = _round(tmp_path, names, max_colluding=1, sampled=names[:3])
+    assert protocol.params is not None and protocol.params.threshold == 3
+    result = protocol.aggregate(grid, request, min_contributors=1)  # type: ignore[arg-type]
+    _assert_exact(grid, protocol, result, updates, names[:3])
+    assert MessageType.CONSISTENCY in grid.pushed
