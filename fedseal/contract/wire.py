@@ -113,9 +113,9 @@ class Key(StrEnum):
     RELAYED_COUNTS = "relayed-counts"  # how many of `relayed` belong to each of `key-rounds`
     SIGNED_COUNTS = "signed-counts"  # how many of `signed-list` belong to each of `key-rounds`
     SURVIVORS = "survivors"
-    # in a train reply: this site's pinned members number k, so it releases its shares for
-    # U3 = every member without a consistency stage (docs/protocol.md, "Unanimous rounds")
-    UNANIMOUS = "unanimous"
+    # in a train reply of a round whose k is the site's pinned members: its signed share
+    # release, so the round needs no consistency or release stage ("Unanimous rounds")
+    SHARE_RELEASE = "share-release"
     CLIPPED = "clipped"
     CATCHUP_FIELDS = "catchup-fields"
     # differential privacy (the site's ledger entry for the round, and a refusal to train)

@@ -127,8 +127,11 @@ class ProtocolGrid:
                 Key.UPDATE: upload,
                 Key.NUM_EXAMPLES: weight,
             }
-            if self.mode == "he+ss" and secure.unanimous(self.run_id, fields):
-                reply[Key.UNANIMOUS] = True  # as the site's train stage says it
+            release = (
+                secure.release_with_upload(self.run_id, fields) if self.mode == "he+ss" else None
+            )
+            if release:
+                reply[Key.SHARE_RELEASE] = release  # as the site's train stage sends it
             return reply
         return getattr(secure, kind.split(".")[-1])(self.run_id, fields)
 

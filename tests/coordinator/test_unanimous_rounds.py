@@ -1,17 +1,17 @@
-"""he+ss rounds in which no site may drop out skip the consistency stage, and only those.
+"""he+ss rounds in which no site may drop out need no consistency or release stage.
 
 Real sites (`protocol_grid`: real keys, BFV, masks, Shamir, signatures; no model) and the real
-coordinator protocol. The attack first: a coordinator that sends the release without
-acknowledgements in a round where a site may drop out is refused by every site.
+coordinator protocol. The attack first: where a site may drop out, a coordinator cannot make
+the sites release early by rewriting what it sends; then the message patterns, exact.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from flwr.app import Error, Message
 from protocol_grid import ProtocolGrid, protocol_federation
 
@@ -112,38 +112,37 @@ def _assert_exact(grid, protocol, result, updates, sampled: list[str]) -> None:
     assert list(aggregate.contributors) == sampled
 
 
-def test_a_release_without_acks_where_a_site_may_drop_out_is_refused(tmp_path: Path) -> None:
-    """Attack: 4 members, k = 3. The coordinator rewrites the release stage into the
-    unanimous form (survivors, no acknowledgements); no site releases a share."""
+def test_where_a_site_may_drop_out_no_site_releases_with_its_upload(tmp_path: Path) -> None:
+    """4 members, k = 3: an early release there would let a coordinator that claims a site
+    dropped collect its mask-key shares after its seed shares. Each site decides from its
+    pinned members and the k its round was advertised with, and releases only after acks."""
     names = [f"site_{i}" for i in range(4)]
-    grid, protocol, request, _ = _round(tmp_path, names, max_colluding=0)
+    grid, protocol, request, updates = _round(tmp_path, names, max_colluding=0)
     assert protocol.params is not None and protocol.params.threshold == 3
+    released: list[str] = []
 
-    def unanimous_release(site: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def watch(site: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
         if kind == MessageType.RELEASE:
-            fields.pop(Key.RELAYED, None)
-            fields[Key.SURVIVORS] = json.dumps(names)
+            released.append(site)
         return fields
 
-    grid.rewrite = unanimous_release
+    grid.rewrite = watch
+    grid.hostile = lambda site, kind, result: (
+        result if Key.SHARE_RELEASE not in result else pytest.fail(f"{site} released early")
+    )
     result = protocol.aggregate(grid, request, min_contributors=1)  # type: ignore[arg-type]
-    assert result.payload is None and "abort" in (result.error or "")
-    assert MessageType.CONSISTENCY in grid.pushed  # the coordinator itself never skips it here
+    _assert_exact(grid, protocol, result, updates, names)
+    assert MessageType.CONSISTENCY in grid.pushed and sorted(released) == names
 
 
-def test_k_equal_to_the_members_skips_the_consistency_stage_and_is_exact(tmp_path: Path) -> None:
+def test_k_equal_to_the_members_releases_with_the_uploads_and_is_exact(tmp_path: Path) -> None:
     names = [f"site_{i}" for i in range(3)]
     grid, protocol, request, updates = _round(tmp_path, names, max_colluding=1)
     assert protocol.params is not None and protocol.params.threshold == 3
     grid.pushed.clear()  # the key ceremony's
     result = protocol.aggregate(grid, request, min_contributors=1)  # type: ignore[arg-type]
     _assert_exact(grid, protocol, result, updates, names)
-    assert grid.pushed == [
-        MessageType.ADVERTISE,
-        MessageType.SHARE,
-        MessageType.TRAIN,
-        MessageType.RELEASE,
-    ]
+    assert grid.pushed == [MessageType.ADVERTISE, MessageType.SHARE, MessageType.TRAIN]
 
 
 def test_k_sampled_of_more_members_keeps_the_consistency_stage(tmp_path: Path) -> None:

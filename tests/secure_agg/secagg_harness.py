@@ -145,7 +145,7 @@ class Federation:
         """One round; `drops[stage]` sites stop responding at that stage.
 
         `tamper(stage, site, message)` may replace what a site sends at a stage; `unanimous`
-        skips the consistency stage (`site_release_unanimous`, every site as a member).
+        sends each release with its upload (`site_release_unanimous`, every site a member).
         """
         drops = {k: set(v) for k, v in (drops or {}).items()}
         assert set(drops) <= set(DROP_STAGES)
@@ -210,15 +210,10 @@ class Federation:
             with contextlib.suppress(errors_.SecureAggError):
                 total.add(uploads[s])
         releases = []
-        if self.mode is Mode.HE_SS and unanimous:
-            survivors = total.contributors
-            for s in alive("release"):
+        if self.mode is Mode.HE_SS and unanimous:  # sent beside the uploads
+            for s in uploads:
                 releases.append(
-                    tamper(
-                        "release",
-                        s,
-                        recipe.site_release_unanimous(states[s], survivors, members=self.ids),
-                    )
+                    tamper("release", s, recipe.site_release_unanimous(states[s], members=self.ids))
                 )
         elif self.mode is Mode.HE_SS:
             survivors = total.contributors

@@ -1,7 +1,7 @@
-"""Unanimous rounds: where k equals the pinned members, the release needs no consistency stage.
+"""Unanimous rounds: where k equals the pinned members, each site releases with its upload.
 
-The attacks come first: a coordinator that claims unanimity to skip the acknowledgements, in a
-round where a site may drop out, or after a site signed another survivor set, is refused.
+The attacks come first: a site releases early only where its own manifest leaves no dropout
+possible, never a mask-key share, and once per round.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from secagg_harness import Federation, rng
 
 from fedseal.secure_agg import recipe
 from fedseal.secure_agg.errors import ConfigurationError, InvalidMessage
+from fedseal.secure_agg.messages import ShareKind, ShareRelease, Stage
 from fedseal.secure_agg.params import Mode
 
 
@@ -56,52 +57,53 @@ def _uploaded(fed: Federation, round_no: int = 1):
     return info, states, book, total
 
 
-def test_a_coordinator_cannot_skip_the_acks_where_a_site_may_drop_out(federation):
-    """Attack: 5 members, k = 4 (one may drop). Without acks, a coordinator could tell one
-    group that site-00 dropped and another that it uploaded; every site refuses to release
-    without acknowledgements, whatever survivor set it is shown."""
+def test_no_early_release_where_a_site_may_drop_out(federation):
+    """Attack: 5 members, k = 4 (one may drop). An early release would let a coordinator
+    that claims site-00 dropped collect its mask-key shares from others after its seed shares;
+    no site releases before the consistency stage there."""
     fed = federation(5, Mode.HE_SS, threshold=4)
-    info, states, _, total = _uploaded(fed)
+    info, states, _, _ = _uploaded(fed)
     assert not recipe.unanimous(info, fed.ids)
-    for survivors in (total.contributors, total.contributors[1:]):
-        for site in fed.ids[1:]:
-            with pytest.raises(InvalidMessage):
-                recipe.site_release_unanimous(states[site], survivors, members=fed.ids)
+    for site in fed.ids:
+        with pytest.raises(InvalidMessage):
+            recipe.site_release_unanimous(states[site], members=fed.ids)
     assert not any(states[s].released for s in fed.ids)
 
 
-def test_a_site_pinned_to_more_members_than_k_refuses(federation):
-    """Attack: the coordinator samples only k of a site's pinned members (k = n of the round)
-    and claims unanimity; the site counts its own members, not the round's."""
+def test_a_site_pinned_to_more_members_than_k_does_not_release_early(federation):
+    """Attack: the coordinator samples only k of a site's pinned members (k = n of the round);
+    the site counts its own members, not the round's."""
     fed = federation(3, Mode.HE_SS, threshold=3)
-    info, states, _, total = _uploaded(fed)
+    info, states, _, _ = _uploaded(fed)
     pinned = [*fed.ids, "site-99"]  # the site's manifest has a fourth member
     assert recipe.unanimous(info, fed.ids) and not recipe.unanimous(info, pinned)
     with pytest.raises(InvalidMessage):
-        recipe.site_release_unanimous(states["site-01"], total.contributors, members=pinned)
+        recipe.site_release_unanimous(states["site-01"], members=pinned)
 
 
-def test_a_unanimous_release_needs_every_member_in_u3(federation):
+def test_an_early_release_holds_seed_shares_of_every_member_only(federation):
     fed = federation(3, Mode.HE_SS, threshold=3)
-    _, states, _, total = _uploaded(fed)
-    for survivors in (total.contributors[:2], [*total.contributors, "site-00"]):
-        with pytest.raises(InvalidMessage):
-            recipe.site_release_unanimous(states["site-01"], survivors, members=fed.ids)
+    _, states, _, _ = _uploaded(fed)
+    signed = recipe.site_release_unanimous(states["site-01"], members=fed.ids)
+    body = signed.verify(fed.directory, run_id=fed.run_id, round_no=1, stage=Stage.RELEASE)
+    entries = ShareRelease.from_bytes(body).entries
+    assert sorted(owner for owner, _, _ in entries) == fed.ids
+    assert {kind for _, kind, _ in entries} == {ShareKind.SELF_SEED}
 
 
-def test_one_release_per_round_with_or_without_acks(federation):
-    """A site releases once per round: not a unanimous release after an acknowledged one, nor
-    a second unanimous one."""
+def test_one_release_per_round_early_or_after_acks(federation):
+    """A site releases once per round: not early after an acknowledged release, not twice
+    early, and not after signing another survivor set."""
     fed = federation(3, Mode.HE_SS, threshold=3)
     _, states, _, total = _uploaded(fed)
     survivors = total.contributors
     acks = [recipe.site_consistency(states[s], survivors) for s in fed.ids]
     recipe.site_release_shares(states["site-00"], acks, directory=fed.directory)
     with pytest.raises(InvalidMessage):
-        recipe.site_release_unanimous(states["site-00"], survivors, members=fed.ids)
-    recipe.site_release_unanimous(states["site-01"], survivors, members=fed.ids)
+        recipe.site_release_unanimous(states["site-00"], members=fed.ids)
+    recipe.site_release_unanimous(states["site-01"], members=fed.ids)
     with pytest.raises(InvalidMessage):
-        recipe.site_release_unanimous(states["site-01"], survivors, members=fed.ids)
+        recipe.site_release_unanimous(states["site-01"], members=fed.ids)
 
 
 @pytest.mark.parametrize("n_sites", [3, 5])

@@ -358,26 +358,28 @@ class SecureSite:
         return {Key.SIGNED: signed.to_bytes()}
 
     def release(self, run_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """The shares of the round's owners: after `k` acknowledgements of one U3, or, in a
-        unanimous round of this site's own manifest, for U3 = every member (no acks)."""
         self._checked_round(run_id, fields)
         state = self._round(run_id, fields)
-        if Key.SURVIVORS in fields:
-            survivors = field_str_list(fields, Key.SURVIVORS, max_items=MAX_SITES)
-            members = list(self.trust.manifest.members)
-            message = recipe.site_release_unanimous(state, survivors, members=members)
-        else:
-            acks = _signed_list(fields)
-            message = recipe.site_release_shares(state, acks, directory=self.identity_directory())
+        acks = _signed_list(fields)
+        message = recipe.site_release_shares(state, acks, directory=self.identity_directory())
         self._rounds.pop((run_id, state.info.round_no), None)  # nothing more to do with it
         self._note_used(run_id, state.info.round_no)
         return {Key.SIGNED: message.to_bytes()}
 
-    def unanimous(self, run_id: int, fields: Mapping[str, Any]) -> bool:
-        """Whether this site would release the round's shares without a consistency stage:
-        its own pinned members number `k` (told to the coordinator in the train reply)."""
-        info = round_info_from_fields(run_id, fields)
-        return recipe.unanimous(info, list(self.trust.manifest.members))
+    def release_with_upload(self, run_id: int, fields: Mapping[str, Any]) -> bytes | None:
+        """The round's signed share release, sent beside the upload, when the round is
+        unanimous by this site's own manifest (its `k`, fixed at the advertisement, equals
+        the pinned members); None otherwise, and the round goes on to consistency and
+        release stages (docs/protocol.md, "Unanimous rounds")."""
+        number = _round_no(fields)
+        state = self._rounds.get((run_id, number))
+        members = list(self.trust.manifest.members)
+        if state is None or not recipe.unanimous(state.info, members):
+            return None
+        message = recipe.site_release_unanimous(state, members=members)
+        self._rounds.pop((run_id, number), None)
+        self._note_used(run_id, number)
+        return message.to_bytes()
 
     def _round(self, run_id: int, fields: Mapping[str, Any]) -> recipe.SiteRound:
         """The secrets of the message's round; those of earlier rounds of the run are

@@ -114,8 +114,8 @@ def train(site: SiteContext, run_id: int, config: Mapping[str, Any]) -> tuple[Fi
     if loss is not None:
         metrics[Key.TRAIN_LOSS] = float(loss)
     sent = {**adapter_state, Key.UPDATE: upload, Key.NUM_EXAMPLES: weight, **privacy}
-    if mode is Mode.HE_SS and site.secure.unanimous(run_id, config):
-        sent[Key.UNANIMOUS] = True
+    if mode is Mode.HE_SS and (release := site.secure.release_with_upload(run_id, config)):
+        sent[Key.SHARE_RELEASE] = release  # a unanimous round: no consistency or release stage
     return site.reply(sent, round_number), metrics
 
 

@@ -54,8 +54,8 @@ class EncryptedRound:
     tracker: StageTracker
     """Sends each stage and keeps who dropped, failed or contributed."""
     min_contributors: int
-    unanimous: set[str] = field(default_factory=set)
-    """Uploaders whose own manifest makes the round unanimous (`Key.UNANIMOUS`, he+ss)."""
+    early_releases: dict[str, Signed] = field(default_factory=dict)
+    """he+ss: share releases sent beside the uploads (`Key.SHARE_RELEASE`, a unanimous round)."""
 
     @property
     def request(self) -> RoundRequest:
@@ -258,8 +258,8 @@ class HeAggregation(AggregationProtocol):
         stream = tracker.stream(MessageType.TRAIN, configs)
         for reply in stream:
             sums.vote(str(reply.result.get(Key.START_DIGEST, "")))
-            if reply.result.get(Key.UNANIMOUS) is True:
-                round_.unanimous.add(reply.site)
+            if Key.SHARE_RELEASE in reply.result:
+                self._take_early_release(round_, reply)
             if Key.DECLINED in reply.result:  # its masks are removed like a dropped site's
                 tracker.declined(reply.site, reply.result)
                 continue
@@ -269,6 +269,19 @@ class HeAggregation(AggregationProtocol):
         for outcome in outcomes:
             tracker.record(outcome.settle(start_digest, "upload refused"))
         return sums.total(), start_digest
+
+    def _take_early_release(self, round_: EncryptedRound, reply: SiteReply) -> None:
+        """Keep a share release sent with an upload (checked when the round is unmasked)."""
+        try:
+            raw = field_bytes(reply.result, Key.SHARE_RELEASE, max_len=self.limits.control)
+            round_.early_releases[reply.site] = Signed.from_bytes(raw)
+        except (SecureAggError, ValueError, TypeError) as exc:
+            log.warning(
+                "round %d: site %s: share release refused: %s",
+                round_.info.round_no,
+                reply.site,
+                exc,
+            )
 
     def _take_upload(self, reply: SiteReply, sums: SumsByStart[recipe.UploadSum]) -> UploadOutcome:
         """Check one train reply and add its upload to the sum of its start adapter.

@@ -252,13 +252,29 @@ class SecureAggregation(HeAggregation):
     def _unmask(
         self, round_: EncryptedRound, total: recipe.UploadSum, book: recipe.ShareBook
     ) -> AggregateMessage:
-        """The consistency and release stages, then the masks removed from the sum (U3's
-        uploads; a site that fails now is logged but stays in the sum)."""
+        """The masks removed from the sum (U3's uploads; a site that fails now is logged but
+        stays in the sum): with the releases sent beside the uploads in a unanimous round,
+        else after the consistency and release stages."""
         info, fields, tracker = round_.info, round_.fields, round_.tracker
         directory = self._identity_directory()
         survivors = list(total.contributors)
-        if _unanimous(info, survivors, round_.unanimous):
-            return self._release_unanimous(round_, total, book, survivors)
+        early = {s: m for s, m in round_.early_releases.items() if s in survivors}
+        if _unanimous(info, survivors, early):
+            log.info(
+                "round %d: unanimous (k = %d, every member): releases came with the uploads",
+                info.round_no,
+                info.params.threshold,
+            )
+            aggregate, rejected = recipe.aggregator_unmask(
+                info,
+                total,
+                book=book,
+                releases=list(early.values()),
+                directory=directory,
+                unanimous=True,
+            )
+            tracker.reject(rejected, after_upload=True)
+            return aggregate
         stage = tracker.stage(
             MessageType.CONSISTENCY,
             {s: {**fields, Key.SURVIVORS: json.dumps(survivors)} for s in survivors},
@@ -269,62 +285,31 @@ class SecureAggregation(HeAggregation):
         )
         tracker.reject(rejected, after_upload=True)
         relayed = [acks[s].to_bytes() for s in sorted(acks)]
-        stage = tracker.stage(
-            MessageType.RELEASE,
-            {s: {**fields, Key.RELAYED: relayed} for s in sorted(acks)},
-            after_upload=True,
-        )
+        # a site that sent its release with its upload has released (its manifest differs)
+        targets = {s: {**fields, Key.RELAYED: relayed} for s in sorted(acks) if s not in early}
+        releases = [early[s] for s in sorted(acks) if s in early]
+        if targets:
+            stage = tracker.stage(MessageType.RELEASE, targets, after_upload=True)
+            releases += tracker.signed(stage, Key.SIGNED)
         aggregate, rejected = recipe.aggregator_unmask(
             info,
             total,
             book=book,
             acks=acks,
-            releases=tracker.signed(stage, Key.SIGNED),
+            releases=releases,
             directory=directory,
         )
         tracker.reject(rejected, after_upload=True)
         return aggregate
 
-    def _release_unanimous(
-        self,
-        round_: EncryptedRound,
-        total: recipe.UploadSum,
-        book: recipe.ShareBook,
-        survivors: list[str],
-    ) -> AggregateMessage:
-        """The release stage alone, U3 in the message: every sampled site uploaded and each
-        said its own manifest leaves no dropout (k = its members), so no site could accept
-        another survivor set and the consistency stage would confirm nothing."""
-        info, tracker = round_.info, round_.tracker
-        log.info(
-            "round %d: unanimous (k = %d = every member): no consistency stage",
-            info.round_no,
-            info.params.threshold,
-        )
-        stage = tracker.stage(
-            MessageType.RELEASE,
-            {s: {**round_.fields, Key.SURVIVORS: json.dumps(survivors)} for s in survivors},
-            after_upload=True,
-        )
-        aggregate, rejected = recipe.aggregator_unmask(
-            info,
-            total,
-            book=book,
-            releases=tracker.signed(stage, Key.SIGNED),
-            directory=self._identity_directory(),
-            unanimous=True,
-        )
-        tracker.reject(rejected, after_upload=True)
-        return aggregate
 
-
-def _unanimous(info: recipe.RoundInfo, survivors: list[str], flagged: set[str]) -> bool:
-    """A round every sampled site uploaded in, `k` of them, all pairs masked, and each said
-    (`Key.UNANIMOUS`) its pinned members number `k`: the sites release without acks."""
+def _unanimous(info: recipe.RoundInfo, survivors: list[str], early: dict[str, Signed]) -> bool:
+    """A round every sampled site uploaded in, `k` of them, all pairs masked, and each sent its
+    share release with its upload (its own manifest makes the round unanimous)."""
     return (
         info.graph is None
         and len(survivors) == len(info.sampled) == info.params.threshold
-        and set(survivors) <= flagged
+        and set(survivors) == set(early)
     )
 
 

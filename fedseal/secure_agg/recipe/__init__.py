@@ -10,9 +10,9 @@ ciphertexts of SecAgg-masked vectors and needs the key stages first::
     site_advertise -> collect_adverts -> site_share_keys -> collect_envelopes
     -> (upload, sum) -> site_consistency -> collect_acks -> site_release_shares -> (unmask)
 
-or, in a round where no site may drop out (`unanimous`), without the consistency stage::
+or, in a round where no site may drop out (`unanimous`), with the release beside the upload::
 
-    ... -> (upload, sum) -> site_release_unanimous -> (unmask)
+    ... -> (site_prepare_upload + site_release_unanimous, sum) -> (unmask)
 
 A function given inputs of another mode raises `ConfigurationError`: there is no silent fallback
 to a weaker mode. A bad message from one site raises a `SecureAggError` (or is listed in a

@@ -331,8 +331,8 @@ def aggregator_unmask(
     survivor and the mask key of every site that dropped after sharing, each from at least k
     digest-checked shares and checked against its commitment; expand the residual masks and
     subtract them homomorphically. The coordinator never sees a plaintext update or aggregate.
-    `unanimous`: the releases answered a release stage without acknowledgements
-    (`site_release_unanimous`), so every sampled site uploaded and releases (pass no `acks`).
+    `unanimous`: the releases came with the uploads (`site_release_unanimous`) in a round
+    every sampled site uploaded in, `k` of them (pass no `acks`).
     """
     mode = info.mode
     _need(total.info == info, "the sum belongs to another round")

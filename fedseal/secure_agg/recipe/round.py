@@ -125,8 +125,9 @@ def _need(condition: bool, what: str) -> None:
 def unanimous(info: RoundInfo, members: Collection[str]) -> bool:
     """Whether no site of the round may drop out: the threshold k equals the number of pinned
     members (all pairs masked). Then the only survivor set U3 an honest site accepts is all
-    members, so a consistency stage could confirm nothing more (docs/protocol.md, "Unanimous
-    rounds")."""
+    members, and no honest site ever releases a mask-key share of the round, so each site can
+    release its seed shares with its upload: no consistency or release stage (docs/protocol.md,
+    "Unanimous rounds")."""
     return (
         info.mode is Mode.HE_SS
         and info.graph is None

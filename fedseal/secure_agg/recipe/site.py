@@ -350,22 +350,21 @@ def site_release_shares(
     return _release(state)
 
 
-def site_release_unanimous(
-    state: SiteRound, survivors: Sequence[str], *, members: Collection[str]
-) -> Signed:
-    """Release without a consistency stage, in a round where no site may drop out.
+def site_release_unanimous(state: SiteRound, *, members: Collection[str]) -> Signed:
+    """The release of a round no site may drop out of, sent with the site's own upload.
 
-    Only when `unanimous(info, members)` for the site's own pinned members, and the announced
-    U3 is every one of them: each owner's self-mask seed share is released, no mask-key share
-    ever. Like `site_release_shares`, once per round and never after signing another U3.
+    Only when `unanimous(info, members)` for the site's own pinned members (the round's `k`
+    fixed when it was advertised) and the site holds shares of every member. Then the only
+    survivor set an honest site ever accepts is all members, so every owner's release is its
+    self-mask seed share and no honest site ever releases a mask-key share of the round: the
+    seeds unmask nothing but the sum of all uploads, and releasing them before U3 is known
+    gives nothing away (docs/protocol.md, "Unanimous rounds"). Once per round, as
+    `site_release_shares`, and never after signing another survivor set.
     """
-    info = state.info
-    u3 = tuple(sorted(set(survivors)))
+    u3 = tuple(sorted(set(members)))
     if (
-        not unanimous(info, members)
-        or len(u3) != len(survivors)
-        or set(u3) != set(members)
-        or not set(u3) <= set(state.held)
+        not unanimous(state.info, members)
+        or set(state.held) != set(u3)
         or state.released
         or (state.survivors is not None and state.survivors != u3)
     ):
