@@ -1,4 +1,5 @@
-"""he+ss rounds in which no site may drop out need no consistency or release stage.
+"""he+ss rounds in which no site may drop out need no consistency or release stage; every
+other round confirms its survivor set before any share is released.
 
 Real sites (`protocol_grid`: real keys, BFV, masks, Shamir, signatures; no model) and the real
 coordinator protocol. The attack first: where a site may drop out, a coordinator cannot make
@@ -67,7 +68,16 @@ class RecordingGrid(ProtocolGrid):
         return super()._answer(site, kind, fields)
 
 
-def _round(tmp: Path, names: list[str], *, max_colluding: int, sampled: list[str] | None = None):
+def _round(
+    tmp: Path,
+    names: list[str],
+    *,
+    max_colluding: int,
+    sampled: list[str] | None = None,
+    **settings: int,
+):
+    """One he+ss round's grid, protocol and request; `settings` are the run's neighbour-graph
+    settings (`sparse_above`, `neighbours`)."""
     updates = _updates(names)
     grid, protocol = protocol_federation(
         tmp,
@@ -80,6 +90,7 @@ def _round(tmp: Path, names: list[str], *, max_colluding: int, sampled: list[str
         clip=0.5,
         grid_class=RecordingGrid,
         max_colluding=max_colluding,
+        **settings,
     )
     assert isinstance(grid, RecordingGrid) and isinstance(protocol, SecureAggregation)
     sites = sampled or names
@@ -154,3 +165,30 @@ def test_k_sampled_of_more_members_keeps_the_consistency_stage(tmp_path: Path) -
     result = protocol.aggregate(grid, request, min_contributors=1)  # type: ignore[arg-type]
     _assert_exact(grid, protocol, result, updates, names[:3])
     assert MessageType.CONSISTENCY in grid.pushed
+
+
+def test_where_a_site_may_drop_out_the_survivor_set_is_confirmed_before_any_release(
+    tmp_path: Path,
+) -> None:
+    """All pairs masked, k = 5 of 7 with one colluder: the consistency stage stays, then the
+    release (tests/secure_agg/test_secrecy.py shows what releasing on an unconfirmed survivor
+    set would unmask)."""
+    names = [f"site_{i}" for i in range(7)]
+    grid, protocol, request, updates = _round(tmp_path, names, max_colluding=1)
+    assert protocol.params is not None and protocol.params.threshold == 5
+    grid.pushed.clear()  # the key ceremony's
+    result = protocol.aggregate(grid, request, min_contributors=1)  # type: ignore[arg-type]
+    _assert_exact(grid, protocol, result, updates, names)
+    assert grid.pushed[2:] == [MessageType.TRAIN, MessageType.CONSISTENCY, MessageType.RELEASE]
+
+
+def test_a_round_with_a_neighbour_graph_confirms_the_survivor_set_too(tmp_path: Path) -> None:
+    names = [f"site_{i}" for i in range(5)]
+    grid, protocol, request, updates = _round(
+        tmp_path, names, max_colluding=0, sparse_above=0, neighbours=2
+    )
+    assert protocol.params is not None and protocol.params.neighbours == 2
+    grid.pushed.clear()
+    result = protocol.aggregate(grid, request, min_contributors=1)  # type: ignore[arg-type]
+    _assert_exact(grid, protocol, result, updates, names)
+    assert grid.pushed[-2:] == [MessageType.CONSISTENCY, MessageType.RELEASE]

@@ -76,9 +76,8 @@ def test_without_masks_the_same_check_fails(federation):
     assert statistic > chi_square_critical(BUCKETS - 1)
 
 
-def _lying_coordinator_attack(fed) -> np.ndarray:
-    """The coordinator tells {00, 01} that everyone survived and {02, 03} that site-00 dropped;
-    site-04 colludes and signs both survivor sets. Returns site-00's unmasked upload."""
+def _uploaded_round(fed):
+    """Round 1 of `fed` up to the uploads: every site advertised, shared and uploaded."""
     info = fed.info(1)
     states, adverts = {}, []
     for s in fed.ids:
@@ -107,6 +106,13 @@ def _lying_coordinator_attack(fed) -> np.ndarray:
         ).message
         for s in fed.ids
     }
+    return info, states, uploads
+
+
+def _lying_coordinator_attack(fed) -> np.ndarray:
+    """The coordinator tells {00, 01} that everyone survived and {02, 03} that site-00 dropped;
+    site-04 colludes and signs both survivor sets. Returns site-00's unmasked upload."""
+    info, states, uploads = _uploaded_round(fed)
     colluder = "site-04"
     u3_a, u3_b = tuple(fed.ids), ("site-02", "site-03", colluder)
 
@@ -189,3 +195,113 @@ def test_lying_coordinator_with_a_colluder_needs_2k_at_most_n_plus_c(federation)
     safe = federation(5, Mode.HE_SS, threshold=default_threshold(5, max_colluding=1))
     with pytest.raises(InsufficientSurvivors):
         _lying_coordinator_attack(safe)
+
+
+# Seven sites, k = 5 = the least for one colluder (k > (7 + 1)/2); site-06 colludes (it holds
+# the BFV key, as every site does). The coordinator shows each honest site its own survivor set
+# of k, each leaving out two of {03, 04, 05}, so that every one of them is "dropped" for four
+# honest holders while 00, 01 and 02 are alive for all six.
+SMALL_SUM = ("site-00", "site-01", "site-02")
+PER_SITE_U3 = {
+    "site-00": ("site-03", "site-04"),
+    "site-01": ("site-04", "site-05"),
+    "site-02": ("site-03", "site-05"),
+    "site-03": ("site-04", "site-05"),
+    "site-04": ("site-03", "site-05"),
+    "site-05": ("site-03", "site-04"),
+}  # honest site -> the two sites its survivor set leaves out
+
+
+def test_per_site_survivor_sets_get_no_release_while_the_consistency_stage_binds(federation):
+    """The defence: each honest site signs one set and releases only after k signatures over
+    it; every set above has its own site's, one other honest site's and the colluder's."""
+    fed = federation(7, Mode.HE_SS, threshold=default_threshold(7, max_colluding=1))
+    _, states, _ = _uploaded_round(fed)
+    colluder = "site-06"
+    shown = {h: tuple(s for s in fed.ids if s not in out) for h, out in PER_SITE_U3.items()}
+    acks = {h: recipe.site_consistency(states[h], u3) for h, u3 in shown.items()}
+    for h, u3 in shown.items():
+        relayed = [acks[o] for o in shown if shown[o] == u3]
+        relayed.append(
+            Signed.create(
+                fed.identities[colluder].identity_key,
+                sender=colluder,
+                stage=Stage.CONSISTENCY,
+                body=messages_.ConsistencyAck(u3).to_bytes(),
+                run_id=fed.run_id,
+                round_no=1,
+            )
+        )
+        assert len(relayed) == 3 < fed.params.threshold
+        with pytest.raises(InsufficientSurvivors):
+            recipe.site_release_shares(states[h], relayed, directory=fed.directory)
+
+
+def test_releasing_on_an_unconfirmed_survivor_set_would_unmask_a_sum_of_three(federation):
+    """Why rounds that mask all pairs keep the consistency stage: if each honest site released
+    on the survivor set it was shown (per owner the seed share, or the key share if the owner
+    "dropped"), no owner would lose both secrets (that needs 2k <= n + c), yet the coordinator
+    and one colluder would unmask the sum of three honest updates. With one set confirmed by k
+    signatures, a sum needs k - c = 4 honest survivors, as when sites truly drop out."""
+    fed = federation(7, Mode.HE_SS, threshold=default_threshold(7, max_colluding=1))
+    info, states, uploads = _uploaded_round(fed)
+    colluder, k, t = "site-06", fed.params.threshold, fed.params.bfv.plain_modulus
+    seeds: dict[str, list[Share]] = {o: [states[colluder].held[o][0]] for o in fed.ids[:6]}
+    key_shares: dict[str, list[Share]] = {o: [states[colluder].held[o][1]] for o in fed.ids[:6]}
+    for holder, left_out in PER_SITE_U3.items():  # what each honest release would carry
+        for owner in fed.ids[:6]:
+            seed_share, key_share = states[holder].held[owner]
+            (key_shares[owner] if owner in left_out else seeds[owner]).append(
+                key_share if owner in left_out else seed_share
+            )
+    assert all(len(seeds[o]) >= k for o in SMALL_SUM)
+    assert all(len(key_shares[o]) >= k for o in ("site-03", "site-04", "site-05"))
+    assert all(min(len(seeds[o]), len(key_shares[o])) < k for o in fed.ids[:6])
+
+    peers = states[colluder].peers
+    pair_seeds: dict[str, dict[str, bytes]] = {o: {} for o in SMALL_SUM}
+    for dropped in ("site-03", "site-04", "site-05"):
+        mask_key = keys.load_agreement_private(
+            shamir.reconstruct_agreement_key(
+                key_shares[dropped][:k], threshold=k, public_key=peers[dropped].mask_public
+            )
+        )
+        for owner in SMALL_SUM:
+            pair_seeds[owner][dropped] = keys.pairwise_seed(
+                mask_key,
+                peers[owner].mask_public,
+                own_id=dropped,
+                peer_id=owner,
+                run_id=fed.run_id,
+                round_no=1,
+            )
+    for owner in SMALL_SUM:  # the colluder's own pairs
+        pair_seeds[owner][colluder] = keys.pairwise_seed(
+            states[colluder].mask_key,
+            peers[owner].mask_public,
+            own_id=colluder,
+            peer_id=owner,
+            run_id=fed.run_id,
+            round_no=1,
+        )
+    total = sum(_decrypt_upload(fed, uploads[o], reader=colluder).astype(object) for o in SMALL_SUM)
+    for owner in SMALL_SUM:  # pair masks inside the three cancel in the sum
+        seed = shamir.reconstruct_seed(
+            seeds[owner][:k],
+            threshold=k,
+            commitment=peers[owner].seed_commitment,
+            context=recipe.round._seed_context(info, owner),
+        )
+        length = total.size
+        total -= masking.mask_input(
+            np.zeros(length, dtype=np.uint64),
+            site_id=owner,
+            self_seed=seed,
+            pair_seeds=pair_seeds[owner],
+            modulus=t,
+            run_id=fed.run_id,
+            round_no=1,
+        ).astype(object)
+    updates, weights = fed.updates(1)
+    expected = fed.expected(info, list(SMALL_SUM), updates, weights)[0]
+    np.testing.assert_array_equal((total % t)[:-1], expected.astype(object) % t)
