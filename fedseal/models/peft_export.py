@@ -51,7 +51,9 @@ def save_peft_adapter(model: PeftModel, base: str, folder: Path) -> None:
     spec = get_base_model(base)
     config = model.peft_config["default"]
     config.base_model_name_or_path = spec.hub_id or spec.name
-    model.save_pretrained(str(folder))
+    # the embeddings are frozen in every adapter fedseal trains, so PEFT need not look the base
+    # model up on the Hub to decide whether to save them (offline it only warns that it could not)
+    model.save_pretrained(str(folder), save_embedding_layers=False)
 
 
 def head_logits(
