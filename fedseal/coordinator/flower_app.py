@@ -25,6 +25,7 @@ __all__ = [
     "CONNECTION_NAME",
     "FlwrAnswer",
     "SubmitError",
+    "flower_run_log",
     "flower_run_status",
     "flwr_environment",
     "run_flwr_json",
@@ -136,3 +137,20 @@ def flower_run_status(
     if not isinstance(runs, list) or not runs or not isinstance(runs[0], dict):
         return None
     return str(runs[0].get("status"))
+
+
+def flower_run_log(flower_run_id: int, flwr_home: Path, *, timeout_s: float = 30.0) -> str | None:
+    """The ServerApp's log of a run as the SuperLink holds it (`flwr log RUN --show`), or None
+    if the SuperLink did not give it: the coordinator's own lines live only there."""
+    try:
+        done = subprocess.run(
+            [_flwr_executable(), "log", str(flower_run_id), CONNECTION_NAME, "--show"],
+            env=flwr_environment(flwr_home),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+    return done.stdout if done.returncode == 0 and done.stdout.strip() else None

@@ -38,6 +38,9 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # httpx logs every runtime-API request at INFO, Flower's own log uploads included (five a
+    # second): the coordinator's lines would drown in them
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     install_quick_object_pulls(COORDINATOR_PULLS)  # a reply pulled early is not a second late
     settings = RunSettings.from_run_config(context.run_config)
     ledger_key = load_ledger_key(Path(settings.coordinator_state))

@@ -20,6 +20,7 @@ from fedseal.contract.manifest import FederationManifest, ManifestMember, minori
 from fedseal.contract.node_auth_key import NODE_AUTH_KEY, make_node_auth_key, public_key_path
 from fedseal.coordinator.flower_app import (
     CONNECTION_NAME,
+    flower_run_log,
     flower_run_status,
     flwr_environment,
     submit_run,
@@ -288,4 +289,19 @@ class LocalFederation:
             time.sleep(1.0)
 
     def stop(self) -> None:
+        """Save the coordinator's log beside the others, then stop every process."""
+        self.save_coordinator_log()
         self.processes.stop_all()
+
+    def save_coordinator_log(self) -> Path | None:
+        """`logs/coordinator.log`: the ServerApp's output, which Flower keeps in the SuperLink
+        (its process writes nothing to the SuperLink's log); None while there is none."""
+        superlink = self.processes.children.get("superlink")
+        if self.flower_run_id is None or superlink is None or not superlink.alive():
+            return None
+        text = flower_run_log(self.flower_run_id, self.flwr_home)
+        if text is None:
+            return None
+        path = self.processes.log_dir / "coordinator.log"
+        path.write_text(text, encoding="utf-8")
+        return path

@@ -78,6 +78,9 @@ def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
     assert "running on https://127.0.0.1" in superlink_log
     assert superlink_log.count("[Fleet.ActivateNode] Activated node_id") >= 3
     assert 'activate-node HTTP/1.1" 412' not in superlink_log  # no site was refused
+    # the coordinator's own log (Flower keeps the ServerApp's output in the SuperLink)
+    coordinator_log = (workdir / "logs" / "coordinator.log").read_text(errors="replace")
+    assert "round 2" in coordinator_log
 
     registry = open_registry(f"sqlite:///{workdir / 'registry.db'}")
     runs = registry.list_runs()
