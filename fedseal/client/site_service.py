@@ -9,6 +9,7 @@ only while it builds the model). Anything else is refused by name.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,7 +26,7 @@ from fedseal.client.stages.identify import identify
 from fedseal.client.stages.train import train
 from fedseal.contract.wire import Key, MessageType
 
-__all__ = ["SiteRefusal", "SiteService", "derive_seed", "resolve_device"]
+__all__ = ["SiteRefusal", "SiteService", "derive_seed", "known_metrics", "resolve_device"]
 
 Stage = Callable[[SiteContext, int, Mapping[str, Any]], tuple[Fields, Fields]]
 
@@ -72,4 +73,15 @@ class SiteService(SiteContext):
             with self.lock:
                 result, metrics = _STAGES[known](self, run_id, fields)
         # the coordinator splits each stage's time into the sites' work and Flower's delivery
-        return result, {**metrics, Key.WORK_SECONDS: time.perf_counter() - started}
+        return result, known_metrics({**metrics, Key.WORK_SECONDS: time.perf_counter() - started})
+
+
+def known_metrics(metrics: Fields) -> Fields:
+    """The metrics without those that are not finite numbers (a site with no test records has
+    no accuracy): unknown, as the registry records them, rather than a reply that cannot be
+    sent (JSON has no NaN)."""
+    return {
+        key: value
+        for key, value in metrics.items()
+        if not isinstance(value, float) or math.isfinite(value)
+    }
