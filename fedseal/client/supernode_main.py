@@ -12,20 +12,23 @@ each to one named piece of Flower 1.41 (the app pin refuses any other Flower ver
   for a message every 3 s and checks for the ClientApp's reply every 0.5 s, fixed. Each stage
   of a round waits on both, so a round of six stages paid about 10 s for the SuperLink poll
   alone. Within `busy_window_s` of the site's last message it asks every `busy_poll_s`
-  instead, and goes back to Flower's own interval when the federation is quiet.
+  instead, and goes back to Flower's own interval when the federation is quiet. When a
+  message has arrived it wakes the executor (`ExecutorWake`), which then need not poll the
+  runtime API every 50 ms.
 
 fl-client starts the SuperNode this way (`supernode.supernode_command`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -36,7 +39,7 @@ from fedseal.contract.object_pulls import (
     install_quick_object_pulls,
 )
 
-__all__ = ["QuickPolling", "install_quick_polling", "main", "runtime_api_port"]
+__all__ = ["ExecutorWake", "QuickPolling", "install_quick_polling", "main", "runtime_api_port"]
 
 _LOOP_MODULE = "flwr.supernode.start_client_internal"
 _IDLE_SLEEP_S = 3.0
@@ -66,7 +69,11 @@ class QuickPolling:
         clock: Any = time,
         next_poll_s: float = 0.04,
         next_window_s: float = 1.0,
+        on_message: Callable[[], None] | None = None,
     ) -> None:
+        self.on_message = on_message
+        """Called once per message, at the loop's first wait for its reply (it is stored)."""
+        self._waiting_reply = False
         self.busy_poll_s = busy_poll_s
         self.reply_poll_s = reply_poll_s
         self.busy_window_s = busy_window_s
@@ -80,10 +87,15 @@ class QuickPolling:
 
     def sleep(self, seconds: float) -> None:
         now = self._time.monotonic()
-        if seconds < _IDLE_SLEEP_S:
+        if seconds < _IDLE_SLEEP_S:  # a message is stored and its reply awaited
             self._last_active = now
+            if not self._waiting_reply and self.on_message is not None:
+                self.on_message()
+            self._waiting_reply = True
             self._time.sleep(min(seconds, self.reply_poll_s))
-        elif now - self._last_active < self.next_window_s:
+            return
+        self._waiting_reply = False
+        if now - self._last_active < self.next_window_s:
             self._time.sleep(min(seconds, self.next_poll_s))
         elif now - self._last_active < self.busy_window_s:
             self._time.sleep(min(seconds, self.busy_poll_s))
@@ -116,7 +128,42 @@ def runtime_api_port(argv: Sequence[str]) -> int:
     return int(SUPERNODE_UVICORN_DEFAULT_PORT)
 
 
-def _keep_executor_running(address: str) -> None:
+class ExecutorWake:
+    """The write end of a pipe to the ClientApp executor: one byte says a message is stored,
+    so the executor asks for its task at once instead of polling the runtime API."""
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+
+    def attach(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def __call__(self) -> None:
+        fd = self._fd
+        if fd is None:
+            return
+        # full (the executor has a wake pending anyway) or closed (it polls): nothing to do
+        with contextlib.suppress(OSError):
+            os.write(fd, b"\0")
+
+
+def _run_executor(command: list[str], wake: ExecutorWake) -> int:
+    """One run of the executor with a fresh wake pipe; its exit code."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    try:
+        child = subprocess.Popen([*command, "--wake-fd", str(read_fd)], pass_fds=(read_fd,))
+    finally:
+        os.close(read_fd)
+    wake.attach(write_fd)
+    try:
+        return child.wait()
+    finally:
+        wake.attach(None)
+        os.close(write_fd)
+
+
+def _keep_executor_running(address: str, wake: ExecutorWake) -> None:
     """Start fedseal's ClientApp executor, and start it again if it fails (up to 5 times)."""
 
     def supervise() -> None:
@@ -131,7 +178,7 @@ def _keep_executor_running(address: str) -> None:
                 "--parent-pid",
                 str(os.getpid()),
             ]
-            code = subprocess.call(command)
+            code = _run_executor(command, wake)
             if code <= 0:  # ended with its SuperNode, or stopped by a signal: shutting down
                 return
             failures += 1
@@ -149,9 +196,10 @@ def _keep_executor_running(address: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """`flower-supernode`, with the app pin, fedseal's executor and quick polling."""
     args = list(sys.argv[1:] if argv is None else argv)
+    wake = ExecutorWake()
     try:
         install_app_pin()
-        install_quick_polling()
+        install_quick_polling(QuickPolling(on_message=wake))
         install_quick_object_pulls(SUPERNODE_PULLS)
         port = runtime_api_port(args)
     except (AppPinError, FlowerMismatch) as exc:
@@ -160,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
     if not {"-h", "--help", "--version", "-V"} & set(args):
-        _keep_executor_running(f"127.0.0.1:{port}")
+        _keep_executor_running(f"127.0.0.1:{port}", wake)
     sys.argv = ["flower-supernode", *args, "--isolation", "process"]
     flower_supernode()
     return 0

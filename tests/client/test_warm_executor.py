@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -14,8 +16,13 @@ from flwr.proto.task_pb2 import Task
 
 from fedseal.client import supernode_main, warm_executor
 from fedseal.client.app_pin import AppPinError
-from fedseal.client.supernode_main import QuickPolling, install_quick_polling, runtime_api_port
-from fedseal.client.warm_executor import CLIENT_APP_TASK, serve, take_task
+from fedseal.client.supernode_main import (
+    ExecutorWake,
+    QuickPolling,
+    install_quick_polling,
+    runtime_api_port,
+)
+from fedseal.client.warm_executor import CLIENT_APP_TASK, WakePipe, serve, take_task
 
 
 @dataclass
@@ -138,3 +145,62 @@ def test_the_executor_preloads_the_clientapp_and_flowers_runner() -> None:
     )
     assert probe.returncode == 0, probe.stderr
     assert supernode_main.__doc__ and "process" in supernode_main.__doc__
+
+
+def test_the_supernode_wakes_the_executor_once_per_message() -> None:
+    """The loop's first wait for a reply means a message is stored: one wake, not one per
+    0.05 s wait, and one again for the next message."""
+    clock = FakeClock()
+    woken: list[float] = []
+    polling = QuickPolling(clock=clock, on_message=lambda: woken.append(clock.now))
+    polling.sleep(3.0)  # an empty poll of the SuperLink
+    assert woken == []
+    for _ in range(4):  # a message: waiting for its reply
+        polling.sleep(0.5)
+    assert len(woken) == 1
+    polling.sleep(3.0)  # replied, asks the SuperLink again
+    polling.sleep(0.5)  # the next message
+    assert len(woken) == 2
+
+
+def test_a_wake_written_while_the_executor_was_asking_is_not_missed() -> None:
+    read_fd, write_fd = os.pipe()
+    wake, pipe = ExecutorWake(), WakePipe(read_fd)
+    wake()  # not attached yet: nothing happens
+    wake.attach(write_fd)
+    wake()  # the executor is busy asking: the byte waits in the pipe
+    started = time.monotonic()
+    pipe.wait(5.0)
+    assert time.monotonic() - started < 1.0
+    started = time.monotonic()
+    pipe.wait(0.1)  # nothing pending: a plain wait
+    assert time.monotonic() - started >= 0.09
+    os.close(write_fd)  # the SuperNode ended: waits are sleeps, not a busy loop on end of file
+    pipe.wait(0.01)
+    assert pipe.fd is None
+    started = time.monotonic()
+    pipe.wait(0.05)
+    assert time.monotonic() - started >= 0.04
+
+
+def test_serve_takes_the_task_at_once_when_woken_though_its_poll_is_long() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    read_fd, write_fd = os.pipe()
+    runtime = FakeRuntime([])
+    launched: list[float] = []
+
+    def launch(token: str) -> None:
+        launched.append(time.monotonic())
+        parent.kill()
+        parent.wait()
+
+    def message_arrives() -> None:
+        time.sleep(0.3)
+        runtime.replies.append(_task(CLIENT_APP_TASK, "t"))
+        os.write(write_fd, b"\0")
+
+    arrival = time.monotonic() + 0.3
+    threading.Thread(target=message_arrives).start()
+    serve("127.0.0.1:1", parent.pid, poll_s=20.0, source=runtime, launch=launch, wake_fd=read_fd)
+    os.close(write_fd)
+    assert launched and launched[0] - arrival < 1.0
