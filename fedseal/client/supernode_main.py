@@ -67,7 +67,7 @@ class QuickPolling:
         reply_poll_s: float = 0.05,
         busy_window_s: float = 120.0,
         clock: Any = time,
-        next_poll_s: float = 0.04,
+        next_poll_s: float = 0.1,
         next_window_s: float = 1.0,
         on_message: Callable[[], None] | None = None,
     ) -> None:
