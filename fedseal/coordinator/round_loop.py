@@ -178,7 +178,7 @@ def _run_round(
         )
         return RoundOutcome(number, RoundStatus.ABORTED, [], sampled, None, str(exc))
 
-    _record_contributions(registry, round_id, result)
+    _record_contributions(registry, number, round_id, result)
     _record_privacy(registry, state.run_id, number, round_id, result)
     if result.payload is None:
         registry.finish_round(round_id, status=RoundStatus.ABORTED, error=result.error)
@@ -247,7 +247,21 @@ def _run_round(
     return RoundOutcome(number, RoundStatus.COMPLETED, result.contributors, dropped, agreed)
 
 
-def _record_contributions(registry: Registry, round_id: int, result: AggregationResult) -> None:
+def _record_contributions(
+    registry: Registry, number: int, round_id: int, result: AggregationResult
+) -> None:
+    clipped = {
+        site: c.clipped_coordinates
+        for site, c in result.contributions.items()
+        if c.clipped_coordinates  # the aggregate holds these at the bound, not as trained
+    }
+    if clipped:
+        log.warning(
+            "round %d: update coordinates clipped to the plan's bound (the run's clip is too "
+            "tight for its training): %s",
+            number,
+            ", ".join(f"{site} {count}" for site, count in sorted(clipped.items())),
+        )
     for site, contribution in result.contributions.items():
         registry.record_contribution(
             round_id,
@@ -256,6 +270,7 @@ def _record_contributions(registry: Registry, round_id: int, result: Aggregation
             num_examples=contribution.num_examples,
             train_loss=contribution.train_loss,
             train_seconds=contribution.train_seconds,
+            clipped_coordinates=contribution.clipped_coordinates,
             update_digest=contribution.update_digest,
             error=contribution.error,
         )

@@ -18,7 +18,7 @@ from fedseal.coordinator.stage_timing import (
 )
 
 if TYPE_CHECKING:
-    from fedseal.registry import Registry
+    from fedseal.registry import Registry, RoundView
 
 __all__ = ["collect_status", "render_status"]
 
@@ -95,6 +95,7 @@ def collect_status(
                 "duration_s": round_.duration_s,
                 "accuracy": round_.accuracy,
                 "auc": round_.auc,
+                "clipped": _clipped(round_),
                 "error": round_.error,
             }
             for round_ in rounds
@@ -103,6 +104,13 @@ def collect_status(
         "stages": read_stage_summary(run_folder(state, chosen.id)) if folder_known else [],
         "progress": read_progress(run_folder(state, chosen.id)) if folder_known else None,
     }
+
+
+def _clipped(round_: RoundView) -> int | None:
+    """Update coordinates the round's sites clipped to the plan's bound (None: none reported)."""
+    counts = [c.clipped_coordinates for c in round_.contributions]
+    known = [count for count in counts if count is not None]
+    return sum(known) if known else None
 
 
 def _fmt(value: Any, spec: str = "") -> str:
@@ -149,7 +157,17 @@ def render_status(report: dict[str, Any]) -> str:
         out.append(f"Rounds of run {report['run']}")
         if report["rounds"]:
             out += _table(
-                ["round", "status", "sampled", "joined", "dropped", "seconds", "accuracy", "auc"],
+                [
+                    "round",
+                    "status",
+                    "sampled",
+                    "joined",
+                    "dropped",
+                    "seconds",
+                    "accuracy",
+                    "auc",
+                    "clipped",
+                ],
                 [
                     [
                         str(r["number"]),
@@ -160,6 +178,7 @@ def render_status(report: dict[str, Any]) -> str:
                         _fmt(r["duration_s"], ".1f"),
                         _fmt(r["accuracy"], ".4f"),
                         _fmt(r["auc"], ".4f"),
+                        _fmt(r.get("clipped")),
                     ]
                     for r in report["rounds"]
                 ],

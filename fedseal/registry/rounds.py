@@ -87,6 +87,7 @@ class RoundsMixin(RegistryCore):
         eval_accuracy: float | None = None,
         eval_auc: float | None = None,
         eval_examples: int | None = None,
+        clipped_coordinates: int | None = None,
         adapter_digest: str | None = None,
         update_digest: str | None = None,
         error: str | None = None,
@@ -104,7 +105,12 @@ class RoundsMixin(RegistryCore):
         changes: dict[str, object] = {}
         if status is not None:
             changes["status"] = check_enum(ContributionStatus, status, "contribution status")
-        changes |= given(check_count, num_examples=num_examples, eval_examples=eval_examples)
+        changes |= given(
+            check_count,
+            num_examples=num_examples,
+            eval_examples=eval_examples,
+            clipped_coordinates=clipped_coordinates,
+        )
         changes |= given(
             check_metric,
             train_loss=train_loss,

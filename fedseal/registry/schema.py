@@ -155,6 +155,8 @@ class Contribution(Base):
     eval_accuracy: Mapped[float | None]
     eval_auc: Mapped[float | None]
     eval_examples: Mapped[int | None] = mapped_column(Integer)
+    # update coordinates the site clipped to the plan's fixed-point bound (None: not reported)
+    clipped_coordinates: Mapped[int | None] = mapped_column(Integer)
     # digest the site reports after applying the round's aggregate
     adapter_digest: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH))
     # SHA-256 (hex) of the update the site sent; its privacy entry signs the same digest

@@ -68,6 +68,7 @@ class ContributionView:
     eval_accuracy: float | None
     eval_auc: float | None
     eval_examples: int | None
+    clipped_coordinates: int | None
     adapter_digest: str | None
     update_digest: str | None
     error: str | None

@@ -800,7 +800,20 @@ def test_migration_0003_keeps_legacy_rows_outside_the_chain(
         assert rounds.scalars().all() == [1, 2, 3, 4]
     upgrade_to_head(engine)
     with engine.connect() as connection:
-        assert current_revision(connection) == head_revision() == "0004"
+        assert current_revision(connection) == head_revision() == "0005"
+
+
+def test_migration_0005_adds_and_removes_only_the_clipped_count(engine: Engine) -> None:
+    upgrade_to_head(engine)
+    columns = {c["name"] for c in inspect(engine).get_columns("contributions")}
+    assert "clipped_coordinates" in columns
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "0004")
+    columns = {c["name"] for c in inspect(engine).get_columns("contributions")}
+    assert "clipped_coordinates" not in columns and "update_digest" in columns
+    upgrade_to_head(engine)
+    with engine.connect() as connection:
+        assert current_revision(connection) == head_revision() == "0005"
 
 
 def test_migration_0003_columns(engine: Engine) -> None:

@@ -354,6 +354,15 @@ def test_record_contribution_changes_only_the_given_fields(registry: Registry) -
     assert (contribution.eval_accuracy, contribution.error) == (0.5, "slow")
 
 
+def test_the_clipped_count_is_kept_with_the_contribution(registry: Registry) -> None:
+    run_id = _start_run(registry)
+    round_id = registry.start_round(run_id, 1, ["a", "b"])
+    registry.record_contribution(round_id, "a", status="contributed", clipped_coordinates=7)
+    registry.record_contribution(round_id, "b", status="contributed")
+    a, b = registry.rounds(run_id)[0].contributions
+    assert (a.clipped_coordinates, b.clipped_coordinates) == (7, None)
+
+
 def test_non_finite_metrics_are_recorded_as_unknown(registry: Registry) -> None:
     run_id = _start_run(registry)
     round_id = registry.start_round(run_id, 1, ["a"])
@@ -561,6 +570,8 @@ def test_bad_contribution_values_are_refused(registry: Registry) -> None:
         registry.record_contribution(round_id, "a", status="contributed", train_seconds=-2.0)
     with pytest.raises(ValueError, match="adapter_digest"):
         registry.record_contribution(round_id, "a", status="contributed", adapter_digest="")
+    with pytest.raises(ValueError, match="clipped_coordinates"):
+        registry.record_contribution(round_id, "a", status="contributed", clipped_coordinates=-1)
     assert registry.rounds(run_id)[0].contributions[0].status is ContributionStatus.SAMPLED
 
 

@@ -203,3 +203,26 @@ def test_the_run_config_chooses_the_neighbour_graph(tmp_path):
     assert (run.config["sparse_above"], run.config["neighbours"]) == (0, 2)
     rounds = outcome.registry.rounds(outcome.run_id)
     assert [str(r.status) for r in rounds] == ["completed"]
+
+
+def test_coordinates_clipped_by_a_tight_clip_are_recorded_and_shown(tmp_path):
+    """A clip far below the training's moves: each site's clipped count reaches the registry
+    and `fl-coordinator status`, not only the site's log."""
+    from fedseal.coordinator.status_report import collect_status, render_status
+
+    outcome = run_inprocess(tmp_path, mode="he+ss", run_config={"clip": 1e-6})
+    (round_,) = outcome.registry.rounds(outcome.run_id)
+    counts = [c.clipped_coordinates for c in round_.contributions]
+    assert all(count is not None and count > 0 for count in counts), counts
+    report = collect_status(outcome.registry, outcome.run_id)
+    assert report["rounds"][0]["clipped"] == sum(counts)
+    text = render_status(report).splitlines()
+    header = next(line for line in text if line.startswith("round "))
+    assert header.split()[-1] == "clipped"
+    assert text[text.index(header) + 1].split()[-1] == str(sum(counts))
+
+
+def test_a_clip_the_training_stays_within_records_none_clipped(tmp_path):
+    outcome = run_inprocess(tmp_path, mode="plain")
+    (round_,) = outcome.registry.rounds(outcome.run_id)
+    assert {c.clipped_coordinates for c in round_.contributions} == {0}

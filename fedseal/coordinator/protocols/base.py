@@ -91,6 +91,7 @@ class SiteContribution:
     error: str | None = None
     privacy: Mapping[str, Any] | None = None  # the site's signed ledger statement, under DP
     update_digest: str | None = None  # SHA-256 of the update bytes the site sent
+    clipped_coordinates: int | None = None  # clipped to the plan's bound before encoding
 
 
 def privacy_report(result: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ another digest costs one more sum, never a kept upload.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -102,6 +103,7 @@ class UploadOutcome:
             num_examples=num_examples,
             train_loss=reply.metrics.get(Key.TRAIN_LOSS),
             train_seconds=reply.metrics.get(Key.TRAIN_SECONDS),
+            clipped_coordinates=_count(reply.metrics.get(Key.CLIPPED)),
             start_digest=digest,
             privacy=privacy,
             update_digest=update_digest,
@@ -128,3 +130,12 @@ class UploadOutcome:
                 privacy=self.record.privacy,
             )
         return self.record
+
+
+def _count(value: object) -> int | None:
+    """A reported count (metrics travel as floats), or None if it is not a whole number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value < 0 or value != int(value):
+        return None
+    return int(value)
