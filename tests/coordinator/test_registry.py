@@ -198,6 +198,7 @@ def test_a_run_round_trips(registry: Registry, clock: FakeClock) -> None:
         num_examples=120,
         train_loss=0.75,
         train_seconds=8.25,
+        clipped_coordinates=3,
     )
     registry.record_contribution(
         round_id,
@@ -257,6 +258,7 @@ def test_a_run_round_trips(registry: Registry, clock: FakeClock) -> None:
             eval_accuracy=0.8,
             eval_auc=0.9,
             eval_examples=30,
+            clipped_coordinates=3,
             adapter_digest="ab" * 32,
             update_digest=None,
             error=None,
@@ -271,6 +273,7 @@ def test_a_run_round_trips(registry: Registry, clock: FakeClock) -> None:
             eval_accuracy=None,
             eval_auc=None,
             eval_examples=None,
+            clipped_coordinates=None,
             adapter_digest=None,
             update_digest=None,
             error=None,
