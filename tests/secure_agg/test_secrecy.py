@@ -109,6 +109,18 @@ def _uploaded_round(fed):
     return info, states, uploads
 
 
+def _colluder_ack(fed, colluder: str, u3) -> Signed:
+    """The colluding site's signature over any survivor set the coordinator asks for."""
+    return Signed.create(
+        fed.identities[colluder].identity_key,
+        sender=colluder,
+        stage=Stage.CONSISTENCY,
+        body=messages_.ConsistencyAck(u3).to_bytes(),
+        run_id=fed.run_id,
+        round_no=1,
+    )
+
+
 def _lying_coordinator_attack(fed) -> np.ndarray:
     """The coordinator tells {00, 01} that everyone survived and {02, 03} that site-00 dropped;
     site-04 colludes and signs both survivor sets. Returns site-00's unmasked upload."""
@@ -116,20 +128,10 @@ def _lying_coordinator_attack(fed) -> np.ndarray:
     colluder = "site-04"
     u3_a, u3_b = tuple(fed.ids), ("site-02", "site-03", colluder)
 
-    def colluder_ack(u3):
-        return Signed.create(
-            fed.identities[colluder].identity_key,
-            sender=colluder,
-            stage=Stage.CONSISTENCY,
-            body=messages_.ConsistencyAck(u3).to_bytes(),
-            run_id=fed.run_id,
-            round_no=1,
-        )
-
     acks_a = [recipe.site_consistency(states[s], u3_a) for s in ("site-00", "site-01")]
-    acks_a.append(colluder_ack(u3_a))
+    acks_a.append(_colluder_ack(fed, colluder, u3_a))
     acks_b = [recipe.site_consistency(states[s], u3_b) for s in ("site-02", "site-03")]
-    acks_b.append(colluder_ack(u3_b))
+    acks_b.append(_colluder_ack(fed, colluder, u3_b))
     released = [
         recipe.site_release_shares(states[s], acks_a, directory=fed.directory)
         for s in ("site-00", "site-01")
@@ -222,16 +224,7 @@ def test_per_site_survivor_sets_get_no_release_while_the_consistency_stage_binds
     acks = {h: recipe.site_consistency(states[h], u3) for h, u3 in shown.items()}
     for h, u3 in shown.items():
         relayed = [acks[o] for o in shown if shown[o] == u3]
-        relayed.append(
-            Signed.create(
-                fed.identities[colluder].identity_key,
-                sender=colluder,
-                stage=Stage.CONSISTENCY,
-                body=messages_.ConsistencyAck(u3).to_bytes(),
-                run_id=fed.run_id,
-                round_no=1,
-            )
-        )
+        relayed.append(_colluder_ack(fed, colluder, u3))
         assert len(relayed) == 3 < fed.params.threshold
         with pytest.raises(InsufficientSurvivors):
             recipe.site_release_shares(states[h], relayed, directory=fed.directory)
