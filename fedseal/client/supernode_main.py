@@ -130,21 +130,33 @@ def runtime_api_port(argv: Sequence[str]) -> int:
 
 class ExecutorWake:
     """The write end of a pipe to the ClientApp executor: one byte says a message is stored,
-    so the executor asks for its task at once instead of polling the runtime API."""
+    so the executor asks for its task at once instead of polling the runtime API.
+
+    The SuperNode's loop calls it while the supervising thread may swap the pipe (an executor
+    restart): a lock keeps a write off a descriptor that was closed and perhaps reused."""
 
     def __init__(self) -> None:
         self._fd: int | None = None
+        self._lock = threading.Lock()
 
-    def attach(self, fd: int | None) -> None:
-        self._fd = fd
+    def attach(self, fd: int) -> None:
+        with self._lock:
+            self._fd = fd
+
+    def close(self) -> None:
+        """Detach the pipe and close its write end (the executor has ended)."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                os.close(fd)
 
     def __call__(self) -> None:
-        fd = self._fd
-        if fd is None:
-            return
-        # full (the executor has a wake pending anyway) or closed (it polls): nothing to do
-        with contextlib.suppress(OSError):
-            os.write(fd, b"\0")
+        with self._lock:
+            if self._fd is None:
+                return
+            # full (the executor has a wake pending anyway) or closed (it polls): nothing to do
+            with contextlib.suppress(OSError):
+                os.write(self._fd, b"\0")
 
 
 def _run_executor(command: list[str], wake: ExecutorWake) -> int:
@@ -153,14 +165,16 @@ def _run_executor(command: list[str], wake: ExecutorWake) -> int:
     os.set_blocking(write_fd, False)
     try:
         child = subprocess.Popen([*command, "--wake-fd", str(read_fd)], pass_fds=(read_fd,))
+    except BaseException:
+        os.close(write_fd)
+        raise
     finally:
         os.close(read_fd)
     wake.attach(write_fd)
     try:
         return child.wait()
     finally:
-        wake.attach(None)
-        os.close(write_fd)
+        wake.close()
 
 
 def _keep_executor_running(address: str, wake: ExecutorWake) -> None:

@@ -175,7 +175,8 @@ def test_a_wake_written_while_the_executor_was_asking_is_not_missed() -> None:
     started = time.monotonic()
     pipe.wait(0.1)  # nothing pending: a plain wait
     assert time.monotonic() - started >= 0.09
-    os.close(write_fd)  # the SuperNode ended: waits are sleeps, not a busy loop on end of file
+    wake.close()  # the SuperNode ended: waits are sleeps, not a busy loop on end of file
+    wake()  # and a wake after that writes nothing
     pipe.wait(0.01)
     assert pipe.fd is None
     started = time.monotonic()
