@@ -39,6 +39,7 @@ __all__ = [
     "IDLE_POLL_S",
     "POLL_S",
     "PRELOAD",
+    "RETRY_S",
     "WOKEN_POLL_S",
     "TaskSource",
     "WakePipe",
@@ -58,6 +59,10 @@ wake that was lost. Asking every 50 ms cost ten sites about a third of a core in
 
 IDLE_POLL_S = 1.0
 """Seconds between asks when the site had no task for `BUSY_WINDOW_S` (Flower's SuperExec's)."""
+
+RETRY_S = 5.0
+"""How long one ask for a task retries an unreachable SuperNode before `serve` checks that the
+SuperNode still runs (Flower's retries back off 1, 2, 4 s, so an ask gives up within ~8 s)."""
 
 BUSY_WINDOW_S = 120.0
 """The stages of a round follow each other within seconds; a quiet site costs nothing."""
@@ -113,9 +118,17 @@ def runtime_client(runtime_api_address: str) -> TaskSource:
         insecure=True,
         root_certificates=None,
         interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
-        retry_invoker=make_simple_http_retry_invoker(),
+        retry_invoker=_bounded(make_simple_http_retry_invoker()),
     )
     return client
+
+
+def _bounded(invoker: Any) -> Any:
+    """Flower's runtime-API retries, given up after `RETRY_S`: unbounded, they kept an
+    executor whose SuperNode had died asking forever (an orphan per crash); `serve` asks
+    again itself while its SuperNode lives."""
+    invoker.max_time = RETRY_S
+    return invoker
 
 
 def take_task(source: TaskSource) -> str | None:

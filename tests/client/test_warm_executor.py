@@ -205,3 +205,23 @@ def test_serve_takes_the_task_at_once_when_woken_though_its_poll_is_long() -> No
     serve("127.0.0.1:1", parent.pid, poll_s=20.0, source=runtime, launch=launch, wake_fd=read_fd)
     os.close(write_fd)
     assert launched and launched[0] - arrival < 1.0
+
+
+def test_an_executor_whose_supernode_died_ends_instead_of_retrying_forever() -> None:
+    """Flower's runtime-API client retries without limit; an executor kept asking a SuperNode
+    that had been killed, an orphan per crash (found after the fault tests)."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
+    done = threading.Event()
+
+    def run() -> None:
+        serve(address, parent.pid, poll_s=0.05, launch=lambda token: None)
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    parent.wait()
+    assert done.wait(30.0), "the executor outlived its SuperNode by 30 s"
