@@ -171,7 +171,7 @@ def serve(
             ).start()
 
     client = source or runtime_client(runtime_api_address)
-    wait = WakePipe(wake_fd).wait if wake_fd is not None else time.sleep
+    wait = WakePipe(wake_fd).wait
     last_task = time.monotonic()
     try:
         while _alive(parent_pid):
@@ -196,10 +196,11 @@ class WakePipe:
     """The read end of the SuperNode's wake pipe: `wait` returns on a byte or after `timeout`.
 
     A byte written while the executor was asking stays in the pipe, so the next wait returns
-    at once and that message is not missed. If the SuperNode's end closes, waits are plain
-    sleeps again (the executor then ends with its SuperNode)."""
+    at once and that message is not missed. Without a pipe (`fd` None), or once the
+    SuperNode's end closes, waits are plain sleeps (the executor then ends with its
+    SuperNode)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int | None) -> None:
         self.fd: int | None = fd
 
     def wait(self, timeout: float) -> None:
@@ -245,7 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--poll-s", type=float, default=None)
     parser.add_argument("--wake-fd", type=int, default=None)
     args = parser.parse_args(argv)
-    poll_s = args.poll_s or (POLL_S if args.wake_fd is None else WOKEN_POLL_S)
+    if args.poll_s is not None:
+        poll_s = args.poll_s
+    else:
+        poll_s = POLL_S if args.wake_fd is None else WOKEN_POLL_S
     try:
         serve(args.runtime_api_address, args.parent_pid, poll_s, wake_fd=args.wake_fd)
     except KeyboardInterrupt:

@@ -108,8 +108,9 @@ def collect_status(
 
 def _clipped(round_: RoundView) -> int | None:
     """Update coordinates the round's sites clipped to the plan's bound (None: none reported)."""
-    counts = [c.clipped_coordinates for c in round_.contributions]
-    known = [count for count in counts if count is not None]
+    known = [
+        c.clipped_coordinates for c in round_.contributions if c.clipped_coordinates is not None
+    ]
     return sum(known) if known else None
 
 

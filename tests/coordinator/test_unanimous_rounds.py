@@ -123,6 +123,16 @@ def _assert_exact(grid, protocol, result, updates, sampled: list[str]) -> None:
     assert list(aggregate.contributors) == sampled
 
 
+def _pushed_in_an_exact_round(tmp: Path, names: list[str], **round_settings: int):
+    """One round on every member after the key ceremony: its protocol's parameters and the
+    message types it pushed, once the aggregate is checked exact."""
+    grid, protocol, request, updates = _round(tmp, names, **round_settings)
+    grid.pushed.clear()  # the key ceremony's
+    result = protocol.aggregate(grid, request, min_contributors=1)  # type: ignore[arg-type]
+    _assert_exact(grid, protocol, result, updates, names)
+    return protocol.params, grid.pushed
+
+
 def test_where_a_site_may_drop_out_no_site_releases_with_its_upload(tmp_path: Path) -> None:
     """4 members, k = 3: an early release there would let a coordinator that claims a site
     dropped collect its mask-key shares after its seed shares. Each site decides from its
@@ -148,12 +158,9 @@ def test_where_a_site_may_drop_out_no_site_releases_with_its_upload(tmp_path: Pa
 
 def test_k_equal_to_the_members_releases_with_the_uploads_and_is_exact(tmp_path: Path) -> None:
     names = [f"site_{i}" for i in range(3)]
-    grid, protocol, request, updates = _round(tmp_path, names, max_colluding=1)
-    assert protocol.params is not None and protocol.params.threshold == 3
-    grid.pushed.clear()  # the key ceremony's
-    result = protocol.aggregate(grid, request, min_contributors=1)  # type: ignore[arg-type]
-    _assert_exact(grid, protocol, result, updates, names)
-    assert grid.pushed == [MessageType.ADVERTISE, MessageType.SHARE, MessageType.TRAIN]
+    params, pushed = _pushed_in_an_exact_round(tmp_path, names, max_colluding=1)
+    assert params is not None and params.threshold == 3
+    assert pushed == [MessageType.ADVERTISE, MessageType.SHARE, MessageType.TRAIN]
 
 
 def test_k_sampled_of_more_members_keeps_the_consistency_stage(tmp_path: Path) -> None:
@@ -174,21 +181,15 @@ def test_where_a_site_may_drop_out_the_survivor_set_is_confirmed_before_any_rele
     release (tests/secure_agg/test_secrecy.py shows what releasing on an unconfirmed survivor
     set would unmask)."""
     names = [f"site_{i}" for i in range(7)]
-    grid, protocol, request, updates = _round(tmp_path, names, max_colluding=1)
-    assert protocol.params is not None and protocol.params.threshold == 5
-    grid.pushed.clear()  # the key ceremony's
-    result = protocol.aggregate(grid, request, min_contributors=1)  # type: ignore[arg-type]
-    _assert_exact(grid, protocol, result, updates, names)
-    assert grid.pushed[2:] == [MessageType.TRAIN, MessageType.CONSISTENCY, MessageType.RELEASE]
+    params, pushed = _pushed_in_an_exact_round(tmp_path, names, max_colluding=1)
+    assert params is not None and params.threshold == 5
+    assert pushed[2:] == [MessageType.TRAIN, MessageType.CONSISTENCY, MessageType.RELEASE]
 
 
 def test_a_round_with_a_neighbour_graph_confirms_the_survivor_set_too(tmp_path: Path) -> None:
     names = [f"site_{i}" for i in range(5)]
-    grid, protocol, request, updates = _round(
+    params, pushed = _pushed_in_an_exact_round(
         tmp_path, names, max_colluding=0, sparse_above=0, neighbours=2
     )
-    assert protocol.params is not None and protocol.params.neighbours == 2
-    grid.pushed.clear()
-    result = protocol.aggregate(grid, request, min_contributors=1)  # type: ignore[arg-type]
-    _assert_exact(grid, protocol, result, updates, names)
-    assert grid.pushed[-2:] == [MessageType.CONSISTENCY, MessageType.RELEASE]
+    assert params is not None and params.neighbours == 2
+    assert pushed[-2:] == [MessageType.CONSISTENCY, MessageType.RELEASE]
