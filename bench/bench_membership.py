@@ -29,13 +29,13 @@ from regime_sim import BASE, SiteFeatures, load_features, run_federation
 
 from fedseal.client.dp.settings import default_delta
 from fedseal.client.training import FeatureInputs
-from fedseal.contract.regime import REGIMES, site_batch_sizes
+from fedseal.contract.regime import regime_for, site_batch_sizes
 from fedseal.contract.run_plan import AdapterKind
 from fedseal.models.adapter import load_vector_into_adapter
 from fedseal.models.features import FeatureHead, feature_size
 from fedseal.privacy.membership import MembershipAudit, membership_audit
 
-REGIME = REGIMES[AdapterKind.HEAD]
+REGIME = regime_for(AdapterKind.HEAD, "hospitals")
 
 
 def losses(vector: np.ndarray, num_labels: int, inputs: FeatureInputs) -> np.ndarray:

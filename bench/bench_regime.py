@@ -36,11 +36,24 @@ from regime_sim import (
     score_union,
 )
 
-from fedseal.contract.regime import REGIMES, site_batch_sizes
+from fedseal.contract.regime import regime_for, site_batch_sizes
 from fedseal.contract.run_plan import AdapterKind
 from fedseal.models.data import get_scenario
 
-REGIME = REGIMES[AdapterKind.HEAD]
+
+def regime_args(scenario: str, args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with the scenario's head-adapter defaults where no value was given."""
+    regime = regime_for(AdapterKind.HEAD, scenario)
+    chosen = argparse.Namespace(**vars(args))
+    for name, value in (
+        ("rounds", regime.rounds),
+        ("steps", regime.steps),
+        ("lr", regime.learning_rate),
+        ("batch", regime.batch_size),
+    ):
+        if getattr(chosen, name) is None:
+            setattr(chosen, name, value)
+    return chosen
 
 
 def metric_of(result, metric: str) -> float:
@@ -52,12 +65,17 @@ def summary(values: list[float]) -> str:
 
 
 def measure(scenario: str, args: argparse.Namespace) -> dict[str, object]:
+    args = regime_args(scenario, args)
     spec = get_scenario(scenario)
     sites, labels, metric = load_features(scenario, spec.default_sites, 0, args.cache)
-    batch = site_batch_sizes(REGIME.batch_size, {s.name: s.validation.n for s in sites})
+    batch = site_batch_sizes(args.batch, {s.name: s.validation.n for s in sites})
     tests = [s.test for s in sites]
     common = dict(rounds=args.rounds, steps=args.steps, learning_rate=args.lr, batch=batch)
-    out: dict[str, object] = {"metric": metric, "sites": {s.name: s.n for s in sites}}
+    out: dict[str, object] = {
+        "metric": metric,
+        "sites": {s.name: s.n for s in sites},
+        "regime": {"rounds": args.rounds, "steps": args.steps, "lr": args.lr, "batch": batch},
+    }
     rows: dict[str, list[float]] = {}
     for epsilon in [None, *args.epsilons]:
         tag = "no DP" if epsilon is None else f"eps={epsilon:g}"
@@ -82,7 +100,7 @@ def measure(scenario: str, args: argparse.Namespace) -> dict[str, object]:
             rounds=args.rounds,
             steps=args.steps * len(sites),
             learning_rate=args.lr,
-            batch={"pooled": REGIME.batch_size},
+            batch={"pooled": args.batch},
         )
         rows.setdefault("centralised, no DP", []).append(
             metric_of(score_union(vector, labels, tests), metric)
@@ -99,11 +117,12 @@ def measure(scenario: str, args: argparse.Namespace) -> dict[str, object]:
 
 
 def tune(scenario: str, args: argparse.Namespace) -> None:
+    args = regime_args(scenario, args)
     spec = get_scenario(scenario)
     sites, labels, metric = load_features(scenario, spec.default_sites, 0, args.cache)
-    batch = site_batch_sizes(REGIME.batch_size, {s.name: s.validation.n for s in sites})
+    batch = site_batch_sizes(args.batch, {s.name: s.validation.n for s in sites})
     validation = [s.validation for s in sites]
-    grid = itertools.product([None, *args.epsilons], [3, 5], [20, 60], [0.05, 0.1, 0.2])
+    grid = itertools.product([None, *args.epsilons], [5, 8], [10, 15, 20, 60], [0.1, 0.2, 0.3])
     for epsilon, rounds, steps, lr in grid:
         scores = []
         for repeat in range(args.repeats):
@@ -126,8 +145,9 @@ def tune(scenario: str, args: argparse.Namespace) -> None:
 
 
 def step_time(args: argparse.Namespace, repeats: int = 5, steps: int = 60) -> dict[str, float]:
-    """DP-SGD step time over non-private step time for the head adapter at batch 1,024 on the
-    largest hospital (CPU time of this process, calls alternated, median of paired ratios)."""
+    """DP-SGD step time over non-private step time for the head adapter at the hospitals'
+    expected batch (3,000) on the largest hospital (CPU time of this process, calls alternated,
+    median of paired ratios)."""
     from fedseal.client.dp.settings import DpSettings
     from fedseal.client.dp.trainer import train_dp_on
     from fedseal.client.training import TrainSettings, train_on
@@ -136,10 +156,15 @@ def step_time(args: argparse.Namespace, repeats: int = 5, steps: int = 60) -> di
     sites, labels, _ = load_features("hospitals", 3, 0, args.cache)
     site = sites[0]
     dp = DpSettings(epsilon=1.0, delta=1e-5, target_epsilon=1.0)
+    regime = regime_for(AdapterKind.HEAD, "hospitals")
     ratios, plain_s, dp_s = [], [], []
     for repeat in range(repeats):
         run = TrainSettings(
-            steps=steps, batch_size=1024, learning_rate=0.1, seed=repeat, weight_decay=0.0
+            steps=steps,
+            batch_size=regime.batch_size,
+            learning_rate=regime.learning_rate,
+            seed=repeat,
+            weight_decay=0.0,
         )
         head = FeatureHead(site.train.features.shape[1], labels)
         started = time.process_time()
@@ -163,9 +188,10 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=["hospitals", "banks", "heart"])
     parser.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 3.0, 8.0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=REGIME.rounds)
-    parser.add_argument("--steps", type=int, default=REGIME.steps)
-    parser.add_argument("--lr", type=float, default=REGIME.learning_rate)
+    parser.add_argument("--rounds", type=int, default=None, help="default: the scenario's")
+    parser.add_argument("--steps", type=int, default=None, help="default: the scenario's")
+    parser.add_argument("--lr", type=float, default=None, help="default: the scenario's")
+    parser.add_argument("--batch", type=int, default=None, help="default: the scenario's")
     parser.add_argument("--cache", type=Path, default=Path(".bench-cache"))
     parser.add_argument("--tune", action="store_true")
     parser.add_argument("--step-time", action="store_true", help="only the DP step-time ratio")
@@ -184,10 +210,11 @@ def main() -> None:
     for scenario in args.scenarios:
         results[scenario] = measure(scenario, args)
         result = results[scenario]
+        regime = result["regime"]
         print(
             f"\n{scenario} ({result['metric']} on the global test set; {args.repeats} "
-            f"repeats, median [min, max]; {args.rounds} rounds x {args.steps} steps, "
-            f"lr {args.lr:g}):"
+            f"repeats, median [min, max]; {regime['rounds']} rounds x {regime['steps']} steps, "
+            f"lr {regime['lr']:g}, expected batches {regime['batch']}):"
         )
         for name, values in result["rows"].items():
             print(f"  {name:<44} {summary(values)}")

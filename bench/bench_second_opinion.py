@@ -3,7 +3,7 @@
 Two parts:
 
 * ``demo``: the ledger a default ``fl-demo`` run writes (hospitals, 3 sites, head adapter,
-  5 rounds x 60 steps, batch 1,024 capped at each site's validation records, every site
+  5 rounds x 10 steps, batch 3,000 capped at each site's validation records, every site
   calibrating σ with PRV for ε = 1 over the run at its default δ). Per site and round: the
   cumulative ε by Opacus' PRV (what the site records) and RDP, and by dp-accounting's RDP
   (at Opacus' orders) and PLD (pessimistic), the PLD floor the audit holds figures to, and
@@ -28,7 +28,7 @@ from typing import Any
 
 from fedseal.client.dp.calibration import calibrate_noise
 from fedseal.client.dp.settings import default_delta
-from fedseal.contract.regime import REGIMES, site_batch_sizes
+from fedseal.contract.regime import regime_for, site_batch_sizes
 from fedseal.contract.run_plan import AdapterKind
 from fedseal.models.data.registry import load_federated_dataset
 from fedseal.privacy.accountant_kind import Accountant
@@ -44,7 +44,7 @@ def _timed(function: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
 
 
 def demo() -> list[dict[str, Any]]:
-    regime = REGIMES[AdapterKind.HEAD]
+    regime = regime_for(AdapterKind.HEAD, "hospitals")
     dataset = load_federated_dataset("hospitals", 3, 0)
     sites = sorted(dataset.sites)
     batches = site_batch_sizes(

@@ -24,7 +24,7 @@ from fedseal.cli_args import add_key_rounds, add_max_colluding
 from fedseal.cli_support import UserError, run_cli
 from fedseal.client.dp.settings import DEFAULT_MAX_GRAD_NORM, MAX_NOISE_MULTIPLIER
 from fedseal.contract.limits import DEFAULT_KEY_ROUNDS
-from fedseal.contract.regime import REGIMES, Regime
+from fedseal.contract.regime import REGIMES, SCENARIO_REGIMES, Regime, regime_for
 from fedseal.contract.run_plan import AdapterKind
 from fedseal.privacy.accountant_kind import Accountant
 
@@ -93,9 +93,16 @@ def _add_choice(
 
 
 def _per_adapter(setting: str) -> str:
-    """The help's note on a setting whose default is the adapter's regime's."""
+    """The help's note on a setting whose default is the adapter's regime's (and the
+    scenario's, where it has a setting of its own)."""
     head, lora = (format(getattr(REGIMES[kind], setting), "g") for kind in (HEAD, LORA))
-    return f"default {head} for the head adapter, {lora} for lora"
+    own = [
+        f"{scenario} {format(getattr(regime, setting), 'g')}"
+        for (kind, scenario), regime in SCENARIO_REGIMES.items()
+        if kind is HEAD and getattr(regime, setting) != getattr(REGIMES[HEAD], setting)
+    ]
+    hospitals = f" ({', '.join(own)})" if own else ""
+    return f"default {head} for the head adapter{hospitals}, {lora} for lora"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds",
         type=int,
         default=None,
-        help=f"federated rounds (default {REGIMES[HEAD].rounds})",
+        help=f"federated rounds ({_per_adapter('rounds')})",
     )
     parser.add_argument(
         "--steps",
@@ -314,7 +321,7 @@ def _validate(args: argparse.Namespace) -> list[str]:
         raise UserError(
             f"unknown scenario {args.scenario!r} (choose from {', '.join(sorted(SCENARIOS))})"
         )
-    regime: Regime = REGIMES[choose_adapter(args.adapter)]
+    regime: Regime = regime_for(choose_adapter(args.adapter), args.scenario)
     args.adapter = regime.adapter
     if args.sites is None:
         args.sites = SCENARIOS[args.scenario].default_sites

@@ -58,14 +58,14 @@ def test_fl_demo_two_rounds_are_recorded(tmp_path: Path) -> None:
             "--eval-limit",
             "48",
             "--round-timeout",
-            "300",
+            "600",  # round 1 embeds each site's records: about 270 s on 2 cores
             "--timeout",
-            "900",
+            "1500",
             "--no-baseline",
         ],
         capture_output=True,
         text=True,
-        timeout=1000,
+        timeout=1600,
         check=False,
         # as `.venv/bin/fl-demo` on a fresh machine: the environment is not activated
         env={**os.environ, "FEDSEAL_DATABASE_URL": "", "PATH": _path_without_this_environment()},

@@ -5,6 +5,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from fedseal.contract.regime import regime_for, site_batch_sizes
+from fedseal.contract.run_plan import AdapterKind
 from fedseal.models.data import (
     DEFAULT_SCENARIO,
     SCENARIOS,
@@ -91,8 +93,8 @@ def test_hospital_sizes_and_classes() -> None:
     assert dataset.labels[0].startswith("Certain infectious and parasitic diseases")
     assert len(dataset.global_test) == sum(len(s.test) for s in dataset.sites.values())
     for split in dataset.sites.values():
-        assert 2000 <= len(split.train) <= 10_000
-        assert 200 <= len(split.test) <= 400
+        assert 6000 <= len(split.train) <= 30_000
+        assert 400 <= len(split.test) <= 800
 
 
 def test_deterministic_for_a_seed(dataset: FederatedDataset) -> None:
@@ -127,17 +129,29 @@ def test_parts_are_disjoint(dataset: FederatedDataset) -> None:
 
 
 def test_hospitals_with_many_sites_stay_within_the_pool() -> None:
+    """Ten sites at the full sizes would need 179,000 of the 74,736 leaves: every part of every
+    site is scaled down by one factor to fit, the largest still the largest."""
     ds = load_federated_dataset("hospitals", 10, seed=3)
     assert len(ds.sites) == 10
-    assert min(len(s.train) for s in ds.sites.values()) == 2000
+    trains = [len(s.train) for s in ds.sites.values()]
+    assert trains == sorted(trains, reverse=True) and min(trains) > 2000
+    used = sum(len(p) for s in ds.sites.values() for p in (s.train, s.validation, s.test))
+    assert used <= 0.9 * len(_pool("hospitals"))
 
 
 def test_hospital_sizes_are_the_regime_sizes() -> None:
     """Sites sized as coding departments are (docs/privacy.md, "The training regime"), with a
-    validation split at least as large as the demo's expected batch (1024, capped per site)."""
+    validation split at least as large as the demo's expected batch (3,000, capped per site)."""
     ds = load_federated_dataset("hospitals", 3, seed=0)
     sizes = [(len(s.train), len(s.validation), len(s.test)) for s in ds.sites.values()]
-    assert sizes == [(10_000, 1024, 400), (4472, 724, 283), (2000, 512, 200)]
+    assert sizes == [(30_000, 3000, 800), (13_416, 2121, 566), (6000, 1500, 400)]
+    batch = regime_for(AdapterKind.HEAD, "hospitals").batch_size
+    validation = {name: len(s.validation) for name, s in ds.sites.items()}
+    assert site_batch_sizes(batch, validation) == {
+        "hospital_a": 3000,
+        "hospital_b": 2121,
+        "hospital_c": 1500,
+    }
     again = load_federated_dataset("hospitals", 3, seed=0)
     for name, split in ds.sites.items():
         for part in ("train", "validation", "test"):

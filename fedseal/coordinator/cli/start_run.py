@@ -8,7 +8,7 @@ import argparse
 from fedseal.cli_args import Command, add_key_rounds, add_max_colluding
 from fedseal.cli_support import ExitCode, UserError
 from fedseal.contract.limits import DEFAULT_KEY_ROUNDS
-from fedseal.contract.regime import REGIMES
+from fedseal.contract.regime import regime_for
 from fedseal.contract.run_plan import AdapterKind
 from fedseal.coordinator.cli import options
 
@@ -42,7 +42,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--steps",
         type=int,
         default=None,
-        help="local training steps per round (default: the regime's, 20)",
+        help="local training steps per round (default: the regime's for the adapter and scenario: "
+        "head 10 on hospitals and 60 on the other scenarios, lora 20)",
     )
     parser.add_argument(
         "--min-sites",
@@ -101,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     from fedseal.models.data import get_scenario, load_federated_dataset, scenario_site_names
     from fedseal.registry import RegistryError
 
-    regime = REGIMES[AdapterKind(args.adapter)]
+    regime = regime_for(AdapterKind(args.adapter), args.scenario)
     args.rounds = regime.rounds if args.rounds is None else args.rounds
     args.steps = regime.steps if args.steps is None else args.steps
     for name, value in (("--rounds", args.rounds), ("--steps", args.steps)):
