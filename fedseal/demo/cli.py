@@ -101,8 +101,8 @@ def _per_adapter(setting: str) -> str:
         for (kind, scenario), regime in SCENARIO_REGIMES.items()
         if kind is HEAD and getattr(regime, setting) != getattr(REGIMES[HEAD], setting)
     ]
-    hospitals = f" ({', '.join(own)})" if own else ""
-    return f"default {head} for the head adapter{hospitals}, {lora} for lora"
+    by_scenario = f" ({', '.join(own)})" if own else ""
+    return f"default {head} for the head adapter{by_scenario}, {lora} for lora"
 
 
 def build_parser() -> argparse.ArgumentParser:
